@@ -1,0 +1,17 @@
+//! Schema migrations for Kontakt, written once for PostgreSQL and SQLite.
+pub use sea_orm_migration::prelude::*;
+
+mod m20261122_000001_create_customers;
+mod m20261122_000002_create_identities;
+
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![
+            Box::new(m20261122_000001_create_customers::Migration),
+            Box::new(m20261122_000002_create_identities::Migration),
+        ]
+    }
+}

@@ -1,0 +1,223 @@
+//! Configuration: one typed value built from flags and `KONTAKT_*` environment variables (flags win).
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+use clap::{Args, ValueEnum};
+
+/// Where the server runs: development is forgiving and talkative, production refuses unsafe defaults.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Environment {
+    Development,
+    Production,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Json,
+    Pretty,
+}
+
+/// Everything `kontakt serve`, `migrate` and `token` read. Every option also has an environment variable.
+#[derive(Debug, Clone, Args)]
+pub struct Config {
+    /// `development` (default) or `production`.
+    #[arg(long = "env", env = "KONTAKT_ENV", value_enum, default_value = "development", global = true)]
+    pub env: Environment,
+
+    /// Address the HTTP server listens on.
+    #[arg(long, env = "KONTAKT_LISTEN", default_value = "127.0.0.1:8080", global = true)]
+    pub listen: SocketAddr,
+
+    /// Database URL: `sqlite://kontakt.db?mode=rwc` (default, created on start) or `postgres://…`.
+    #[arg(long, env = "DATABASE_URL", default_value = "sqlite://kontakt.db?mode=rwc", global = true)]
+    pub database_url: String,
+
+    /// PostgreSQL schema to use instead of `public` (one database, several isolated installations).
+    #[arg(long, env = "KONTAKT_DATABASE_SCHEMA", global = true)]
+    pub database_schema: Option<String>,
+
+    /// Largest number of pooled database connections.
+    #[arg(long, env = "KONTAKT_DATABASE_MAX_CONNECTIONS", default_value_t = 16, global = true)]
+    pub database_max_connections: u32,
+
+    /// Run pending migrations when the server starts.
+    #[arg(long, env = "KONTAKT_MIGRATE_ON_START", default_value_t = true, action = clap::ArgAction::Set, global = true)]
+    pub migrate_on_start: bool,
+
+    /// Redis URL (`redis://…`). Without it cache and pub/sub are in-process.
+    #[arg(long, env = "REDIS_URL", global = true)]
+    pub redis_url: Option<String>,
+
+    /// Prefix of every Redis key and channel this installation uses.
+    #[arg(long, env = "KONTAKT_REDIS_PREFIX", default_value = "kontakt", global = true)]
+    pub redis_prefix: String,
+
+    /// Required `iss` of bearer tokens (development default: `kontakt-dev`).
+    #[arg(long, env = "KONTAKT_JWT_ISSUER", global = true)]
+    pub jwt_issuer: Option<String>,
+
+    /// Required `aud` of bearer tokens (development default: `kontakt`).
+    #[arg(long, env = "KONTAKT_JWT_AUDIENCE", global = true)]
+    pub jwt_audience: Option<String>,
+
+    /// HS256 shared secret for tokens. In development without it a key is made and kept beside the SQLite file.
+    #[arg(long, env = "KONTAKT_JWT_SECRET", hide_env_values = true, global = true)]
+    pub jwt_secret: Option<String>,
+
+    /// JWKS document of public keys (RS256/ES256/EdDSA), chosen by `kid`.
+    #[arg(long, env = "KONTAKT_JWKS_FILE", global = true)]
+    pub jwks_file: Option<PathBuf>,
+
+    /// Clock skew allowed on `exp` and `nbf`, in seconds.
+    #[arg(long, env = "KONTAKT_JWT_LEEWAY_SECS", default_value_t = 5, global = true)]
+    pub jwt_leeway_secs: u64,
+
+    /// Where the development key is kept (default: beside the SQLite file, or `./kontakt.devkey`).
+    #[arg(long, env = "KONTAKT_DEV_KEY_FILE", global = true)]
+    pub dev_key_file: Option<PathBuf>,
+
+    /// Default region for phone numbers written without a country code (ISO 3166 alpha-2, e.g. `DK`).
+    #[arg(long, env = "KONTAKT_DEFAULT_PHONE_REGION", global = true)]
+    pub default_phone_region: Option<String>,
+
+    /// Deepest selection nesting a query may have.
+    #[arg(long, env = "KONTAKT_MAX_DEPTH", default_value_t = 12, global = true)]
+    pub max_depth: usize,
+
+    /// Largest query complexity (a connection counts `first × child`).
+    #[arg(long, env = "KONTAKT_MAX_COMPLEXITY", default_value_t = 5000, global = true)]
+    pub max_complexity: usize,
+
+    /// Most aliases a query may use.
+    #[arg(long, env = "KONTAKT_MAX_ALIASES", default_value_t = 30, global = true)]
+    pub max_aliases: usize,
+
+    /// Most directives on one field.
+    #[arg(long, env = "KONTAKT_MAX_DIRECTIVES", default_value_t = 10, global = true)]
+    pub max_directives: usize,
+
+    /// Largest request body in bytes.
+    #[arg(long, env = "KONTAKT_MAX_BODY_BYTES", default_value_t = 1024 * 1024, global = true)]
+    pub max_body_bytes: usize,
+
+    /// Longest a request may run, in milliseconds.
+    #[arg(long, env = "KONTAKT_REQUEST_TIMEOUT_MS", default_value_t = 15_000, global = true)]
+    pub request_timeout_ms: u64,
+
+    /// Most operations in one batched request; 0 turns batching off.
+    #[arg(long, env = "KONTAKT_MAX_BATCH", default_value_t = 0, global = true)]
+    pub max_batch: usize,
+
+    /// Serve introspection (default: on in development, off in production).
+    #[arg(long, env = "KONTAKT_INTROSPECTION", action = clap::ArgAction::Set, global = true)]
+    pub introspection: Option<bool>,
+
+    /// `json` or `pretty` logs (default: pretty in development, json in production).
+    #[arg(long, env = "KONTAKT_LOG_FORMAT", value_enum, global = true)]
+    pub log_format: Option<LogFormat>,
+}
+
+pub const DEV_ISSUER: &str = "kontakt-dev";
+pub const DEV_AUDIENCE: &str = "kontakt";
+
+impl Config {
+    /// Defaults only, ignoring flags and environment: what tests start from.
+    pub fn defaults() -> Self {
+        #[derive(clap::Parser)]
+        struct Only {
+            #[command(flatten)]
+            config: Config,
+        }
+        // Parsing no arguments cannot fail: every option has a default or is optional.
+        let matches = <Only as clap::CommandFactory>::command()
+            .mut_args(|a| a.env(None::<&str>))
+            .get_matches_from(["kontakt"]);
+        <Only as clap::FromArgMatches>::from_arg_matches(&matches)
+            .map(|o| o.config)
+            .unwrap_or_else(|e| panic!("built-in defaults do not parse: {e}"))
+    }
+
+    pub fn is_production(&self) -> bool {
+        self.env == Environment::Production
+    }
+
+    pub fn introspection_enabled(&self) -> bool {
+        self.introspection.unwrap_or(!self.is_production())
+    }
+
+    pub fn log_format(&self) -> LogFormat {
+        self.log_format
+            .unwrap_or(if self.is_production() { LogFormat::Json } else { LogFormat::Pretty })
+    }
+
+    pub fn issuer(&self) -> Option<&str> {
+        self.jwt_issuer
+            .as_deref()
+            .or((!self.is_production()).then_some(DEV_ISSUER))
+    }
+
+    pub fn audience(&self) -> Option<&str> {
+        self.jwt_audience
+            .as_deref()
+            .or((!self.is_production()).then_some(DEV_AUDIENCE))
+    }
+
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_millis(self.request_timeout_ms)
+    }
+
+    pub fn is_sqlite(&self) -> bool {
+        self.database_url.starts_with("sqlite:")
+    }
+
+    /// The SQLite file path from the URL, when the database is a SQLite file.
+    pub fn sqlite_path(&self) -> Option<PathBuf> {
+        let rest = self.database_url.strip_prefix("sqlite:")?;
+        let rest = rest.trim_start_matches("//");
+        let path = rest.split('?').next().unwrap_or_default();
+        (!path.is_empty() && path != ":memory:").then(|| PathBuf::from(path))
+    }
+
+    /// Where the development signing key lives: beside the SQLite file unless configured.
+    pub fn dev_key_path(&self) -> PathBuf {
+        if let Some(path) = &self.dev_key_file {
+            return path.clone();
+        }
+        match self.sqlite_path() {
+            Some(db) => {
+                let mut name = db.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+                name.push(".devkey");
+                db.with_file_name(name)
+            }
+            None => PathBuf::from("kontakt.devkey"),
+        }
+    }
+
+    /// Refuse to start with settings that are only safe on a developer's machine.
+    pub fn check(&self) -> anyhow::Result<()> {
+        if self.is_production() {
+            if self.jwt_issuer.is_none() || self.jwt_audience.is_none() {
+                anyhow::bail!("production needs KONTAKT_JWT_ISSUER and KONTAKT_JWT_AUDIENCE");
+            }
+            if self.jwt_secret.is_none() && self.jwks_file.is_none() {
+                anyhow::bail!("production needs KONTAKT_JWKS_FILE (public keys) or KONTAKT_JWT_SECRET");
+            }
+            if let Some(secret) = &self.jwt_secret
+                && secret.len() < 32
+            {
+                anyhow::bail!("KONTAKT_JWT_SECRET must be at least 32 bytes in production");
+            }
+        }
+        if self.jwt_leeway_secs > 300 {
+            anyhow::bail!("KONTAKT_JWT_LEEWAY_SECS must be at most 300");
+        }
+        if self.redis_prefix.is_empty() || self.redis_prefix.contains(char::is_whitespace) {
+            anyhow::bail!("KONTAKT_REDIS_PREFIX must be a non-empty word");
+        }
+        if let Some(schema) = &self.database_schema
+            && !schema.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        {
+            anyhow::bail!("KONTAKT_DATABASE_SCHEMA may hold only letters, digits and `_`");
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,142 @@
+//! The one user-facing error type, with a closed set of `extensions.code` values.
+use async_graphql::ErrorExtensions;
+use sea_orm::{DbErr, SqlErr};
+
+/// The codes a client can see in `extensions.code`. Nothing else is ever sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorCode {
+    Unauthenticated,
+    Forbidden,
+    ConsentRequired,
+    NotFound,
+    Validation,
+    Conflict,
+    RateLimited,
+    Unavailable,
+    Internal,
+    /// The request document does not parse.
+    GraphqlParseFailed,
+    /// The request document does not validate against the schema or breaks a query limit.
+    GraphqlValidationFailed,
+    /// The HTTP request is not a well-formed GraphQL-over-HTTP request.
+    BadRequest,
+}
+
+impl ErrorCode {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::Unauthenticated => "UNAUTHENTICATED",
+            ErrorCode::Forbidden => "FORBIDDEN",
+            ErrorCode::ConsentRequired => "CONSENT_REQUIRED",
+            ErrorCode::NotFound => "NOT_FOUND",
+            ErrorCode::Validation => "VALIDATION",
+            ErrorCode::Conflict => "CONFLICT",
+            ErrorCode::RateLimited => "RATE_LIMITED",
+            ErrorCode::Unavailable => "UNAVAILABLE",
+            ErrorCode::Internal => "INTERNAL",
+            ErrorCode::GraphqlParseFailed => "GRAPHQL_PARSE_FAILED",
+            ErrorCode::GraphqlValidationFailed => "GRAPHQL_VALIDATION_FAILED",
+            ErrorCode::BadRequest => "BAD_REQUEST",
+        }
+    }
+}
+
+/// What went wrong, in words a caller can act on. Internal causes are logged, never sent.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    Unauthenticated(String),
+    #[error("this operation needs the `{0}` scope")]
+    Forbidden(String),
+    #[error("the customer has not consented to `{purpose}`")]
+    ConsentRequired { purpose: String },
+    #[error("{0} not found")]
+    NotFound(String),
+    #[error("invalid `{field}`: {message}")]
+    Validation { field: String, message: String },
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("internal error")]
+    Internal(#[source] anyhow::Error),
+}
+
+pub type ApiResult<T> = Result<T, ApiError>;
+
+impl ApiError {
+    pub fn validation(field: impl Into<String>, message: impl Into<String>) -> Self {
+        ApiError::Validation { field: field.into(), message: message.into() }
+    }
+
+    pub fn not_found(what: impl Into<String>) -> Self {
+        ApiError::NotFound(what.into())
+    }
+
+    pub fn internal(err: impl Into<anyhow::Error>) -> Self {
+        ApiError::Internal(err.into())
+    }
+
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            ApiError::Unauthenticated(_) => ErrorCode::Unauthenticated,
+            ApiError::Forbidden(_) => ErrorCode::Forbidden,
+            ApiError::ConsentRequired { .. } => ErrorCode::ConsentRequired,
+            ApiError::NotFound(_) => ErrorCode::NotFound,
+            ApiError::Validation { .. } => ErrorCode::Validation,
+            ApiError::Conflict(_) => ErrorCode::Conflict,
+            ApiError::Unavailable(_) => ErrorCode::Unavailable,
+            ApiError::Internal(_) => ErrorCode::Internal,
+        }
+    }
+
+    /// True for database unique-constraint races, which callers may retry.
+    pub fn is_unique_violation(err: &DbErr) -> bool {
+        matches!(err.sql_err(), Some(SqlErr::UniqueConstraintViolation(_)))
+    }
+}
+
+impl From<DbErr> for ApiError {
+    fn from(err: DbErr) -> Self {
+        match &err {
+            DbErr::RecordNotFound(_) => ApiError::NotFound("record".into()),
+            DbErr::ConnectionAcquire(_) | DbErr::Conn(_) => {
+                tracing::error!(error = %err, "database unavailable");
+                ApiError::Unavailable("the database is unavailable, try again".into())
+            }
+            _ => ApiError::Internal(err.into()),
+        }
+    }
+}
+
+impl ErrorExtensions for ApiError {
+    fn extend(&self) -> async_graphql::Error {
+        if let ApiError::Internal(cause) = self {
+            // The span carries the request id; the client sees only the code.
+            tracing::error!(error = ?cause, "internal error");
+        }
+        let code = self.code();
+        async_graphql::Error::new(self.to_string()).extend_with(|_, ext| {
+            ext.set("code", code.as_str());
+            match self {
+                ApiError::Validation { field, .. } => ext.set("field", field.as_str()),
+                ApiError::ConsentRequired { purpose } => ext.set("purpose", purpose.as_str()),
+                _ => {}
+            }
+        })
+    }
+}
+
+/// Turns a domain result into a GraphQL result that keeps the error code.
+///
+/// async-graphql converts any `Display` error with `?`, which would drop `extensions.code`; resolvers call
+/// `.gql()` instead.
+pub trait GqlResult<T> {
+    fn gql(self) -> async_graphql::Result<T>;
+}
+
+impl<T> GqlResult<T> for ApiResult<T> {
+    fn gql(self) -> async_graphql::Result<T> {
+        self.map_err(|e| e.extend())
+    }
+}

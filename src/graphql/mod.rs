@@ -1,0 +1,74 @@
+//! The GraphQL layer: schema assembly, request context, thin resolvers and view types. No rules live here.
+mod document;
+mod loaders;
+mod profiles;
+mod system;
+mod views;
+
+use async_graphql::{Context, ErrorExtensions, MergedObject, MergedSubscription, Schema};
+
+pub use document::{OperationKind, RequestDocument, inspect};
+pub use loaders::IdentityLoader;
+
+use crate::{auth::Caller, config::Config, error::ApiError, services::Services};
+
+#[derive(MergedObject, Default)]
+#[graphql(name = "Query")]
+pub struct QueryRoot(profiles::ProfilesQuery, system::SystemQuery);
+
+#[derive(MergedObject, Default)]
+#[graphql(name = "Mutation")]
+pub struct MutationRoot(profiles::ProfilesMutation);
+
+#[derive(MergedSubscription, Default)]
+#[graphql(name = "Subscription")]
+pub struct SubscriptionRoot(profiles::ProfilesSubscription);
+
+pub type KontaktSchema = Schema<QueryRoot, MutationRoot, SubscriptionRoot>;
+
+/// What every resolver gets: the caller and the services. Put into each request by the HTTP or WebSocket edge.
+#[derive(Clone)]
+pub struct RequestContext {
+    pub caller: Caller,
+    pub services: Services,
+}
+
+impl RequestContext {
+    /// The request data async-graphql needs for one operation: this context and its own (never shared) loaders.
+    pub fn into_data(self) -> async_graphql::Data {
+        let mut data = async_graphql::Data::default();
+        data.insert(async_graphql::dataloader::DataLoader::new(
+            IdentityLoader::new(self.caller.tenant().clone(), self.services.clone()),
+            tokio::spawn,
+        ));
+        data.insert(self);
+        data
+    }
+}
+
+/// The request context, or `UNAUTHENTICATED` when an entry point forgot to put one in.
+pub(crate) fn request<'a>(ctx: &Context<'a>) -> async_graphql::Result<&'a RequestContext> {
+    ctx.data_opt::<RequestContext>()
+        .ok_or_else(|| ApiError::Unauthenticated("authentication required".into()).extend())
+}
+
+/// The served schema with the configured limits. Needs no database: `kontakt schema` prints its SDL.
+pub fn build_schema(config: &Config) -> KontaktSchema {
+    let mut builder = Schema::build(QueryRoot::default(), MutationRoot::default(), SubscriptionRoot::default())
+        .limit_depth(config.max_depth)
+        .limit_complexity(config.max_complexity)
+        .limit_directives(config.max_directives)
+        .limit_recursive_depth(32);
+    if !config.introspection_enabled() {
+        builder = builder.disable_introspection();
+    }
+    if config.is_production() {
+        builder = builder.disable_suggestions();
+    }
+    builder.finish()
+}
+
+/// The SDL of the schema as served (introspection and limits do not change it).
+pub fn sdl() -> String {
+    Schema::build(QueryRoot::default(), MutationRoot::default(), SubscriptionRoot::default()).finish().sdl()
+}

@@ -1,0 +1,147 @@
+//! Profile resolvers: take the request context, call one domain function, map to a view.
+use async_graphql::{
+    Context, InputObject, Object, SimpleObject, Subscription,
+    connection::{Connection, Edge},
+};
+use chrono::{DateTime, Utc};
+use futures_util::{Stream, StreamExt};
+use uuid::Uuid;
+
+use super::{
+    request,
+    views::{CustomerChangeView, CustomerView},
+};
+use crate::{
+    error::GqlResult,
+    pagination::{PageRequest, encode_cursor},
+    privacy::Disclosure,
+    profiles::{
+        CustomerFilter, IdentityKind, UpsertCustomer,
+        customers::{self, IdentityInput as DomainIdentityInput},
+    },
+};
+
+#[derive(Default)]
+pub struct ProfilesQuery;
+
+/// An identifier as a client sends it; normalised by the server (email lower-cased, phone to E.164).
+#[derive(InputObject)]
+pub struct IdentityInput {
+    kind: IdentityKind,
+    value: String,
+    /// Required for `EXTERNAL_ID`: the source system the id belongs to.
+    source: Option<String>,
+}
+
+impl From<IdentityInput> for DomainIdentityInput {
+    fn from(i: IdentityInput) -> Self {
+        DomainIdentityInput { kind: i.kind, value: i.value, source: i.source }
+    }
+}
+
+#[derive(InputObject, Default)]
+pub struct CustomerFilterInput {
+    /// Only customers with at least one identity of this kind.
+    has_identity_kind: Option<IdentityKind>,
+    /// Only customers changed at or after this time.
+    updated_since: Option<DateTime<Utc>>,
+}
+
+#[Object]
+impl ProfilesQuery {
+    /// One customer by id. `NOT_FOUND` when it does not exist in the caller's tenant.
+    async fn customer(&self, ctx: &Context<'_>, id: Uuid) -> async_graphql::Result<Option<CustomerView>> {
+        let rc = request(ctx)?;
+        let customer = customers::get_customer(&rc.caller, &rc.services, id).await.gql()?;
+        Ok(Some(CustomerView::new(customer, Disclosure::for_caller(&rc.caller))))
+    }
+
+    /// The customer an identity points at (the identity is normalised first).
+    async fn customer_by_identity(
+        &self,
+        ctx: &Context<'_>,
+        identity: IdentityInput,
+    ) -> async_graphql::Result<Option<CustomerView>> {
+        let rc = request(ctx)?;
+        let customer = customers::find_by_identity(&rc.caller, &rc.services, identity.into()).await.gql()?;
+        Ok(Some(CustomerView::new(customer, Disclosure::for_caller(&rc.caller))))
+    }
+
+    /// The tenant's customers, oldest first, keyset-paged.
+    #[graphql(complexity = "first.unwrap_or(20).max(0) as usize * child_complexity + 1")]
+    async fn customers(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(validator(minimum = 0, maximum = 100))] first: Option<i32>,
+        after: Option<String>,
+        filter: Option<CustomerFilterInput>,
+    ) -> async_graphql::Result<Connection<String, CustomerView>> {
+        let rc = request(ctx)?;
+        let page = PageRequest::parse(first, after.as_deref()).gql()?;
+        let filter = filter.unwrap_or_default();
+        let filter = CustomerFilter { identity_kind: filter.has_identity_kind, updated_since: filter.updated_since };
+        let page = customers::list_customers(&rc.caller, &rc.services, &filter, page).await.gql()?;
+        let disclosure = Disclosure::for_caller(&rc.caller);
+        let mut connection = Connection::new(page.has_previous_page, page.has_next_page);
+        connection.edges.extend(
+            page.items.into_iter().map(|c| Edge::new(encode_cursor(c.id), CustomerView::new(c, disclosure))),
+        );
+        Ok(connection)
+    }
+}
+
+#[derive(InputObject)]
+pub struct UpsertCustomerInput {
+    /// At least one. The customer they already point at is updated; otherwise a new one is created.
+    identities: Vec<IdentityInput>,
+    given_name: Option<String>,
+    family_name: Option<String>,
+}
+
+#[derive(SimpleObject)]
+pub struct UpsertCustomerPayload {
+    customer: CustomerView,
+    /// True when this call created the customer.
+    created: bool,
+}
+
+#[derive(Default)]
+pub struct ProfilesMutation;
+
+#[Object]
+impl ProfilesMutation {
+    /// Creates or updates the customer that the given identities point at. Needs `profiles:write`.
+    async fn upsert_customer(
+        &self,
+        ctx: &Context<'_>,
+        input: UpsertCustomerInput,
+    ) -> async_graphql::Result<UpsertCustomerPayload> {
+        let rc = request(ctx)?;
+        let input = UpsertCustomer {
+            identities: input.identities.into_iter().map(Into::into).collect(),
+            given_name: input.given_name,
+            family_name: input.family_name,
+        };
+        let outcome = customers::upsert_customer(&rc.caller, &rc.services, input).await.gql()?;
+        Ok(UpsertCustomerPayload {
+            customer: CustomerView::new(outcome.customer, Disclosure::for_caller(&rc.caller)),
+            created: outcome.created,
+        })
+    }
+}
+
+#[derive(Default)]
+pub struct ProfilesSubscription;
+
+#[Subscription]
+impl ProfilesSubscription {
+    /// Customers of the caller's tenant as they are created or updated. Needs `profiles:read`.
+    async fn customer_changes(
+        &self,
+        ctx: &Context<'_>,
+    ) -> async_graphql::Result<impl Stream<Item = CustomerChangeView> + use<>> {
+        let rc = request(ctx)?;
+        let stream = customers::watch_changes(&rc.caller, &rc.services).await.gql()?;
+        Ok(stream.map(CustomerChangeView::from))
+    }
+}

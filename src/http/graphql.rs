@@ -1,0 +1,416 @@
+//! `/graphql` over HTTP, by the GraphQL-over-HTTP spec: content negotiation, status codes, GET rules, batching.
+use std::{collections::HashMap, time::Instant};
+
+use async_graphql::{ErrorExtensions, ServerError, Variables, http::GraphiQLSource};
+use axum::{
+    body::Bytes,
+    extract::{Query, State},
+    http::{HeaderMap, HeaderValue, Method, StatusCode, header},
+    response::{Html, IntoResponse, Response},
+};
+use serde_json::{Map, Value, json};
+
+use super::AppState;
+use crate::{
+    auth::Caller,
+    error::{ApiError, ErrorCode},
+    graphql::{OperationKind, RequestContext, inspect},
+};
+
+/// The two response media types the spec defines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum MediaType {
+    GraphqlResponseJson,
+    Json,
+}
+
+impl MediaType {
+    fn content_type(self) -> &'static str {
+        match self {
+            MediaType::GraphqlResponseJson => "application/graphql-response+json; charset=utf-8",
+            MediaType::Json => "application/json; charset=utf-8",
+        }
+    }
+}
+
+/// A well-formed GraphQL-over-HTTP request.
+struct Params {
+    query: String,
+    operation_name: Option<String>,
+    variables: Option<Map<String, Value>>,
+}
+
+pub async fn graphql_get(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(query): Query<HashMap<String, String>>,
+) -> Response {
+    if wants_html(&headers) && !query.contains_key("query") {
+        return Html(
+            GraphiQLSource::build().endpoint("/graphql").subscription_endpoint("/graphql/ws").title("Kontakt").finish(),
+        )
+        .into_response();
+    }
+    let media = match negotiate(&headers) {
+        Ok(media) => media,
+        Err(response) => return response,
+    };
+    let caller = match authenticate(&state, &headers) {
+        Ok(caller) => caller,
+        Err(response) => return response.into_media(media),
+    };
+    let params = match params_from_query(&query) {
+        Ok(params) => params,
+        Err(message) => return request_error(media, StatusCode::BAD_REQUEST, ErrorCode::BadRequest, &message),
+    };
+    execute(&state, caller, params, media, Method::GET).await.into_response_with(media)
+}
+
+pub async fn graphql_post(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+    let media = match negotiate(&headers) {
+        Ok(media) => media,
+        Err(response) => return response,
+    };
+    if let Err(message) = check_content_type(&headers) {
+        return request_error(media, StatusCode::UNSUPPORTED_MEDIA_TYPE, ErrorCode::BadRequest, &message);
+    }
+    let caller = match authenticate(&state, &headers) {
+        Ok(caller) => caller,
+        Err(response) => return response.into_media(media),
+    };
+    let body: Value = match serde_json::from_slice(&body) {
+        Ok(body) => body,
+        Err(err) => {
+            let message = format!("the request body is not valid JSON: {err}");
+            return request_error(media, StatusCode::BAD_REQUEST, ErrorCode::BadRequest, &message);
+        }
+    };
+    match body {
+        Value::Array(items) => execute_batch(&state, caller, items, media).await,
+        other => match params_from_json(other) {
+            Ok(params) => execute(&state, caller, params, media, Method::POST).await.into_response_with(media),
+            Err(message) => request_error(media, StatusCode::BAD_REQUEST, ErrorCode::BadRequest, &message),
+        },
+    }
+}
+
+async fn execute_batch(state: &AppState, caller: Caller, items: Vec<Value>, media: MediaType) -> Response {
+    let max = state.config.max_batch;
+    if max == 0 {
+        return request_error(media, StatusCode::BAD_REQUEST, ErrorCode::BadRequest, "batched requests are not enabled");
+    }
+    if items.is_empty() || items.len() > max {
+        let message = format!("a batch holds 1 to {max} operations");
+        return request_error(media, StatusCode::BAD_REQUEST, ErrorCode::BadRequest, &message);
+    }
+    let mut results = Vec::with_capacity(items.len());
+    for item in items {
+        let outcome = match params_from_json(item) {
+            Ok(params) => execute(state, caller.clone(), params, media, Method::POST).await,
+            Err(message) => Outcome::request_error(StatusCode::BAD_REQUEST, ErrorCode::BadRequest, &message),
+        };
+        results.push(outcome.body);
+    }
+    json_response(media, StatusCode::OK, &Value::Array(results))
+}
+
+/// The result of one operation: its JSON body and the status it would have on its own.
+struct Outcome {
+    status: StatusCode,
+    body: Value,
+    allow_post_only: bool,
+}
+
+impl Outcome {
+    fn request_error(status: StatusCode, code: ErrorCode, message: &str) -> Self {
+        Outcome { status, body: error_body(code, message), allow_post_only: false }
+    }
+
+    fn into_response_with(self, media: MediaType) -> Response {
+        let mut response = json_response(media, self.status, &self.body);
+        if self.allow_post_only {
+            response.headers_mut().insert(header::ALLOW, HeaderValue::from_static("POST"));
+        }
+        response
+    }
+}
+
+async fn execute(state: &AppState, caller: Caller, params: Params, media: MediaType, method: Method) -> Outcome {
+    let started = Instant::now();
+    let operation_label = operation_label(params.operation_name.as_deref());
+    let mut request = async_graphql::Request::new(params.query);
+    if let Some(name) = &params.operation_name {
+        request = request.operation_name(name.clone());
+    }
+    if let Some(variables) = params.variables {
+        request = request.variables(Variables::from_json(Value::Object(variables)));
+    }
+
+    let document = match request.parsed_query() {
+        Ok(doc) => inspect(doc, params.operation_name.as_deref()),
+        Err(err) => {
+            count_error(ErrorCode::GraphqlParseFailed);
+            return Outcome {
+                status: request_error_status(media),
+                body: json!({ "errors": [tagged(err, ErrorCode::GraphqlParseFailed)] }),
+                allow_post_only: false,
+            };
+        }
+    };
+    if method == Method::GET && document.operation == Some(OperationKind::Mutation) {
+        return Outcome {
+            status: StatusCode::METHOD_NOT_ALLOWED,
+            body: error_body(ErrorCode::BadRequest, "mutations are sent with POST"),
+            allow_post_only: true,
+        };
+    }
+    if document.operation == Some(OperationKind::Subscription) {
+        let message = "subscriptions are served over WebSocket at /graphql/ws";
+        return Outcome::request_error(request_error_status(media), ErrorCode::GraphqlValidationFailed, message);
+    }
+    if document.aliases > state.config.max_aliases {
+        count_error(ErrorCode::GraphqlValidationFailed);
+        let message = format!("the query uses {} aliases; at most {} are allowed", document.aliases, state.config.max_aliases);
+        return Outcome::request_error(request_error_status(media), ErrorCode::GraphqlValidationFailed, &message);
+    }
+
+    request.data = RequestContext { caller, services: state.services.clone() }.into_data();
+    let response = match tokio::time::timeout(state.config.request_timeout(), state.schema.execute(request)).await {
+        Ok(response) => response,
+        Err(_) => {
+            count_error(ErrorCode::Unavailable);
+            let message = format!("the request took longer than {} ms", state.config.request_timeout_ms);
+            return Outcome::request_error(StatusCode::SERVICE_UNAVAILABLE, ErrorCode::Unavailable, &message);
+        }
+    };
+
+    // Errors before execution (validation, limits) carry no path and leave no data: a request error.
+    let request_failed = response.data == async_graphql::Value::Null
+        && !response.errors.is_empty()
+        && response.errors.iter().all(|e| e.path.is_empty());
+    let default_code = if request_failed { ErrorCode::GraphqlValidationFailed } else { ErrorCode::Validation };
+    let errors: Vec<Value> = response.errors.into_iter().map(|e| tagged(e, default_code)).collect();
+    for error in &errors {
+        if let Some(code) = error.pointer("/extensions/code").and_then(Value::as_str) {
+            metrics::counter!("kontakt_graphql_errors_total", "code" => code.to_owned()).increment(1);
+        }
+    }
+    metrics::histogram!("kontakt_graphql_request_duration_seconds", "operation" => operation_label.clone())
+        .record(started.elapsed().as_secs_f64());
+    metrics::counter!("kontakt_graphql_requests_total", "operation" => operation_label,
+        "outcome" => if errors.is_empty() { "ok" } else if request_failed { "rejected" } else { "partial" })
+    .increment(1);
+
+    let mut body = Map::new();
+    if !request_failed {
+        body.insert("data".into(), serde_json::to_value(&response.data).unwrap_or(Value::Null));
+    }
+    if !errors.is_empty() {
+        body.insert("errors".into(), Value::Array(errors));
+    }
+    if !response.extensions.is_empty()
+        && let Ok(ext) = serde_json::to_value(&response.extensions)
+    {
+        body.insert("extensions".into(), ext);
+    }
+    let status = if request_failed { request_error_status(media) } else { StatusCode::OK };
+    Outcome { status, body: Value::Object(body), allow_post_only: false }
+}
+
+/// Serialises a GraphQL error, giving it `code` when the schema layer did not.
+fn tagged(mut error: ServerError, default: ErrorCode) -> Value {
+    let has_code = error.extensions.as_ref().and_then(|e| e.get("code")).is_some();
+    if !has_code {
+        error.extensions.get_or_insert_with(Default::default).set("code", default.as_str());
+    }
+    serde_json::to_value(&error).unwrap_or_else(|_| error_body_entry(ErrorCode::Internal, "internal error"))
+}
+
+fn count_error(code: ErrorCode) {
+    metrics::counter!("kontakt_graphql_errors_total", "code" => code.as_str()).increment(1);
+}
+
+/// application/graphql-response+json says "this request failed" with 400; application/json keeps 200.
+fn request_error_status(media: MediaType) -> StatusCode {
+    match media {
+        MediaType::GraphqlResponseJson => StatusCode::BAD_REQUEST,
+        MediaType::Json => StatusCode::OK,
+    }
+}
+
+/// Bounded label cardinality: operation names are client-chosen.
+fn operation_label(name: Option<&str>) -> String {
+    match name {
+        Some(n) if !n.is_empty() && n.len() <= 64 && n.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') => {
+            n.to_owned()
+        }
+        Some(_) => "invalid".to_owned(),
+        None => "anonymous".to_owned(),
+    }
+}
+
+fn error_body_entry(code: ErrorCode, message: &str) -> Value {
+    json!({ "message": message, "extensions": { "code": code.as_str() } })
+}
+
+fn error_body(code: ErrorCode, message: &str) -> Value {
+    json!({ "errors": [error_body_entry(code, message)] })
+}
+
+fn json_response(media: MediaType, status: StatusCode, body: &Value) -> Response {
+    let bytes = serde_json::to_vec(body).unwrap_or_else(|_| b"{\"errors\":[{\"message\":\"internal error\"}]}".to_vec());
+    (status, [(header::CONTENT_TYPE, media.content_type())], bytes).into_response()
+}
+
+fn request_error(media: MediaType, status: StatusCode, code: ErrorCode, message: &str) -> Response {
+    count_error(code);
+    json_response(media, status, &error_body(code, message))
+}
+
+/// An authentication failure, rendered once the media type is known.
+struct Unauthenticated(ApiError);
+
+impl Unauthenticated {
+    fn into_media(self, media: MediaType) -> Response {
+        count_error(ErrorCode::Unauthenticated);
+        let mut response = json_response(media, StatusCode::UNAUTHORIZED, &json!({ "errors": [self.0.extend()] }));
+        response
+            .headers_mut()
+            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"kontakt\""));
+        response
+    }
+}
+
+fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Caller, Unauthenticated> {
+    let value = headers
+        .get(header::AUTHORIZATION)
+        .ok_or_else(|| Unauthenticated(ApiError::Unauthenticated("an Authorization: Bearer token is required".into())))?;
+    let token = value
+        .to_str()
+        .ok()
+        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| Unauthenticated(ApiError::Unauthenticated("the Authorization header must be `Bearer <token>`".into())))?;
+    state.keys.verify(token).map_err(Unauthenticated)
+}
+
+fn wants_html(headers: &HeaderMap) -> bool {
+    headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|a| a.contains("text/html"))
+}
+
+/// Picks the response media type from `Accept` (by q-value); no `Accept` means application/json.
+fn negotiate(headers: &HeaderMap) -> Result<MediaType, Response> {
+    let Some(accept) = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()) else {
+        return Ok(MediaType::Json);
+    };
+    if accept.trim().is_empty() {
+        return Ok(MediaType::Json);
+    }
+    let mut ranges: Vec<(f32, usize, MediaType)> = Vec::new();
+    for (position, range) in accept.split(',').enumerate() {
+        let mut parts = range.split(';').map(str::trim);
+        let essence = parts.next().unwrap_or_default().to_ascii_lowercase();
+        let mut q = 1.0f32;
+        let mut charset_ok = true;
+        for param in parts {
+            if let Some((name, value)) = param.split_once('=') {
+                let value = value.trim().trim_matches('"');
+                match name.trim().to_ascii_lowercase().as_str() {
+                    "q" => q = value.parse().unwrap_or(0.0),
+                    "charset" => charset_ok = value.eq_ignore_ascii_case("utf-8"),
+                    _ => {}
+                }
+            }
+        }
+        let media = match essence.as_str() {
+            "application/graphql-response+json" => MediaType::GraphqlResponseJson,
+            "application/json" | "application/*" | "*/*" => MediaType::Json,
+            _ => continue,
+        };
+        if q > 0.0 && charset_ok {
+            ranges.push((q, position, media));
+        }
+    }
+    ranges.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+    match ranges.first() {
+        Some((_, _, media)) => Ok(*media),
+        None => Err((
+            StatusCode::NOT_ACCEPTABLE,
+            [(header::CONTENT_TYPE, MediaType::Json.content_type())],
+            serde_json::to_vec(&error_body(
+                ErrorCode::BadRequest,
+                "this endpoint answers application/graphql-response+json or application/json",
+            ))
+            .unwrap_or_default(),
+        )
+            .into_response()),
+    }
+}
+
+fn check_content_type(headers: &HeaderMap) -> Result<(), String> {
+    let raw = headers
+        .get(header::CONTENT_TYPE)
+        .ok_or_else(|| "a POST needs Content-Type: application/json".to_owned())?;
+    let raw = raw.to_str().map_err(|_| "unreadable Content-Type".to_owned())?;
+    let mut parts = raw.split(';').map(str::trim);
+    let essence = parts.next().unwrap_or_default().to_ascii_lowercase();
+    if essence != "application/json" && essence != "application/graphql-response+json" {
+        return Err(format!("Content-Type `{essence}` is not supported; send application/json"));
+    }
+    for param in parts {
+        if let Some((name, value)) = param.split_once('=')
+            && name.trim().eq_ignore_ascii_case("charset")
+            && !value.trim().trim_matches('"').eq_ignore_ascii_case("utf-8")
+        {
+            return Err("only the utf-8 charset is supported".to_owned());
+        }
+    }
+    Ok(())
+}
+
+fn params_from_json(body: Value) -> Result<Params, String> {
+    let Value::Object(mut map) = body else {
+        return Err("the request body must be a JSON object".into());
+    };
+    let query = match map.remove("query") {
+        Some(Value::String(q)) => q,
+        Some(_) => return Err("`query` must be a string".into()),
+        None => return Err("`query` is required".into()),
+    };
+    let operation_name = match map.remove("operationName") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(name)) => Some(name),
+        Some(_) => return Err("`operationName` must be a string or null".into()),
+    };
+    let variables = match map.remove("variables") {
+        None | Some(Value::Null) => None,
+        Some(Value::Object(vars)) => Some(vars),
+        Some(_) => return Err("`variables` must be an object or null".into()),
+    };
+    match map.remove("extensions") {
+        None | Some(Value::Null) | Some(Value::Object(_)) => {}
+        Some(_) => return Err("`extensions` must be an object or null".into()),
+    }
+    Ok(Params { query, operation_name, variables })
+}
+
+fn params_from_query(query: &HashMap<String, String>) -> Result<Params, String> {
+    let text = query.get("query").ok_or_else(|| "`query` is required".to_owned())?;
+    let variables = match query.get("variables").map(|v| serde_json::from_str::<Value>(v)) {
+        None => None,
+        Some(Ok(Value::Object(vars))) => Some(vars),
+        Some(Ok(Value::Null)) => None,
+        Some(_) => return Err("`variables` must be a JSON object".into()),
+    };
+    if let Some(ext) = query.get("extensions")
+        && !matches!(serde_json::from_str::<Value>(ext), Ok(Value::Object(_)) | Ok(Value::Null))
+    {
+        return Err("`extensions` must be a JSON object".into());
+    }
+    Ok(Params {
+        query: text.clone(),
+        operation_name: query.get("operationName").filter(|n| !n.is_empty()).cloned(),
+        variables,
+    })
+}

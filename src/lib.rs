@@ -1,0 +1,14 @@
+//! Kontakt: a GraphQL API that unifies customer records into profiles and enforces consent on every read.
+pub mod app;
+pub mod auth;
+pub mod cli;
+pub mod config;
+pub mod error;
+pub mod graphql;
+pub mod http;
+pub mod pagination;
+pub mod privacy;
+pub mod profiles;
+pub mod services;
+pub mod storage;
+pub mod telemetry;

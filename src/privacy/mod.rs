@@ -1,0 +1,4 @@
+//! Privacy rules: what a caller may see of personal data (masking lives here and nowhere else).
+pub mod mask;
+
+pub use mask::Disclosure;

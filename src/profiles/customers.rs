@@ -1,0 +1,349 @@
+//! Customers: upsert by identities, reads by id and identity, keyset-paged lists, and batched identity loads.
+use std::{collections::HashMap, time::Duration};
+
+use chrono::{DateTime, Utc};
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, Condition, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Set,
+    sea_query::Query,
+};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::identity::{Identity, IdentityKind};
+use crate::{
+    auth::{Caller, Scope, TenantId},
+    error::{ApiError, ApiResult},
+    pagination::{Page, PageRequest},
+    services::Services,
+    storage::entities::{customer, identity},
+};
+
+/// The unified person, as the domain hands it out. Personal fields are masked later, in `privacy`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Customer {
+    pub id: Uuid,
+    pub given_name: Option<String>,
+    pub family_name: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub merged_into: Option<Uuid>,
+}
+
+/// One identity of a customer.
+#[derive(Debug, Clone)]
+pub struct CustomerIdentity {
+    pub identity: Identity,
+    pub created_at: DateTime<Utc>,
+}
+
+/// An identity as a caller gives it, before normalisation.
+#[derive(Debug, Clone)]
+pub struct IdentityInput {
+    pub kind: IdentityKind,
+    pub value: String,
+    pub source: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct UpsertCustomer {
+    pub identities: Vec<IdentityInput>,
+    pub given_name: Option<String>,
+    pub family_name: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct UpsertOutcome {
+    pub customer: Customer,
+    pub created: bool,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct CustomerFilter {
+    pub identity_kind: Option<IdentityKind>,
+    pub updated_since: Option<DateTime<Utc>>,
+}
+
+/// What subscribers of a tenant's `customers` topic receive.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CustomerChange {
+    pub customer_id: Uuid,
+    pub created: bool,
+    pub at: DateTime<Utc>,
+}
+
+const MAX_IDENTITIES_PER_UPSERT: usize = 50;
+const MAX_NAME_LEN: usize = 200;
+const PROFILE_CACHE_TTL: Duration = Duration::from_secs(60);
+
+pub fn changes_topic(tenant: &TenantId) -> String {
+    format!("customers:{tenant}")
+}
+
+fn cache_key(tenant: &TenantId, id: Uuid) -> String {
+    format!("customer:{tenant}:{id}")
+}
+
+impl From<customer::Model> for Customer {
+    fn from(m: customer::Model) -> Self {
+        Customer {
+            id: m.id,
+            given_name: m.given_name,
+            family_name: m.family_name,
+            created_at: m.created_at,
+            updated_at: m.updated_at,
+            merged_into: m.merged_into,
+        }
+    }
+}
+
+fn to_customer_identity(m: identity::Model) -> Option<CustomerIdentity> {
+    let kind = m.kind.parse().ok()?;
+    Some(CustomerIdentity { identity: Identity::from_stored(kind, m.source, m.value), created_at: m.created_at })
+}
+
+fn parse_name(field: &str, raw: Option<&str>) -> ApiResult<Option<String>> {
+    match raw.map(str::trim) {
+        None | Some("") => Ok(None),
+        Some(name) if name.chars().count() > MAX_NAME_LEN => {
+            Err(ApiError::validation(field, format!("longer than {MAX_NAME_LEN} characters")))
+        }
+        Some(name) => Ok(Some(name.to_owned())),
+    }
+}
+
+/// Creates the customer the identities point at, or updates the one they already point at.
+#[tracing::instrument(skip_all, fields(tenant = %caller.tenant()))]
+pub async fn upsert_customer(caller: &Caller, svc: &Services, input: UpsertCustomer) -> ApiResult<UpsertOutcome> {
+    caller.require(Scope::ProfilesWrite)?;
+    if input.identities.is_empty() {
+        return Err(ApiError::validation("identities", "give at least one identity"));
+    }
+    if input.identities.len() > MAX_IDENTITIES_PER_UPSERT {
+        return Err(ApiError::validation("identities", format!("at most {MAX_IDENTITIES_PER_UPSERT}")));
+    }
+    let mut identities: Vec<Identity> = Vec::with_capacity(input.identities.len());
+    for (i, raw) in input.identities.iter().enumerate() {
+        let identity =
+            Identity::parse(raw.kind, &raw.value, raw.source.as_deref(), &svc.settings, &format!("identities[{i}].value"))?;
+        if !identities.contains(&identity) {
+            identities.push(identity);
+        }
+    }
+    let given_name = parse_name("givenName", input.given_name.as_deref())?;
+    let family_name = parse_name("familyName", input.family_name.as_deref())?;
+
+    // Two writers creating the same new identity race on the unique index; the loser retries and attaches.
+    let mut attempt = 0;
+    let outcome = loop {
+        attempt += 1;
+        match write_upsert(caller.tenant(), svc, &identities, &given_name, &family_name).await {
+            Err(err) if attempt < 4 && ApiError::is_unique_violation(&err) => continue,
+            Err(err) => return Err(err.into()),
+            Ok(Err(conflict)) => return Err(conflict),
+            Ok(Ok(outcome)) => break outcome,
+        }
+    };
+
+    svc.cache.delete(&cache_key(caller.tenant(), outcome.customer.id)).await;
+    let change = CustomerChange { customer_id: outcome.customer.id, created: outcome.created, at: outcome.customer.updated_at };
+    if let Ok(payload) = serde_json::to_string(&change)
+        && let Err(err) = svc.pubsub.publish(&changes_topic(caller.tenant()), payload).await
+    {
+        tracing::warn!(error = %err, "publishing a customer change failed");
+    }
+    Ok(outcome)
+}
+
+async fn write_upsert(
+    tenant: &TenantId,
+    svc: &Services,
+    identities: &[Identity],
+    given_name: &Option<String>,
+    family_name: &Option<String>,
+) -> Result<ApiResult<UpsertOutcome>, sea_orm::DbErr> {
+    let txn = svc.db.begin_write().await?;
+    let matches = find_identities(&txn, tenant, identities).await?;
+    let mut owners: Vec<Uuid> = matches.iter().map(|m| m.customer_id).collect();
+    owners.sort();
+    owners.dedup();
+    let now = Utc::now();
+
+    let (model, created) = match owners.as_slice() {
+        [] => {
+            let row = customer::ActiveModel {
+                id: Set(Uuid::now_v7()),
+                tenant: Set(tenant.as_str().to_owned()),
+                given_name: Set(given_name.clone()),
+                family_name: Set(family_name.clone()),
+                created_at: Set(now),
+                updated_at: Set(now),
+                merged_into: Set(None),
+            };
+            (row.insert(&txn).await?, true)
+        }
+        [id] => {
+            let existing = customer::of_tenant(tenant).filter(customer::Column::Id.eq(*id)).one(&txn).await?;
+            let Some(existing) = existing else {
+                return Ok(Err(ApiError::internal(anyhow::anyhow!("identity points at a missing customer"))));
+            };
+            let mut row: customer::ActiveModel = existing.into();
+            if given_name.is_some() {
+                row.given_name = Set(given_name.clone());
+            }
+            if family_name.is_some() {
+                row.family_name = Set(family_name.clone());
+            }
+            row.updated_at = Set(now);
+            (row.update(&txn).await?, false)
+        }
+        many => {
+            return Ok(Err(ApiError::Conflict(format!(
+                "these identities belong to {} different customers; merge them before updating them together",
+                many.len()
+            ))));
+        }
+    };
+
+    let known: Vec<(String, String, String)> = matches.into_iter().map(|m| (m.kind, m.source, m.value)).collect();
+    let new_rows: Vec<identity::ActiveModel> = identities
+        .iter()
+        .filter(|i| {
+            !known.iter().any(|(k, s, v)| k == i.kind().as_str() && s == i.stored_source() && v == i.value())
+        })
+        .map(|i| identity::ActiveModel {
+            id: Set(Uuid::now_v7()),
+            tenant: Set(tenant.as_str().to_owned()),
+            customer_id: Set(model.id),
+            kind: Set(i.kind().as_str().to_owned()),
+            source: Set(i.stored_source().to_owned()),
+            value: Set(i.value().to_owned()),
+            created_at: Set(now),
+        })
+        .collect();
+    if !new_rows.is_empty() {
+        identity::Entity::insert_many(new_rows).exec(&txn).await?;
+    }
+    txn.commit().await?;
+    Ok(Ok(UpsertOutcome { customer: model.into(), created }))
+}
+
+async fn find_identities(
+    conn: &impl ConnectionTrait,
+    tenant: &TenantId,
+    identities: &[Identity],
+) -> Result<Vec<identity::Model>, sea_orm::DbErr> {
+    let any = identities.iter().fold(Condition::any(), |cond, i| {
+        cond.add(
+            Condition::all()
+                .add(identity::Column::Kind.eq(i.kind().as_str()))
+                .add(identity::Column::Source.eq(i.stored_source()))
+                .add(identity::Column::Value.eq(i.value())),
+        )
+    });
+    identity::of_tenant(tenant).filter(any).all(conn).await
+}
+
+/// One customer of the caller's tenant; `NOT_FOUND` for ids of other tenants.
+#[tracing::instrument(skip_all, fields(tenant = %caller.tenant(), customer = %id))]
+pub async fn get_customer(caller: &Caller, svc: &Services, id: Uuid) -> ApiResult<Customer> {
+    caller.require(Scope::ProfilesRead)?;
+    let key = cache_key(caller.tenant(), id);
+    if let Some(bytes) = svc.cache.get(&key).await
+        && let Ok(customer) = serde_json::from_slice::<Customer>(&bytes)
+    {
+        return Ok(customer);
+    }
+    let row = customer::of_tenant(caller.tenant())
+        .filter(customer::Column::Id.eq(id))
+        .one(svc.db.conn())
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("customer {id}")))?;
+    let customer = Customer::from(row);
+    if let Ok(bytes) = serde_json::to_vec(&customer) {
+        svc.cache.set(&key, bytes, PROFILE_CACHE_TTL).await;
+    }
+    Ok(customer)
+}
+
+/// The customer an identity points at, after normalising the identity the same way writes do.
+#[tracing::instrument(skip_all, fields(tenant = %caller.tenant()))]
+pub async fn find_by_identity(caller: &Caller, svc: &Services, input: IdentityInput) -> ApiResult<Customer> {
+    caller.require(Scope::ProfilesRead)?;
+    let identity = Identity::parse(input.kind, &input.value, input.source.as_deref(), &svc.settings, "value")?;
+    let found = find_identities(svc.db.conn(), caller.tenant(), std::slice::from_ref(&identity)).await?;
+    let owner = found.first().map(|m| m.customer_id).ok_or_else(|| ApiError::not_found("customer with that identity"))?;
+    get_customer(caller, svc, owner).await
+}
+
+/// A page of the tenant's customers in creation order (UUIDv7), keyset-paged on (tenant, id).
+#[tracing::instrument(skip_all, fields(tenant = %caller.tenant()))]
+pub async fn list_customers(
+    caller: &Caller,
+    svc: &Services,
+    filter: &CustomerFilter,
+    page: PageRequest,
+) -> ApiResult<Page<Customer>> {
+    caller.require(Scope::ProfilesRead)?;
+    let mut query = customer::of_tenant(caller.tenant());
+    if let Some(after) = page.after {
+        query = query.filter(customer::Column::Id.gt(after));
+    }
+    if let Some(since) = filter.updated_since {
+        query = query.filter(customer::Column::UpdatedAt.gte(since));
+    }
+    if let Some(kind) = filter.identity_kind {
+        query = query.filter(
+            customer::Column::Id.in_subquery(
+                Query::select()
+                    .column(identity::Column::CustomerId)
+                    .from(identity::Entity)
+                    .and_where(identity::Column::Tenant.eq(caller.tenant().as_str()))
+                    .and_where(identity::Column::Kind.eq(kind.as_str()))
+                    .to_owned(),
+            ),
+        );
+    }
+    let mut rows = query
+        .order_by_asc(customer::Column::Id)
+        .limit(page.first as u64 + 1)
+        .all(svc.db.conn())
+        .await?;
+    let has_next_page = rows.len() > page.first;
+    rows.truncate(page.first);
+    Ok(Page { items: rows.into_iter().map(Customer::from).collect(), has_next_page, has_previous_page: page.after.is_some() })
+}
+
+/// The identities of many customers in one query (the DataLoader behind `Customer.identities`).
+pub async fn identities_of(
+    tenant: &TenantId,
+    svc: &Services,
+    customer_ids: &[Uuid],
+) -> ApiResult<HashMap<Uuid, Vec<CustomerIdentity>>> {
+    let rows = identity::of_tenant(tenant)
+        .filter(identity::Column::CustomerId.is_in(customer_ids.iter().copied()))
+        .order_by_asc(identity::Column::Id)
+        .all(svc.db.conn())
+        .await?;
+    let mut by_customer: HashMap<Uuid, Vec<CustomerIdentity>> = HashMap::new();
+    for row in rows {
+        let owner = row.customer_id;
+        if let Some(identity) = to_customer_identity(row) {
+            by_customer.entry(owner).or_default().push(identity);
+        }
+    }
+    Ok(by_customer)
+}
+
+/// Changes to the caller's tenant's customers as they happen (on every instance, through pub/sub).
+pub async fn watch_changes(
+    caller: &Caller,
+    svc: &Services,
+) -> ApiResult<futures_util::stream::BoxStream<'static, CustomerChange>> {
+    use futures_util::StreamExt;
+    caller.require(Scope::ProfilesRead)?;
+    let stream = svc.pubsub.subscribe(&changes_topic(caller.tenant())).await.map_err(|err| {
+        tracing::error!(error = %err, "subscribing to customer changes failed");
+        ApiError::Unavailable("change notifications are unavailable, try again".into())
+    })?;
+    Ok(stream.filter_map(|payload| async move { serde_json::from_str(&payload).ok() }).boxed())
+}

@@ -1,0 +1,6 @@
+//! Profiles and identity: customers, their normalised identities, and the reads frontends make.
+pub mod customers;
+pub mod identity;
+
+pub use customers::{Customer, CustomerFilter, CustomerIdentity, UpsertCustomer, UpsertOutcome};
+pub use identity::{Identity, IdentityKind};

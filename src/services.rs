@@ -1,0 +1,20 @@
+//! The shared handles every domain function takes: database, cache, pub/sub and domain settings.
+use std::sync::Arc;
+
+use crate::storage::{Cache, Database, PubSub};
+
+/// Settings the domain reads (from configuration; per-tenant rules come later from the database).
+#[derive(Debug, Clone, Default)]
+pub struct DomainSettings {
+    /// Region for phone numbers given without a country code.
+    pub default_phone_region: Option<phonenumber::country::Id>,
+}
+
+/// Passed to every domain function beside the `Caller`.
+#[derive(Clone)]
+pub struct Services {
+    pub db: Database,
+    pub cache: Arc<dyn Cache>,
+    pub pubsub: Arc<dyn PubSub>,
+    pub settings: Arc<DomainSettings>,
+}

@@ -1,0 +1,109 @@
+//! A small cache interface with a Redis implementation (shared by instances) and an in-process one (moka).
+use std::{sync::Arc, time::Duration};
+
+use async_trait::async_trait;
+use redis::{AsyncCommands, aio::ConnectionManager};
+
+/// Byte values under string keys. Implementations add the installation's prefix; callers pass bare keys.
+/// Failures are logged and treated as a miss: the database stays the truth.
+#[async_trait]
+pub trait Cache: Send + Sync {
+    async fn get(&self, key: &str) -> Option<Vec<u8>>;
+    async fn set(&self, key: &str, value: Vec<u8>, ttl: Duration);
+    async fn delete(&self, key: &str);
+    /// Checks the backend answers (for `/readyz`).
+    async fn ping(&self) -> anyhow::Result<()>;
+    fn kind(&self) -> &'static str;
+}
+
+pub struct MemoryCache {
+    entries: moka::future::Cache<String, (Arc<Vec<u8>>, Duration)>,
+}
+
+struct PerEntryTtl;
+
+impl moka::Expiry<String, (Arc<Vec<u8>>, Duration)> for PerEntryTtl {
+    fn expire_after_create(
+        &self,
+        _key: &String,
+        value: &(Arc<Vec<u8>>, Duration),
+        _now: std::time::Instant,
+    ) -> Option<Duration> {
+        Some(value.1)
+    }
+}
+
+impl MemoryCache {
+    pub fn new(max_entries: u64) -> Self {
+        MemoryCache { entries: moka::future::Cache::builder().max_capacity(max_entries).expire_after(PerEntryTtl).build() }
+    }
+}
+
+#[async_trait]
+impl Cache for MemoryCache {
+    async fn get(&self, key: &str) -> Option<Vec<u8>> {
+        self.entries.get(key).await.map(|(v, _)| v.as_ref().clone())
+    }
+    async fn set(&self, key: &str, value: Vec<u8>, ttl: Duration) {
+        self.entries.insert(key.to_owned(), (Arc::new(value), ttl)).await;
+    }
+    async fn delete(&self, key: &str) {
+        self.entries.invalidate(key).await;
+    }
+    async fn ping(&self) -> anyhow::Result<()> {
+        Ok(())
+    }
+    fn kind(&self) -> &'static str {
+        "memory"
+    }
+}
+
+pub struct RedisCache {
+    conn: ConnectionManager,
+    prefix: String,
+}
+
+impl RedisCache {
+    pub fn new(conn: ConnectionManager, prefix: &str) -> Self {
+        RedisCache { conn, prefix: format!("{prefix}:cache:") }
+    }
+
+    fn key(&self, key: &str) -> String {
+        format!("{}{key}", self.prefix)
+    }
+}
+
+#[async_trait]
+impl Cache for RedisCache {
+    async fn get(&self, key: &str) -> Option<Vec<u8>> {
+        let mut conn = self.conn.clone();
+        match conn.get::<_, Option<Vec<u8>>>(self.key(key)).await {
+            Ok(value) => value,
+            Err(err) => {
+                tracing::warn!(error = %err, "redis get failed; treating as a miss");
+                None
+            }
+        }
+    }
+    async fn set(&self, key: &str, value: Vec<u8>, ttl: Duration) {
+        let mut conn = self.conn.clone();
+        let secs = ttl.as_secs().max(1);
+        if let Err(err) = conn.set_ex::<_, _, ()>(self.key(key), value, secs).await {
+            tracing::warn!(error = %err, "redis set failed");
+        }
+    }
+    async fn delete(&self, key: &str) {
+        let mut conn = self.conn.clone();
+        if let Err(err) = conn.del::<_, ()>(self.key(key)).await {
+            tracing::warn!(error = %err, "redis delete failed");
+        }
+    }
+    async fn ping(&self) -> anyhow::Result<()> {
+        let mut conn = self.conn.clone();
+        let _: String = redis::cmd("PING").query_async(&mut conn).await?;
+        Ok(())
+    }
+    fn kind(&self) -> &'static str {
+        "redis"
+    }
+}

@@ -1,0 +1,127 @@
+//! Database connection (PostgreSQL or SQLite), migrations and statement accounting.
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+
+use anyhow::Context;
+use migration::{Migrator, MigratorTrait};
+use sea_orm::{
+    ConnectOptions, ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend, DbErr, SqliteTransactionMode,
+    Statement, TransactionOptions, TransactionTrait,
+};
+
+use crate::config::Config;
+
+/// The database and a count of the statements it ran (read by `/metrics` and by tests that prove no N+1).
+#[derive(Clone)]
+pub struct Database {
+    conn: DatabaseConnection,
+    statements: Arc<AtomicU64>,
+}
+
+impl Database {
+    pub async fn connect(config: &Config) -> anyhow::Result<Self> {
+        let mut options = ConnectOptions::new(config.database_url.clone());
+        options
+            .max_connections(if config.is_sqlite() { 1.max(config.database_max_connections.min(8)) } else { config.database_max_connections })
+            .min_connections(1)
+            .connect_timeout(Duration::from_secs(5))
+            .acquire_timeout(Duration::from_secs(5))
+            .sqlx_logging(false);
+        if let Some(schema) = &config.database_schema {
+            options.set_schema_search_path(schema.clone());
+        }
+        if config.is_sqlite()
+            && let Some(path) = config.sqlite_path()
+            && let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
+        {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        }
+        let mut conn = sea_orm::Database::connect(options)
+            .await
+            .with_context(|| format!("connecting to the database ({})", redact(&config.database_url)))?;
+        let statements = Arc::new(AtomicU64::new(0));
+        let counter = statements.clone();
+        conn.set_metric_callback(move |info| {
+            counter.fetch_add(1, Ordering::Relaxed);
+            metrics::histogram!("kontakt_db_statement_duration_seconds").record(info.elapsed.as_secs_f64());
+            if info.failed {
+                metrics::counter!("kontakt_db_statement_failures_total").increment(1);
+            }
+        });
+        if conn.get_database_backend() == DbBackend::Sqlite {
+            // WAL lets readers run beside the writer; the busy timeout queues writers instead of failing them.
+            for pragma in ["PRAGMA journal_mode = WAL", "PRAGMA busy_timeout = 5000", "PRAGMA foreign_keys = ON", "PRAGMA synchronous = NORMAL"] {
+                conn.execute_unprepared(pragma).await.with_context(|| pragma.to_owned())?;
+            }
+        }
+        Ok(Database { conn, statements })
+    }
+
+    pub fn conn(&self) -> &DatabaseConnection {
+        &self.conn
+    }
+
+    pub fn backend(&self) -> DbBackend {
+        self.conn.get_database_backend()
+    }
+
+    /// Statements run since start (every backend).
+    pub fn statement_count(&self) -> u64 {
+        self.statements.load(Ordering::Relaxed)
+    }
+
+    /// A write transaction. On SQLite it takes the write lock at BEGIN, so concurrent writers queue on the busy
+    /// timeout instead of failing when a reader tries to become a writer.
+    pub async fn begin_write(&self) -> Result<DatabaseTransaction, DbErr> {
+        self.conn
+            .begin_with_options(TransactionOptions {
+                sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
+                ..Default::default()
+            })
+            .await
+    }
+
+    pub async fn migrate(&self) -> anyhow::Result<()> {
+        Migrator::up(&self.conn, None).await.context("running migrations")
+    }
+
+    pub async fn ping(&self) -> anyhow::Result<()> {
+        self.conn
+            .query_one_raw(Statement::from_string(self.backend(), "SELECT 1"))
+            .await
+            .context("database ping")?;
+        Ok(())
+    }
+
+    /// (connections in the pool, idle connections), for `/metrics`.
+    pub fn pool_state(&self) -> Option<(u32, usize)> {
+        match self.backend() {
+            DbBackend::Postgres => {
+                let pool = self.conn.get_postgres_connection_pool();
+                Some((pool.size(), pool.num_idle()))
+            }
+            DbBackend::Sqlite => {
+                let pool = self.conn.get_sqlite_connection_pool();
+                Some((pool.size(), pool.num_idle()))
+            }
+            _ => None,
+        }
+    }
+}
+
+/// A database URL without its password, for messages.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let userinfo = &url[scheme + 3..at];
+            let user = userinfo.split(':').next().unwrap_or_default();
+            format!("{}{}:***{}", &url[..scheme + 3], user, &url[at..])
+        }
+        _ => url.to_owned(),
+    }
+}

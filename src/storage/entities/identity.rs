@@ -1,0 +1,25 @@
+//! `identities` rows.
+use sea_orm::entity::prelude::*;
+
+#[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+#[sea_orm(table_name = "identities")]
+pub struct Model {
+    #[sea_orm(primary_key, auto_increment = false)]
+    pub id: Uuid,
+    pub tenant: String,
+    pub customer_id: Uuid,
+    pub kind: String,
+    pub source: String,
+    pub value: String,
+    pub created_at: DateTimeUtc,
+}
+
+#[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+pub enum Relation {}
+
+impl ActiveModelBehavior for ActiveModel {}
+
+/// Every query on identities starts here, so none can forget the tenant.
+pub fn of_tenant(tenant: &crate::auth::TenantId) -> Select<Entity> {
+    Entity::find().filter(Column::Tenant.eq(tenant.as_str()))
+}

@@ -1,0 +1,3 @@
+//! sea-orm entities: database rows, never served directly (GraphQL types are views in `graphql::views`).
+pub mod customer;
+pub mod identity;

@@ -1,0 +1,9 @@
+//! Storage: the database (sea-orm entities, scoped queries, migrations), the cache and pub/sub.
+pub mod cache;
+pub mod db;
+pub mod entities;
+pub mod pubsub;
+
+pub use cache::Cache;
+pub use db::Database;
+pub use pubsub::PubSub;
