@@ -40,6 +40,7 @@ impl Application {
             services,
             metrics: crate::telemetry::metrics_handle()?,
             config: Arc::new(config),
+            instance: uuid::Uuid::new_v4().simple().to_string().into(),
         };
         let router = http::router(state.clone());
         let listener = tokio::net::TcpListener::bind(state.config.listen)

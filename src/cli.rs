@@ -1,5 +1,5 @@
 //! The `kontakt` command line: serve (default), migrate, token, schema.
-use std::process::ExitCode;
+use std::{io::Write, process::ExitCode};
 
 use clap::{Parser, Subcommand};
 
@@ -92,12 +92,11 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let development = !config.is_production();
     let app = Application::build(config).await?;
     let addr = app.local_addr()?;
-    println!("Kontakt is listening.");
-    println!("  GraphQL:  http://{addr}/graphql");
-    println!("  GraphiQL: http://{addr}/graphql (open in a browser)");
-    println!("  WebSocket subscriptions: ws://{addr}/graphql/ws");
+    let mut banner = format!(
+        "Kontakt is listening.\n  GraphQL:  http://{addr}/graphql\n  GraphiQL: http://{addr}/graphql (open in a browser)\n  \
+         WebSocket subscriptions: ws://{addr}/graphql/ws\n"
+    );
     if development {
-        let keys = &app.state().keys;
         let request = TokenRequest {
             tenant: "dev".into(),
             subject: "developer".into(),
@@ -105,11 +104,14 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             purpose: "personalization".into(),
             ttl_secs: 12 * 3600,
         };
-        if let Ok(token) = keys.mint(&request) {
-            println!("  Development token (tenant `dev`, all scopes, purpose personalization, 12 h):");
-            println!("    Authorization: Bearer {token}");
+        if let Ok(token) = app.state().keys.mint(&request) {
+            banner.push_str("  Development token (tenant `dev`, all scopes, purpose personalization, 12 h):\n");
+            banner.push_str(&format!("    Authorization: Bearer {token}\n"));
         }
     }
+    // A closed stdout (a supervisor that stopped reading) must not stop the server.
+    let mut stdout = std::io::stdout();
+    let _ = stdout.write_all(banner.as_bytes()).and_then(|()| stdout.flush());
     tracing::info!(%addr, "serving");
     app.run(shutdown_signal()).await
 }

@@ -1,5 +1,5 @@
 //! Logs (JSON or pretty, request id on every line via the request span) and the Prometheus recorder.
-use std::sync::OnceLock;
+use std::sync::Mutex;
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tracing_subscriber::{EnvFilter, fmt, layer::SubscriberExt, util::SubscriberInitExt};
@@ -20,18 +20,20 @@ pub fn init_logging(format: LogFormat) {
     let _ = result;
 }
 
-static RECORDER: OnceLock<PrometheusHandle> = OnceLock::new();
+static RECORDER: Mutex<Option<PrometheusHandle>> = Mutex::new(None);
 
 const LATENCY_BUCKETS: [f64; 14] =
     [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
 
 /// The process-wide Prometheus recorder (metrics are process-global; several apps in one test process share it).
 pub fn metrics_handle() -> anyhow::Result<PrometheusHandle> {
-    if let Some(handle) = RECORDER.get() {
+    let mut slot = RECORDER.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    if let Some(handle) = slot.as_ref() {
         return Ok(handle.clone());
     }
     let handle = PrometheusBuilder::new()
         .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &LATENCY_BUCKETS)?
         .install_recorder()?;
-    Ok(RECORDER.get_or_init(|| handle).clone())
+    *slot = Some(handle.clone());
+    Ok(handle)
 }

@@ -17,6 +17,8 @@ pub struct RequestDocument {
     /// The operation that will run; `None` when the name does not match (execution reports that).
     pub operation: Option<OperationKind>,
     pub aliases: usize,
+    /// The document asks for `__schema` or `__type`.
+    pub introspection: bool,
 }
 
 pub fn inspect(doc: &ExecutableDocument, operation_name: Option<&str>) -> RequestDocument {
@@ -31,28 +33,37 @@ pub fn inspect(doc: &ExecutableDocument, operation_name: Option<&str>) -> Reques
         OperationType::Mutation => OperationKind::Mutation,
         OperationType::Subscription => OperationKind::Subscription,
     });
-    let mut aliases = 0;
+    let mut tally = Tally::default();
     for (_, op) in doc.operations.iter() {
-        aliases += count_aliases(&op.node.selection_set);
+        tally.walk(&op.node.selection_set);
     }
     for fragment in doc.fragments.values() {
-        aliases += count_aliases(&fragment.node.selection_set);
+        tally.walk(&fragment.node.selection_set);
     }
-    RequestDocument { operation, aliases }
+    RequestDocument { operation, aliases: tally.aliases, introspection: tally.introspection }
 }
 
-fn count_aliases(set: &Positioned<SelectionSet>) -> usize {
-    set.node
-        .items
-        .iter()
-        .map(|item| match &item.node {
-            Selection::Field(field) => {
-                usize::from(field.node.alias.is_some()) + count_aliases(&field.node.selection_set)
+#[derive(Default)]
+struct Tally {
+    aliases: usize,
+    introspection: bool,
+}
+
+impl Tally {
+    fn walk(&mut self, set: &Positioned<SelectionSet>) {
+        for item in &set.node.items {
+            match &item.node {
+                Selection::Field(field) => {
+                    self.aliases += usize::from(field.node.alias.is_some());
+                    let name = field.node.name.node.as_str();
+                    self.introspection |= name == "__schema" || name == "__type";
+                    self.walk(&field.node.selection_set);
+                }
+                Selection::InlineFragment(fragment) => self.walk(&fragment.node.selection_set),
+                Selection::FragmentSpread(_) => {}
             }
-            Selection::InlineFragment(fragment) => count_aliases(&fragment.node.selection_set),
-            Selection::FragmentSpread(_) => 0,
-        })
-        .sum()
+        }
+    }
 }
 
 #[cfg(test)]
@@ -70,5 +81,8 @@ mod tests {
         assert_eq!(seen.operation, Some(OperationKind::Query));
         assert_eq!(inspect(&doc, Some("M")).operation, Some(OperationKind::Mutation));
         assert_eq!(inspect(&doc, None).operation, None);
+        assert!(!seen.introspection);
+        let doc = async_graphql::parser::parse_query("{ ... on Query { __type(name: \"Query\") { name } } }").unwrap();
+        assert!(inspect(&doc, None).introspection);
     }
 }

@@ -168,6 +168,11 @@ async fn execute(state: &AppState, caller: Caller, params: Params, media: MediaT
         let message = "subscriptions are served over WebSocket at /graphql/ws";
         return Outcome::request_error(request_error_status(media), ErrorCode::GraphqlValidationFailed, message);
     }
+    if document.introspection && !state.config.introspection_enabled() {
+        count_error(ErrorCode::GraphqlValidationFailed);
+        let message = "introspection is disabled on this server (KONTAKT_INTROSPECTION)";
+        return Outcome::request_error(request_error_status(media), ErrorCode::GraphqlValidationFailed, message);
+    }
     if document.aliases > state.config.max_aliases {
         count_error(ErrorCode::GraphqlValidationFailed);
         let message = format!("the query uses {} aliases; at most {} are allowed", document.aliases, state.config.max_aliases);

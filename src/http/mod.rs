@@ -35,6 +35,8 @@ pub struct AppState {
     pub services: Services,
     pub schema: KontaktSchema,
     pub metrics: PrometheusHandle,
+    /// Names this process in `/healthz` and in per-instance metrics.
+    pub instance: Arc<str>,
 }
 
 pub fn router(state: AppState) -> Router {

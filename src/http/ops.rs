@@ -10,8 +10,8 @@ use serde_json::json;
 use super::AppState;
 
 /// The process is alive.
-pub async fn healthz() -> Response {
-    Json(json!({ "status": "ok" })).into_response()
+pub async fn healthz(State(state): State<AppState>) -> Response {
+    Json(json!({ "status": "ok", "instance": state.instance.as_ref() })).into_response()
 }
 
 /// The database answers, and Redis too when it is configured.
@@ -42,6 +42,7 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
         metrics::gauge!("kontakt_db_pool_idle_connections").set(idle as f64);
         metrics::gauge!("kontakt_db_pool_in_use_connections").set(size.saturating_sub(idle as u32) as f64);
     }
-    metrics::gauge!("kontakt_db_statements").set(state.services.db.statement_count() as f64);
+    metrics::gauge!("kontakt_db_statements", "instance" => state.instance.to_string())
+        .set(state.services.db.statement_count() as f64);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], state.metrics.render()).into_response()
 }

@@ -1,0 +1,236 @@
+//! Test harness: spawns the real server on 127.0.0.1:0 with a fresh database (SQLite file, or a fresh
+//! PostgreSQL schema made by the migrations) and a fresh Redis key prefix per test.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use kontakt::{app::Application, config::Config};
+use reqwest::StatusCode;
+use sea_orm::ConnectionTrait;
+use serde_json::{Value, json};
+use tokio::sync::oneshot;
+
+pub const ISSUER: &str = "https://issuer.kontakt.test";
+pub const AUDIENCE: &str = "kontakt-api";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// Runs an async test body once per backend: `on_every_backend!(name, …)` makes `sqlite::name` and
+/// `postgres::name` from `async fn name(app: TestApp)`.
+macro_rules! on_every_backend {
+    ($($name:ident),+ $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let app = crate::common::spawn(crate::common::Backend::Sqlite).await.expect("sqlite always runs");
+                    super::$name(app).await;
+                }
+            )+
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    if let Some(app) = crate::common::spawn(crate::common::Backend::Postgres).await {
+                        super::$name(app).await;
+                    }
+                }
+            )+
+        }
+    };
+}
+
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub base: String,
+    pub client: reqwest::Client,
+    pub secret: String,
+    pub backend: Backend,
+    pub uses_redis: bool,
+    _dir: tempfile::TempDir,
+    pg_schema: Option<(String, String)>,
+    shutdown: Option<oneshot::Sender<()>>,
+}
+
+fn ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true")
+}
+
+fn env_url(name: &str) -> Option<String> {
+    match std::env::var(name) {
+        Ok(url) if !url.is_empty() => Some(url),
+        _ if ci() => panic!("CI=true but {name} is not set: the PostgreSQL/Redis suite must run in CI"),
+        _ => None,
+    }
+}
+
+pub async fn spawn(backend: Backend) -> Option<TestApp> {
+    spawn_with(backend, |_| {}).await
+}
+
+/// Spawns a server; `tweak` adjusts the configuration (limits, environment) before start.
+pub async fn spawn_with(backend: Backend, tweak: impl FnOnce(&mut Config)) -> Option<TestApp> {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut config = Config::defaults();
+    config.listen = "127.0.0.1:0".parse().expect("address");
+    config.jwt_issuer = Some(ISSUER.into());
+    config.jwt_audience = Some(AUDIENCE.into());
+    let secret = format!("test-secret-{}-{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple());
+    config.jwt_secret = Some(secret.clone());
+    config.default_phone_region = Some("DK".into());
+    config.redis_prefix = format!("kontakt-test-{}", uuid::Uuid::new_v4().simple());
+    let mut pg_schema = None;
+    match backend {
+        Backend::Sqlite => {
+            config.database_url = format!("sqlite://{}?mode=rwc", dir.path().join("kontakt.db").display());
+        }
+        Backend::Postgres => {
+            let url = env_url("TEST_DATABASE_URL")?;
+            let redis = env_url("TEST_REDIS_URL");
+            let schema = format!("kt_{}", uuid::Uuid::new_v4().simple());
+            let admin = sea_orm::Database::connect(url.as_str())
+                .await
+                .unwrap_or_else(|e| panic!("TEST_DATABASE_URL does not answer: {e}"));
+            admin.execute_unprepared(&format!("CREATE SCHEMA {schema}")).await.expect("create schema");
+            admin.close().await.ok();
+            config.database_url = url.clone();
+            config.database_schema = Some(schema.clone());
+            config.database_max_connections = 8;
+            config.redis_url = redis;
+            pg_schema = Some((url, schema));
+        }
+    }
+    tweak(&mut config);
+    let uses_redis = config.redis_url.is_some();
+    let app = Application::build(config).await.expect("the server starts");
+    let addr = app.local_addr().expect("bound address");
+    let (tx, rx) = oneshot::channel::<()>();
+    tokio::spawn(app.run(async move {
+        let _ = rx.await;
+    }));
+    Some(TestApp {
+        addr,
+        base: format!("http://{addr}"),
+        client: reqwest::Client::new(),
+        secret,
+        backend,
+        uses_redis,
+        _dir: dir,
+        pg_schema,
+        shutdown: Some(tx),
+    })
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some((url, schema)) = self.pg_schema.take() {
+            // Drop is synchronous: clean the schema up on a thread with its own runtime.
+            let _ = std::thread::spawn(move || {
+                let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
+                rt.block_on(async {
+                    if let Ok(db) = sea_orm::Database::connect(url.as_str()).await {
+                        let _ = db.execute_unprepared(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE")).await;
+                        let _ = db.close().await;
+                    }
+                });
+            })
+            .join();
+        }
+    }
+}
+
+pub fn now() -> u64 {
+    jsonwebtoken::get_current_timestamp()
+}
+
+impl TestApp {
+    /// Claims of a valid token for this server.
+    pub fn claims(&self, tenant: &str, scopes: &[&str], purpose: &str) -> Value {
+        let now = now();
+        json!({
+            "sub": "test-user", "tenant": tenant, "scope": scopes.join(" "), "purpose": purpose,
+            "iss": ISSUER, "aud": AUDIENCE, "iat": now, "nbf": now, "exp": now + 600,
+        })
+    }
+
+    /// Signs claims with this server's HS256 secret.
+    pub fn sign(&self, claims: &Value) -> String {
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), claims, &EncodingKey::from_secret(self.secret.as_bytes()))
+            .expect("sign")
+    }
+
+    pub fn token(&self, tenant: &str, scopes: &[&str], purpose: &str) -> String {
+        self.sign(&self.claims(tenant, scopes, purpose))
+    }
+
+    /// A token for tenant `acme` with every profile scope and `pii:read`.
+    pub fn admin(&self) -> String {
+        self.token("acme", &["profiles:read", "profiles:write", "pii:read"], "support")
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// POSTs an operation asking for application/graphql-response+json.
+    pub async fn gql(&self, token: &str, query: &str, variables: Value) -> (StatusCode, Value) {
+        let response = self
+            .client
+            .post(self.url("/graphql"))
+            .bearer_auth(token)
+            .header("accept", "application/graphql-response+json")
+            .json(&json!({ "query": query, "variables": variables }))
+            .send()
+            .await
+            .expect("request");
+        let status = response.status();
+        (status, response.json().await.expect("JSON body"))
+    }
+
+    /// Like `gql`, but fails the test on any error and returns `data`.
+    pub async fn data(&self, token: &str, query: &str, variables: Value) -> Value {
+        let (status, body) = self.gql(token, query, variables).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert!(body.get("errors").is_none(), "unexpected errors: {body}");
+        body["data"].clone()
+    }
+
+    /// Creates (or updates) a customer with the given identities; returns its id.
+    pub async fn upsert(&self, token: &str, identities: Value, given_name: Option<&str>) -> String {
+        let data = self
+            .data(
+                token,
+                "mutation($input: UpsertCustomerInput!) { upsertCustomer(input: $input) { customer { id } } }",
+                json!({ "input": { "identities": identities, "givenName": given_name } }),
+            )
+            .await;
+        data["upsertCustomer"]["customer"]["id"].as_str().expect("id").to_owned()
+    }
+
+    /// Statements this server has run so far (from /metrics, labelled with this instance).
+    pub async fn statements(&self) -> u64 {
+        let health: Value = self.client.get(self.url("/healthz")).send().await.expect("healthz").json().await.expect("json");
+        let instance = health["instance"].as_str().expect("instance id").to_owned();
+        let text = self.client.get(self.url("/metrics")).send().await.expect("metrics").text().await.expect("text");
+        let needle = format!("kontakt_db_statements{{instance=\"{instance}\"}} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(&needle))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .map(|v| v as u64)
+            .expect("kontakt_db_statements for this instance")
+    }
+}
+
+/// The `extensions.code` of the first error.
+pub fn first_code(body: &Value) -> &str {
+    body["errors"][0]["extensions"]["code"].as_str().unwrap_or("<none>")
+}

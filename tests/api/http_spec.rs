@@ -1,0 +1,190 @@
+//! The GraphQL-over-HTTP rules: media types, status codes, GET rules, batching, GraphiQL, ops endpoints.
+use reqwest::{StatusCode, header};
+use serde_json::{Value, json};
+
+use crate::common::{Backend, TestApp, first_code, spawn, spawn_with};
+
+const GRJ: &str = "application/graphql-response+json";
+
+async fn app() -> TestApp {
+    spawn(Backend::Sqlite).await.expect("sqlite")
+}
+
+fn content_type(r: &reqwest::Response) -> String {
+    r.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned()
+}
+
+async fn post(app: &TestApp, accept: Option<&str>, body: Value) -> reqwest::Response {
+    let mut req = app.client.post(app.url("/graphql")).bearer_auth(app.admin()).json(&body);
+    if let Some(accept) = accept {
+        req = req.header(header::ACCEPT, accept);
+    }
+    req.send().await.expect("request")
+}
+
+#[tokio::test]
+async fn answers_in_the_media_type_the_client_accepts() {
+    let app = app().await;
+    let query = json!({ "query": "{ __typename }" });
+    for (accept, expected) in [
+        (Some(GRJ), GRJ),
+        (Some("application/json"), "application/json"),
+        (None, "application/json"),
+        (Some("*/*"), "application/json"),
+        (Some("application/json;q=0.5, application/graphql-response+json"), GRJ),
+    ] {
+        let response = post(&app, accept, query.clone()).await;
+        assert_eq!(response.status(), StatusCode::OK, "accept {accept:?}");
+        assert!(content_type(&response).starts_with(expected), "accept {accept:?} gave {}", content_type(&response));
+        let body: Value = response.json().await.expect("json");
+        assert_eq!(body["data"]["__typename"], "Query");
+    }
+    let response = post(&app, Some("text/plain"), query).await;
+    assert_eq!(response.status(), StatusCode::NOT_ACCEPTABLE);
+}
+
+#[tokio::test]
+async fn a_post_without_a_json_content_type_is_415() {
+    let app = app().await;
+    for content_type in [None, Some("text/plain"), Some("application/x-www-form-urlencoded"), Some("application/json; charset=latin1")] {
+        let mut req = app.client.post(app.url("/graphql")).bearer_auth(app.admin()).body(r#"{"query":"{ __typename }"}"#);
+        if let Some(ct) = content_type {
+            req = req.header(header::CONTENT_TYPE, ct);
+        }
+        let response = req.send().await.expect("request");
+        assert_eq!(response.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE, "content type {content_type:?}");
+    }
+}
+
+#[tokio::test]
+async fn parse_and_validation_errors_are_400_without_data_for_graphql_response_json() {
+    let app = app().await;
+    for (query, code) in [("{ __typename", "GRAPHQL_PARSE_FAILED"), ("{ noSuchField }", "GRAPHQL_VALIDATION_FAILED")] {
+        let response = post(&app, Some(GRJ), json!({ "query": query })).await;
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{query}");
+        let body: Value = response.json().await.expect("json");
+        assert!(body.get("data").is_none(), "no data entry: {body}");
+        assert_eq!(first_code(&body), code);
+
+        let response = post(&app, Some("application/json"), json!({ "query": query })).await;
+        assert_eq!(response.status(), StatusCode::OK, "application/json keeps 200 for {query}");
+        let body: Value = response.json().await.expect("json");
+        assert_eq!(first_code(&body), code);
+    }
+}
+
+#[tokio::test]
+async fn malformed_requests_are_400() {
+    let app = app().await;
+    for body in [json!({}), json!({ "query": 1 }), json!({ "query": "{ __typename }", "variables": [] }), json!("text")] {
+        let response = post(&app, Some(GRJ), body.clone()).await;
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{body}");
+        let body: Value = response.json().await.expect("json");
+        assert_eq!(first_code(&body), "BAD_REQUEST");
+    }
+    let response = app
+        .client
+        .post(app.url("/graphql"))
+        .bearer_auth(app.admin())
+        .header(header::CONTENT_TYPE, "application/json")
+        .body("{ not json")
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn get_runs_queries_and_refuses_mutations_with_405() {
+    let app = app().await;
+    let response = app
+        .client
+        .get(app.url("/graphql"))
+        .bearer_auth(app.admin())
+        .query(&[("query", "query Who($x: Boolean!) { viewer @include(if: $x) { tenant } }"), ("variables", r#"{"x":true}"#)])
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(response.status(), StatusCode::OK);
+    let body: Value = response.json().await.expect("json");
+    assert_eq!(body["data"]["viewer"]["tenant"], "acme");
+
+    let mutation = r#"mutation { upsertCustomer(input: {identities: [{kind: EMAIL, value: "get@example.com"}]}) { created } }"#;
+    let response =
+        app.client.get(app.url("/graphql")).bearer_auth(app.admin()).query(&[("query", mutation)]).send().await.expect("request");
+    assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(response.headers().get(header::ALLOW).and_then(|v| v.to_str().ok()), Some("POST"));
+    // Nothing was written.
+    let (_, body) = app
+        .gql(&app.admin(), r#"{ customerByIdentity(identity: {kind: EMAIL, value: "get@example.com"}) { id } }"#, json!({}))
+        .await;
+    assert_eq!(first_code(&body), "NOT_FOUND");
+}
+
+#[tokio::test]
+async fn batching_is_off_by_default_and_bounded_when_on() {
+    let app = app().await;
+    let batch = json!([{ "query": "{ __typename }" }, { "query": "{ viewer { tenant } }" }]);
+    let response = post(&app, Some(GRJ), batch.clone()).await;
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+
+    let app = spawn_with(Backend::Sqlite, |c| c.max_batch = 2).await.expect("sqlite");
+    let response = post(&app, Some(GRJ), batch).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let body: Value = response.json().await.expect("json");
+    assert_eq!(body[0]["data"]["__typename"], "Query");
+    assert_eq!(body[1]["data"]["viewer"]["tenant"], "acme");
+    let too_many = json!([{ "query": "{ __typename }" }, { "query": "{ __typename }" }, { "query": "{ __typename }" }]);
+    assert_eq!(post(&app, Some(GRJ), too_many).await.status(), StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn graphiql_is_served_to_browsers() {
+    let app = app().await;
+    let response = app.client.get(app.url("/graphql")).header(header::ACCEPT, "text/html,*/*").send().await.expect("request");
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(content_type(&response).starts_with("text/html"));
+    assert!(response.text().await.expect("text").to_lowercase().contains("graphiql"));
+}
+
+#[tokio::test]
+async fn oversized_bodies_are_refused_with_413() {
+    let app = spawn_with(Backend::Sqlite, |c| c.max_body_bytes = 1024).await.expect("sqlite");
+    let query = format!("{{ __typename }} # {}", "x".repeat(4096));
+    let response = post(&app, Some(GRJ), json!({ "query": query })).await;
+    assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
+}
+
+#[tokio::test]
+async fn every_response_carries_a_request_id() {
+    let app = app().await;
+    let response = post(&app, Some(GRJ), json!({ "query": "{ __typename }" })).await;
+    let id = response.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or_default();
+    assert_eq!(id.len(), 36, "a UUID request id, got {id:?}");
+}
+
+async fn health_checks(app: TestApp) {
+    let response = app.client.get(app.url("/healthz")).send().await.expect("healthz");
+    assert_eq!(response.status(), StatusCode::OK);
+    let response = app.client.get(app.url("/readyz")).send().await.expect("readyz");
+    assert_eq!(response.status(), StatusCode::OK);
+    let body: Value = response.json().await.expect("json");
+    assert_eq!(body["database"], "ok");
+    assert_eq!(body["cache"]["kind"], if app.uses_redis { "redis" } else { "memory" });
+    assert_eq!(body["cache"]["status"], "ok");
+
+    let _ = post(&app, Some(GRJ), json!({ "query": "query Probe { __typename }", "operationName": "Probe" })).await;
+    let _ = post(&app, Some(GRJ), json!({ "query": "{ nope }" })).await;
+    let text = app.client.get(app.url("/metrics")).send().await.expect("metrics").text().await.expect("text");
+    for needle in [
+        "kontakt_http_requests_total",
+        "kontakt_graphql_requests_total{operation=\"Probe\",outcome=\"ok\"}",
+        "kontakt_graphql_request_duration_seconds_bucket{operation=\"Probe\"",
+        "kontakt_graphql_errors_total{code=\"GRAPHQL_VALIDATION_FAILED\"}",
+        "kontakt_db_pool_connections",
+    ] {
+        assert!(text.contains(needle), "metrics lack {needle}");
+    }
+}
+
+on_every_backend!(health_checks);

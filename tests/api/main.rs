@@ -1,0 +1,12 @@
+//! Kontakt's API tests: the real server over HTTP, on SQLite always and on PostgreSQL + Redis when
+//! `TEST_DATABASE_URL` / `TEST_REDIS_URL` are set (one test binary, so it links once).
+#[macro_use]
+mod common;
+
+mod auth;
+mod cli;
+mod customers;
+mod http_spec;
+mod limits;
+mod schema;
+mod subscriptions;
