@@ -11,7 +11,11 @@ use crate::{
 };
 
 #[derive(Parser)]
-#[command(name = "kontakt", version, about = "Customer profile API: unified profiles, touchpoint history, consent on every read")]
+#[command(
+    name = "kontakt",
+    version,
+    about = "Customer profile API: unified profiles, touchpoint history, consent on every read"
+)]
 pub struct Cli {
     #[command(flatten)]
     pub config: Config,
@@ -72,7 +76,8 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Token { tenant, scopes, purpose, subject, ttl_secs } => {
             config.check()?;
             let keys = KeyRing::load(&config)?;
-            let request = TokenRequest { tenant, subject, scopes: scopes.unwrap_or_else(all_scopes), purpose, ttl_secs };
+            let request =
+                TokenRequest { tenant, subject, scopes: scopes.unwrap_or_else(all_scopes), purpose, ttl_secs };
             println!("{}", keys.mint(&request)?);
             Ok(())
         }

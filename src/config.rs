@@ -128,9 +128,8 @@ impl Config {
             config: Config,
         }
         // Parsing no arguments cannot fail: every option has a default or is optional.
-        let matches = <Only as clap::CommandFactory>::command()
-            .mut_args(|a| a.env(None::<&str>))
-            .get_matches_from(["kontakt"]);
+        let matches =
+            <Only as clap::CommandFactory>::command().mut_args(|a| a.env(None::<&str>)).get_matches_from(["kontakt"]);
         <Only as clap::FromArgMatches>::from_arg_matches(&matches)
             .map(|o| o.config)
             .unwrap_or_else(|e| panic!("built-in defaults do not parse: {e}"))
@@ -145,20 +144,15 @@ impl Config {
     }
 
     pub fn log_format(&self) -> LogFormat {
-        self.log_format
-            .unwrap_or(if self.is_production() { LogFormat::Json } else { LogFormat::Pretty })
+        self.log_format.unwrap_or(if self.is_production() { LogFormat::Json } else { LogFormat::Pretty })
     }
 
     pub fn issuer(&self) -> Option<&str> {
-        self.jwt_issuer
-            .as_deref()
-            .or((!self.is_production()).then_some(DEV_ISSUER))
+        self.jwt_issuer.as_deref().or((!self.is_production()).then_some(DEV_ISSUER))
     }
 
     pub fn audience(&self) -> Option<&str> {
-        self.jwt_audience
-            .as_deref()
-            .or((!self.is_production()).then_some(DEV_AUDIENCE))
+        self.jwt_audience.as_deref().or((!self.is_production()).then_some(DEV_AUDIENCE))
     }
 
     pub fn request_timeout(&self) -> Duration {

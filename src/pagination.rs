@@ -21,7 +21,9 @@ impl PageRequest {
             Some(n) if n >= 0 && (n as usize) <= MAX_PAGE_SIZE => n as usize,
             Some(_) => return Err(ApiError::validation("first", format!("must be between 0 and {MAX_PAGE_SIZE}"))),
         };
-        let after = after.map(|c| decode_cursor(c).ok_or_else(|| ApiError::validation("after", "not a cursor from this API"))).transpose()?;
+        let after = after
+            .map(|c| decode_cursor(c).ok_or_else(|| ApiError::validation("after", "not a cursor from this API")))
+            .transpose()?;
         Ok(PageRequest { first, after })
     }
 }

@@ -165,7 +165,11 @@ impl KeyRing {
 fn load_or_create_dev_key(path: &Path) -> anyhow::Result<String> {
     if let Ok(existing) = fs::read_to_string(path) {
         let key = existing.trim().to_owned();
-        anyhow::ensure!(key.len() >= 32, "development key {} is too short; delete it to make a new one", path.display());
+        anyhow::ensure!(
+            key.len() >= 32,
+            "development key {} is too short; delete it to make a new one",
+            path.display()
+        );
         return Ok(key);
     }
     let mut bytes = [0u8; 32];

@@ -48,8 +48,7 @@ impl RequestContext {
 
 /// The request context, or `UNAUTHENTICATED` when an entry point forgot to put one in.
 pub(crate) fn request<'a>(ctx: &Context<'a>) -> async_graphql::Result<&'a RequestContext> {
-    ctx.data_opt::<RequestContext>()
-        .ok_or_else(|| ApiError::Unauthenticated("authentication required".into()).extend())
+    ctx.data_opt::<RequestContext>().ok_or_else(|| ApiError::Unauthenticated("authentication required".into()).extend())
 }
 
 /// The served schema with the configured limits. Needs no database: `kontakt schema` prints its SDL.

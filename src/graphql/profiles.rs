@@ -83,9 +83,9 @@ impl ProfilesQuery {
         let page = customers::list_customers(&rc.caller, &rc.services, &filter, page).await.gql()?;
         let disclosure = Disclosure::for_caller(&rc.caller);
         let mut connection = Connection::new(page.has_previous_page, page.has_next_page);
-        connection.edges.extend(
-            page.items.into_iter().map(|c| Edge::new(encode_cursor(c.id), CustomerView::new(c, disclosure))),
-        );
+        connection
+            .edges
+            .extend(page.items.into_iter().map(|c| Edge::new(encode_cursor(c.id), CustomerView::new(c, disclosure))));
         Ok(connection)
     }
 }

@@ -53,7 +53,7 @@ pub async fn graphql_get(
     }
     let media = match negotiate(&headers) {
         Ok(media) => media,
-        Err(response) => return response,
+        Err(refusal) => return refusal.into_response(),
     };
     let caller = match authenticate(&state, &headers) {
         Ok(caller) => caller,
@@ -69,7 +69,7 @@ pub async fn graphql_get(
 pub async fn graphql_post(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
     let media = match negotiate(&headers) {
         Ok(media) => media,
-        Err(response) => return response,
+        Err(refusal) => return refusal.into_response(),
     };
     if let Err(message) = check_content_type(&headers) {
         return request_error(media, StatusCode::UNSUPPORTED_MEDIA_TYPE, ErrorCode::BadRequest, &message);
@@ -97,7 +97,12 @@ pub async fn graphql_post(State(state): State<AppState>, headers: HeaderMap, bod
 async fn execute_batch(state: &AppState, caller: Caller, items: Vec<Value>, media: MediaType) -> Response {
     let max = state.config.max_batch;
     if max == 0 {
-        return request_error(media, StatusCode::BAD_REQUEST, ErrorCode::BadRequest, "batched requests are not enabled");
+        return request_error(
+            media,
+            StatusCode::BAD_REQUEST,
+            ErrorCode::BadRequest,
+            "batched requests are not enabled",
+        );
     }
     if items.is_empty() || items.len() > max {
         let message = format!("a batch holds 1 to {max} operations");
@@ -175,7 +180,8 @@ async fn execute(state: &AppState, caller: Caller, params: Params, media: MediaT
     }
     if document.aliases > state.config.max_aliases {
         count_error(ErrorCode::GraphqlValidationFailed);
-        let message = format!("the query uses {} aliases; at most {} are allowed", document.aliases, state.config.max_aliases);
+        let message =
+            format!("the query uses {} aliases; at most {} are allowed", document.aliases, state.config.max_aliases);
         return Outcome::request_error(request_error_status(media), ErrorCode::GraphqlValidationFailed, &message);
     }
 
@@ -263,7 +269,8 @@ fn error_body(code: ErrorCode, message: &str) -> Value {
 }
 
 fn json_response(media: MediaType, status: StatusCode, body: &Value) -> Response {
-    let bytes = serde_json::to_vec(body).unwrap_or_else(|_| b"{\"errors\":[{\"message\":\"internal error\"}]}".to_vec());
+    let bytes =
+        serde_json::to_vec(body).unwrap_or_else(|_| b"{\"errors\":[{\"message\":\"internal error\"}]}".to_vec());
     (status, [(header::CONTENT_TYPE, media.content_type())], bytes).into_response()
 }
 
@@ -279,24 +286,24 @@ impl Unauthenticated {
     fn into_media(self, media: MediaType) -> Response {
         count_error(ErrorCode::Unauthenticated);
         let mut response = json_response(media, StatusCode::UNAUTHORIZED, &json!({ "errors": [self.0.extend()] }));
-        response
-            .headers_mut()
-            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"kontakt\""));
+        response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"kontakt\""));
         response
     }
 }
 
 fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Caller, Unauthenticated> {
-    let value = headers
-        .get(header::AUTHORIZATION)
-        .ok_or_else(|| Unauthenticated(ApiError::Unauthenticated("an Authorization: Bearer token is required".into())))?;
+    let value = headers.get(header::AUTHORIZATION).ok_or_else(|| {
+        Unauthenticated(ApiError::Unauthenticated("an Authorization: Bearer token is required".into()))
+    })?;
     let token = value
         .to_str()
         .ok()
         .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
         .map(str::trim)
         .filter(|t| !t.is_empty())
-        .ok_or_else(|| Unauthenticated(ApiError::Unauthenticated("the Authorization header must be `Bearer <token>`".into())))?;
+        .ok_or_else(|| {
+            Unauthenticated(ApiError::Unauthenticated("the Authorization header must be `Bearer <token>`".into()))
+        })?;
     state.keys.verify(token).map_err(Unauthenticated)
 }
 
@@ -305,7 +312,7 @@ fn wants_html(headers: &HeaderMap) -> bool {
 }
 
 /// Picks the response media type from `Accept` (by q-value); no `Accept` means application/json.
-fn negotiate(headers: &HeaderMap) -> Result<MediaType, Response> {
+fn negotiate(headers: &HeaderMap) -> Result<MediaType, NotAcceptable> {
     let Some(accept) = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()) else {
         return Ok(MediaType::Json);
     };
@@ -340,23 +347,23 @@ fn negotiate(headers: &HeaderMap) -> Result<MediaType, Response> {
     ranges.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
     match ranges.first() {
         Some((_, _, media)) => Ok(*media),
-        None => Err((
-            StatusCode::NOT_ACCEPTABLE,
-            [(header::CONTENT_TYPE, MediaType::Json.content_type())],
-            serde_json::to_vec(&error_body(
-                ErrorCode::BadRequest,
-                "this endpoint answers application/graphql-response+json or application/json",
-            ))
-            .unwrap_or_default(),
-        )
-            .into_response()),
+        None => Err(NotAcceptable),
+    }
+}
+
+/// The client accepts none of the media types this endpoint answers in.
+struct NotAcceptable;
+
+impl IntoResponse for NotAcceptable {
+    fn into_response(self) -> Response {
+        let message = "this endpoint answers application/graphql-response+json or application/json";
+        json_response(MediaType::Json, StatusCode::NOT_ACCEPTABLE, &error_body(ErrorCode::BadRequest, message))
     }
 }
 
 fn check_content_type(headers: &HeaderMap) -> Result<(), String> {
-    let raw = headers
-        .get(header::CONTENT_TYPE)
-        .ok_or_else(|| "a POST needs Content-Type: application/json".to_owned())?;
+    let raw =
+        headers.get(header::CONTENT_TYPE).ok_or_else(|| "a POST needs Content-Type: application/json".to_owned())?;
     let raw = raw.to_str().map_err(|_| "unreadable Content-Type".to_owned())?;
     let mut parts = raw.split(';').map(str::trim);
     let essence = parts.next().unwrap_or_default().to_ascii_lowercase();

@@ -31,8 +31,9 @@ pub async fn graphql_ws(
     upgrade.protocols([spoken]).on_upgrade(move |socket| {
         GraphQLWebSocket::new(socket, schema, protocol)
             .on_connection_init(move |payload| async move {
-                let token = token_from_init(&payload)
-                    .ok_or_else(|| ApiError::Unauthenticated("connection_init needs an Authorization bearer token".into()).extend())?;
+                let token = token_from_init(&payload).ok_or_else(|| {
+                    ApiError::Unauthenticated("connection_init needs an Authorization bearer token".into()).extend()
+                })?;
                 let caller = keys.verify(&token).map_err(|e| e.extend())?;
                 Ok(RequestContext { caller, services }.into_data())
             })

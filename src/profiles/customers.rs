@@ -123,8 +123,13 @@ pub async fn upsert_customer(caller: &Caller, svc: &Services, input: UpsertCusto
     }
     let mut identities: Vec<Identity> = Vec::with_capacity(input.identities.len());
     for (i, raw) in input.identities.iter().enumerate() {
-        let identity =
-            Identity::parse(raw.kind, &raw.value, raw.source.as_deref(), &svc.settings, &format!("identities[{i}].value"))?;
+        let identity = Identity::parse(
+            raw.kind,
+            &raw.value,
+            raw.source.as_deref(),
+            &svc.settings,
+            &format!("identities[{i}].value"),
+        )?;
         if !identities.contains(&identity) {
             identities.push(identity);
         }
@@ -145,7 +150,8 @@ pub async fn upsert_customer(caller: &Caller, svc: &Services, input: UpsertCusto
     };
 
     svc.cache.delete(&cache_key(caller.tenant(), outcome.customer.id)).await;
-    let change = CustomerChange { customer_id: outcome.customer.id, created: outcome.created, at: outcome.customer.updated_at };
+    let change =
+        CustomerChange { customer_id: outcome.customer.id, created: outcome.created, at: outcome.customer.updated_at };
     if let Ok(payload) = serde_json::to_string(&change)
         && let Err(err) = svc.pubsub.publish(&changes_topic(caller.tenant()), payload).await
     {
@@ -207,9 +213,7 @@ async fn write_upsert(
     let known: Vec<(String, String, String)> = matches.into_iter().map(|m| (m.kind, m.source, m.value)).collect();
     let new_rows: Vec<identity::ActiveModel> = identities
         .iter()
-        .filter(|i| {
-            !known.iter().any(|(k, s, v)| k == i.kind().as_str() && s == i.stored_source() && v == i.value())
-        })
+        .filter(|i| !known.iter().any(|(k, s, v)| k == i.kind().as_str() && s == i.stored_source() && v == i.value()))
         .map(|i| identity::ActiveModel {
             id: Set(Uuid::now_v7()),
             tenant: Set(tenant.as_str().to_owned()),
@@ -271,7 +275,8 @@ pub async fn find_by_identity(caller: &Caller, svc: &Services, input: IdentityIn
     caller.require(Scope::ProfilesRead)?;
     let identity = Identity::parse(input.kind, &input.value, input.source.as_deref(), &svc.settings, "value")?;
     let found = find_identities(svc.db.conn(), caller.tenant(), std::slice::from_ref(&identity)).await?;
-    let owner = found.first().map(|m| m.customer_id).ok_or_else(|| ApiError::not_found("customer with that identity"))?;
+    let owner =
+        found.first().map(|m| m.customer_id).ok_or_else(|| ApiError::not_found("customer with that identity"))?;
     get_customer(caller, svc, owner).await
 }
 
@@ -303,14 +308,14 @@ pub async fn list_customers(
             ),
         );
     }
-    let mut rows = query
-        .order_by_asc(customer::Column::Id)
-        .limit(page.first as u64 + 1)
-        .all(svc.db.conn())
-        .await?;
+    let mut rows = query.order_by_asc(customer::Column::Id).limit(page.first as u64 + 1).all(svc.db.conn()).await?;
     let has_next_page = rows.len() > page.first;
     rows.truncate(page.first);
-    Ok(Page { items: rows.into_iter().map(Customer::from).collect(), has_next_page, has_previous_page: page.after.is_some() })
+    Ok(Page {
+        items: rows.into_iter().map(Customer::from).collect(),
+        has_next_page,
+        has_previous_page: page.after.is_some(),
+    })
 }
 
 /// The identities of many customers in one query (the DataLoader behind `Customer.identities`).

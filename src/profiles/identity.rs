@@ -83,19 +83,31 @@ impl Identity {
             return Err(ApiError::validation(field, "identity value is empty"));
         }
         if trimmed.len() > MAX_IDENTITY_LEN {
-            return Err(ApiError::validation(field, format!("identity value is longer than {MAX_IDENTITY_LEN} characters")));
+            return Err(ApiError::validation(
+                field,
+                format!("identity value is longer than {MAX_IDENTITY_LEN} characters"),
+            ));
         }
         let value = match kind {
-            IdentityKind::Email => normalise_email(trimmed).ok_or_else(|| ApiError::validation(field, "not an email address"))?,
+            IdentityKind::Email => {
+                normalise_email(trimmed).ok_or_else(|| ApiError::validation(field, "not an email address"))?
+            }
             IdentityKind::Phone => normalise_phone(trimmed, settings.default_phone_region).ok_or_else(|| {
-                ApiError::validation(field, "not a valid phone number (give +country code, or configure a default region)")
+                ApiError::validation(
+                    field,
+                    "not a valid phone number (give +country code, or configure a default region)",
+                )
             })?,
             _ => trimmed.to_owned(),
         };
         let source = match (kind, source.map(str::trim).filter(|s| !s.is_empty())) {
             (IdentityKind::ExternalId, Some(source)) if source.len() <= 64 => source.to_owned(),
-            (IdentityKind::ExternalId, Some(_)) => return Err(ApiError::validation(field, "source is longer than 64 characters")),
-            (IdentityKind::ExternalId, None) => return Err(ApiError::validation(field, "an EXTERNAL_ID needs its source")),
+            (IdentityKind::ExternalId, Some(_)) => {
+                return Err(ApiError::validation(field, "source is longer than 64 characters"));
+            }
+            (IdentityKind::ExternalId, None) => {
+                return Err(ApiError::validation(field, "an EXTERNAL_ID needs its source"));
+            }
             (_, _) => String::new(),
         };
         Ok(Identity { kind, source, value })

@@ -35,7 +35,9 @@ impl moka::Expiry<String, (Arc<Vec<u8>>, Duration)> for PerEntryTtl {
 
 impl MemoryCache {
     pub fn new(max_entries: u64) -> Self {
-        MemoryCache { entries: moka::future::Cache::builder().max_capacity(max_entries).expire_after(PerEntryTtl).build() }
+        MemoryCache {
+            entries: moka::future::Cache::builder().max_capacity(max_entries).expire_after(PerEntryTtl).build(),
+        }
     }
 }
 

@@ -27,7 +27,11 @@ impl Database {
     pub async fn connect(config: &Config) -> anyhow::Result<Self> {
         let mut options = ConnectOptions::new(config.database_url.clone());
         options
-            .max_connections(if config.is_sqlite() { 1.max(config.database_max_connections.min(8)) } else { config.database_max_connections })
+            .max_connections(if config.is_sqlite() {
+                1.max(config.database_max_connections.min(8))
+            } else {
+                config.database_max_connections
+            })
             .min_connections(1)
             .connect_timeout(Duration::from_secs(5))
             .acquire_timeout(Duration::from_secs(5))
@@ -55,7 +59,12 @@ impl Database {
         });
         if conn.get_database_backend() == DbBackend::Sqlite {
             // WAL lets readers run beside the writer; the busy timeout queues writers instead of failing them.
-            for pragma in ["PRAGMA journal_mode = WAL", "PRAGMA busy_timeout = 5000", "PRAGMA foreign_keys = ON", "PRAGMA synchronous = NORMAL"] {
+            for pragma in [
+                "PRAGMA journal_mode = WAL",
+                "PRAGMA busy_timeout = 5000",
+                "PRAGMA foreign_keys = ON",
+                "PRAGMA synchronous = NORMAL",
+            ] {
                 conn.execute_unprepared(pragma).await.with_context(|| pragma.to_owned())?;
             }
         }
@@ -91,10 +100,7 @@ impl Database {
     }
 
     pub async fn ping(&self) -> anyhow::Result<()> {
-        self.conn
-            .query_one_raw(Statement::from_string(self.backend(), "SELECT 1"))
-            .await
-            .context("database ping")?;
+        self.conn.query_one_raw(Statement::from_string(self.backend(), "SELECT 1")).await.context("database ping")?;
         Ok(())
     }
 

@@ -124,7 +124,10 @@ async fn jwks_keys_are_chosen_by_kid_and_never_confused_with_hmac() {
 
 #[tokio::test]
 async fn production_refuses_to_start_without_real_keys() {
-    use kontakt::{app::Application, config::{Config, Environment}};
+    use kontakt::{
+        app::Application,
+        config::{Config, Environment},
+    };
     let dir = tempfile::tempdir().expect("dir");
     let mut config = Config::defaults();
     config.env = Environment::Production;
@@ -145,7 +148,11 @@ async fn production_refuses_to_start_without_real_keys() {
 async fn missing_scope_is_forbidden(app: TestApp) {
     let reader = app.token("acme", &["profiles:read"], "support");
     let (status, body) = app
-        .gql(&reader, r#"mutation { upsertCustomer(input: {identities: [{kind: EMAIL, value: "a@b.dk"}]}) { created } }"#, json!({}))
+        .gql(
+            &reader,
+            r#"mutation { upsertCustomer(input: {identities: [{kind: EMAIL, value: "a@b.dk"}]}) { created } }"#,
+            json!({}),
+        )
         .await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(first_code(&body), "FORBIDDEN", "{body}");
@@ -162,8 +169,9 @@ async fn tenants_never_see_each_other(app: TestApp) {
     let (_, body) = app.gql(&b, "query($id: UUID!) { customer(id: $id) { id givenName } }", json!({ "id": id })).await;
     assert_eq!(first_code(&body), "NOT_FOUND", "{body}");
     assert!(body["data"]["customer"].is_null());
-    let (_, body) =
-        app.gql(&b, r#"{ customerByIdentity(identity: {kind: EMAIL, value: "shared@example.com"}) { id } }"#, json!({})).await;
+    let (_, body) = app
+        .gql(&b, r#"{ customerByIdentity(identity: {kind: EMAIL, value: "shared@example.com"}) { id } }"#, json!({}))
+        .await;
     assert_eq!(first_code(&body), "NOT_FOUND", "{body}");
     let data = app.data(&b, "{ customers { edges { node { id } } } }", json!({})).await;
     assert_eq!(data["customers"]["edges"], json!([]));

@@ -31,13 +31,20 @@ fn schema_prints_only_the_sdl() {
 #[test]
 fn every_command_explains_itself() {
     let dir = tempfile::tempdir().expect("dir");
-    for command in [vec!["--help"], vec!["serve", "--help"], vec!["migrate", "--help"], vec!["token", "--help"], vec!["schema", "--help"]] {
+    for command in [
+        vec!["--help"],
+        vec!["serve", "--help"],
+        vec!["migrate", "--help"],
+        vec!["token", "--help"],
+        vec!["schema", "--help"],
+    ] {
         let output = kontakt(dir.path()).args(&command).output().expect("run");
         assert!(output.status.success(), "{command:?}");
         let text = String::from_utf8_lossy(&output.stdout);
         assert!(text.contains("Usage"), "{command:?}: {text}");
     }
-    let text = String::from_utf8_lossy(&kontakt(dir.path()).arg("token").arg("--help").output().expect("run").stdout).to_string();
+    let text = String::from_utf8_lossy(&kontakt(dir.path()).arg("token").arg("--help").output().expect("run").stdout)
+        .to_string();
     for flag in ["--tenant", "--scopes", "--purpose"] {
         assert!(text.contains(flag), "token --help names {flag}");
     }
@@ -93,7 +100,10 @@ async fn a_token_from_the_cli_opens_the_server_started_in_the_same_folder() {
         .json()
         .await
         .expect("json");
-    assert_eq!(body["data"]["viewer"], json!({ "tenant": "shop-1", "purpose": "analytics", "scopes": ["profiles:read", "pii:read"] }));
+    assert_eq!(
+        body["data"]["viewer"],
+        json!({ "tenant": "shop-1", "purpose": "analytics", "scopes": ["profiles:read", "pii:read"] })
+    );
 
     // SIGTERM: a graceful stop with exit code 0.
     let status = Command::new("kill").args(["-TERM", &server.id().to_string()]).status().expect("kill");

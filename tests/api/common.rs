@@ -218,7 +218,8 @@ impl TestApp {
 
     /// Statements this server has run so far (from /metrics, labelled with this instance).
     pub async fn statements(&self) -> u64 {
-        let health: Value = self.client.get(self.url("/healthz")).send().await.expect("healthz").json().await.expect("json");
+        let health: Value =
+            self.client.get(self.url("/healthz")).send().await.expect("healthz").json().await.expect("json");
         let instance = health["instance"].as_str().expect("instance id").to_owned();
         let text = self.client.get(self.url("/metrics")).send().await.expect("metrics").text().await.expect("text");
         let needle = format!("kontakt_db_statements{{instance=\"{instance}\"}} ");

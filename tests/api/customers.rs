@@ -5,7 +5,8 @@ use serde_json::{Value, json};
 
 use crate::common::{TestApp, first_code};
 
-const CUSTOMER: &str = "query($id: UUID!) { customer(id: $id) { id givenName familyName identities { kind value source } } }";
+const CUSTOMER: &str =
+    "query($id: UUID!) { customer(id: $id) { id givenName familyName identities { kind value source } } }";
 
 async fn upsert_then_read_by_any_identity(app: TestApp) {
     let token = app.admin();
@@ -43,12 +44,15 @@ async fn upsert_then_read_by_any_identity(app: TestApp) {
         .as_array()
         .expect("identities")
         .iter()
-        .map(|i| (i["kind"].as_str().unwrap_or_default().to_owned(), i["value"].as_str().unwrap_or_default().to_owned()))
+        .map(|i| {
+            (i["kind"].as_str().unwrap_or_default().to_owned(), i["value"].as_str().unwrap_or_default().to_owned())
+        })
         .collect();
-    let expected: HashSet<(String, String)> = [("EMAIL", "ann.larsen@example.com"), ("PHONE", "+4520123456"), ("EXTERNAL_ID", "u-77")]
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v.to_owned()))
-        .collect();
+    let expected: HashSet<(String, String)> =
+        [("EMAIL", "ann.larsen@example.com"), ("PHONE", "+4520123456"), ("EXTERNAL_ID", "u-77")]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect();
     assert_eq!(identities, expected);
 
     for identity in [
@@ -57,7 +61,11 @@ async fn upsert_then_read_by_any_identity(app: TestApp) {
         json!({ "kind": "EXTERNAL_ID", "value": "u-77", "source": "webshop" }),
     ] {
         let data = app
-            .data(&token, "query($i: IdentityInput!) { customerByIdentity(identity: $i) { id } }", json!({ "i": identity }))
+            .data(
+                &token,
+                "query($i: IdentityInput!) { customerByIdentity(identity: $i) { id } }",
+                json!({ "i": identity }),
+            )
             .await;
         assert_eq!(data["customerByIdentity"]["id"], id.as_str(), "{identity}");
     }
@@ -73,13 +81,21 @@ async fn upsert_then_read_by_any_identity(app: TestApp) {
 
 async fn personal_fields_are_masked_without_pii_read(app: TestApp) {
     let id = app
-        .upsert(&app.admin(), json!([{ "kind": "EMAIL", "value": "jane@example.com" }, { "kind": "PHONE", "value": "+4520123456" }]), Some("Jane"))
+        .upsert(
+            &app.admin(),
+            json!([{ "kind": "EMAIL", "value": "jane@example.com" }, { "kind": "PHONE", "value": "+4520123456" }]),
+            Some("Jane"),
+        )
         .await;
     let agent = app.token("acme", &["profiles:read"], "support");
     let data = app.data(&agent, CUSTOMER, json!({ "id": id })).await;
     assert_eq!(data["customer"]["givenName"], "J***");
-    let values: HashSet<&str> =
-        data["customer"]["identities"].as_array().expect("identities").iter().filter_map(|i| i["value"].as_str()).collect();
+    let values: HashSet<&str> = data["customer"]["identities"]
+        .as_array()
+        .expect("identities")
+        .iter()
+        .filter_map(|i| i["value"].as_str())
+        .collect();
     assert_eq!(values, HashSet::from(["j***@example.com", "+45******56"]));
 }
 
@@ -88,7 +104,10 @@ async fn bad_input_names_the_field_and_stores_nothing(app: TestApp) {
     let upsert = "mutation($input: UpsertCustomerInput!) { upsertCustomer(input: $input) { created } }";
     for (identities, field) in [
         (json!([{ "kind": "EMAIL", "value": "not-an-email" }]), "identities[0].value"),
-        (json!([{ "kind": "EMAIL", "value": "ok@example.com" }, { "kind": "PHONE", "value": "12" }]), "identities[1].value"),
+        (
+            json!([{ "kind": "EMAIL", "value": "ok@example.com" }, { "kind": "PHONE", "value": "12" }]),
+            "identities[1].value",
+        ),
         (json!([{ "kind": "EXTERNAL_ID", "value": "x" }]), "identities[0].value"),
         (json!([]), "identities"),
     ] {
@@ -110,14 +129,21 @@ async fn customers_page_by_cursor_without_gaps_or_repeats(app: TestApp) {
         }
         created.push(app.upsert(&token, Value::Array(identities), None).await);
     }
-    let query = "query($after: String, $filter: CustomerFilterInput) { customers(first: 3, after: $after, filter: $filter) {
+    let query =
+        "query($after: String, $filter: CustomerFilterInput) { customers(first: 3, after: $after, filter: $filter) {
         edges { cursor node { id } } pageInfo { hasNextPage endCursor } } }";
     let mut seen = Vec::new();
     let mut after = Value::Null;
     loop {
         let data = app.data(&token, query, json!({ "after": after })).await;
         let conn = &data["customers"];
-        seen.extend(conn["edges"].as_array().expect("edges").iter().map(|e| e["node"]["id"].as_str().unwrap_or_default().to_owned()));
+        seen.extend(
+            conn["edges"]
+                .as_array()
+                .expect("edges")
+                .iter()
+                .map(|e| e["node"]["id"].as_str().unwrap_or_default().to_owned()),
+        );
         if conn["pageInfo"]["hasNextPage"] != true {
             break;
         }
@@ -147,8 +173,16 @@ async fn fifty_concurrent_upserts_sharing_an_email_make_one_customer(app: TestAp
                     { "kind": "DEVICE_ID", "value": format!("device-{i}") }
                 ] } }
             });
-            let response: Value =
-                client.post(url).bearer_auth(token).json(&body).send().await.expect("request").json().await.expect("json");
+            let response: Value = client
+                .post(url)
+                .bearer_auth(token)
+                .json(&body)
+                .send()
+                .await
+                .expect("request")
+                .json()
+                .await
+                .expect("json");
             assert!(response.get("errors").is_none(), "{response}");
             response["data"]["upsertCustomer"]["customer"]["id"].as_str().expect("id").to_owned()
         }));
@@ -158,7 +192,8 @@ async fn fifty_concurrent_upserts_sharing_an_email_make_one_customer(app: TestAp
         ids.insert(task.await.expect("task"));
     }
     assert_eq!(ids.len(), 1, "one customer, got {ids:?}");
-    let data = app.data(&token, "{ customers(first: 100) { edges { node { id identities { kind } } } } }", json!({})).await;
+    let data =
+        app.data(&token, "{ customers(first: 100) { edges { node { id identities { kind } } } } }", json!({})).await;
     let edges = data["customers"]["edges"].as_array().expect("edges");
     assert_eq!(edges.len(), 1);
     assert_eq!(edges[0]["node"]["identities"].as_array().map(Vec::len), Some(51), "1 email + 50 devices");
@@ -170,7 +205,8 @@ async fn a_page_of_customers_with_identities_takes_a_fixed_number_of_statements(
         app.upsert(&token, json!([{ "kind": "EMAIL", "value": format!("n{i}@example.com") }, { "kind": "CRM_ID", "value": format!("C{i}") }]), None)
             .await;
     }
-    let query = |n: usize| format!("{{ customers(first: {n}) {{ edges {{ node {{ id identities {{ kind value }} }} }} }} }}");
+    let query =
+        |n: usize| format!("{{ customers(first: {n}) {{ edges {{ node {{ id identities {{ kind value }} }} }} }} }}");
     let before = app.statements().await;
     let data = app.data(&token, &query(2), json!({})).await;
     assert_eq!(data["customers"]["edges"].as_array().map(Vec::len), Some(2));

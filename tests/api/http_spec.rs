@@ -46,8 +46,11 @@ async fn answers_in_the_media_type_the_client_accepts() {
 #[tokio::test]
 async fn a_post_without_a_json_content_type_is_415() {
     let app = app().await;
-    for content_type in [None, Some("text/plain"), Some("application/x-www-form-urlencoded"), Some("application/json; charset=latin1")] {
-        let mut req = app.client.post(app.url("/graphql")).bearer_auth(app.admin()).body(r#"{"query":"{ __typename }"}"#);
+    for content_type in
+        [None, Some("text/plain"), Some("application/x-www-form-urlencoded"), Some("application/json; charset=latin1")]
+    {
+        let mut req =
+            app.client.post(app.url("/graphql")).bearer_auth(app.admin()).body(r#"{"query":"{ __typename }"}"#);
         if let Some(ct) = content_type {
             req = req.header(header::CONTENT_TYPE, ct);
         }
@@ -76,7 +79,8 @@ async fn parse_and_validation_errors_are_400_without_data_for_graphql_response_j
 #[tokio::test]
 async fn malformed_requests_are_400() {
     let app = app().await;
-    for body in [json!({}), json!({ "query": 1 }), json!({ "query": "{ __typename }", "variables": [] }), json!("text")] {
+    for body in [json!({}), json!({ "query": 1 }), json!({ "query": "{ __typename }", "variables": [] }), json!("text")]
+    {
         let response = post(&app, Some(GRJ), body.clone()).await;
         assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{body}");
         let body: Value = response.json().await.expect("json");
@@ -101,7 +105,10 @@ async fn get_runs_queries_and_refuses_mutations_with_405() {
         .client
         .get(app.url("/graphql"))
         .bearer_auth(app.admin())
-        .query(&[("query", "query Who($x: Boolean!) { viewer @include(if: $x) { tenant } }"), ("variables", r#"{"x":true}"#)])
+        .query(&[
+            ("query", "query Who($x: Boolean!) { viewer @include(if: $x) { tenant } }"),
+            ("variables", r#"{"x":true}"#),
+        ])
         .send()
         .await
         .expect("request");
@@ -109,14 +116,25 @@ async fn get_runs_queries_and_refuses_mutations_with_405() {
     let body: Value = response.json().await.expect("json");
     assert_eq!(body["data"]["viewer"]["tenant"], "acme");
 
-    let mutation = r#"mutation { upsertCustomer(input: {identities: [{kind: EMAIL, value: "get@example.com"}]}) { created } }"#;
-    let response =
-        app.client.get(app.url("/graphql")).bearer_auth(app.admin()).query(&[("query", mutation)]).send().await.expect("request");
+    let mutation =
+        r#"mutation { upsertCustomer(input: {identities: [{kind: EMAIL, value: "get@example.com"}]}) { created } }"#;
+    let response = app
+        .client
+        .get(app.url("/graphql"))
+        .bearer_auth(app.admin())
+        .query(&[("query", mutation)])
+        .send()
+        .await
+        .expect("request");
     assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);
     assert_eq!(response.headers().get(header::ALLOW).and_then(|v| v.to_str().ok()), Some("POST"));
     // Nothing was written.
     let (_, body) = app
-        .gql(&app.admin(), r#"{ customerByIdentity(identity: {kind: EMAIL, value: "get@example.com"}) { id } }"#, json!({}))
+        .gql(
+            &app.admin(),
+            r#"{ customerByIdentity(identity: {kind: EMAIL, value: "get@example.com"}) { id } }"#,
+            json!({}),
+        )
         .await;
     assert_eq!(first_code(&body), "NOT_FOUND");
 }
@@ -141,7 +159,8 @@ async fn batching_is_off_by_default_and_bounded_when_on() {
 #[tokio::test]
 async fn graphiql_is_served_to_browsers() {
     let app = app().await;
-    let response = app.client.get(app.url("/graphql")).header(header::ACCEPT, "text/html,*/*").send().await.expect("request");
+    let response =
+        app.client.get(app.url("/graphql")).header(header::ACCEPT, "text/html,*/*").send().await.expect("request");
     assert_eq!(response.status(), StatusCode::OK);
     assert!(content_type(&response).starts_with("text/html"));
     assert!(response.text().await.expect("text").to_lowercase().contains("graphiql"));

@@ -13,12 +13,8 @@ async fn connect(app: &TestApp, offered: &str) -> (Socket, String) {
     let mut request = format!("ws://{}/graphql/ws", app.addr).into_client_request().expect("request");
     request.headers_mut().insert("sec-websocket-protocol", HeaderValue::from_str(offered).expect("header"));
     let (socket, response) = tokio_tungstenite::connect_async(request).await.expect("websocket");
-    let chosen = response
-        .headers()
-        .get("sec-websocket-protocol")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_owned();
+    let chosen =
+        response.headers().get("sec-websocket-protocol").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
     (socket, chosen)
 }
 
@@ -43,7 +39,8 @@ async fn round_trip(app: &TestApp, offered: &str, expected_protocol: &str) {
     let (mut socket, chosen) = connect(app, offered).await;
     assert_eq!(chosen, expected_protocol, "offered {offered}");
     let token = app.admin();
-    send(&mut socket, json!({ "type": "connection_init", "payload": { "Authorization": format!("Bearer {token}") } })).await;
+    send(&mut socket, json!({ "type": "connection_init", "payload": { "Authorization": format!("Bearer {token}") } }))
+        .await;
     let ack = next_json(&mut socket).await.expect("ack");
     assert_eq!(ack["type"], "connection_ack", "{ack}");
     let start = if legacy { "start" } else { "subscribe" };
