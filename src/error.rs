@@ -48,8 +48,8 @@ pub enum ApiError {
     Unauthenticated(String),
     #[error("this operation needs the `{0}` scope")]
     Forbidden(String),
-    #[error("the customer has not consented to `{purpose}`")]
-    ConsentRequired { purpose: String },
+    #[error("{message}")]
+    ConsentRequired { purpose: String, reason: &'static str, message: String },
     #[error("{0} not found")]
     NotFound(String),
     #[error("invalid `{field}`: {message}")]
@@ -120,7 +120,10 @@ impl ErrorExtensions for ApiError {
             ext.set("code", code.as_str());
             match self {
                 ApiError::Validation { field, .. } => ext.set("field", field.as_str()),
-                ApiError::ConsentRequired { purpose } => ext.set("purpose", purpose.as_str()),
+                ApiError::ConsentRequired { purpose, reason, .. } => {
+                    ext.set("purpose", purpose.as_str());
+                    ext.set("reason", *reason);
+                }
                 _ => {}
             }
         })

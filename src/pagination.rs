@@ -48,6 +48,67 @@ pub fn decode_cursor(cursor: &str) -> Option<Uuid> {
     text.strip_prefix(CURSOR_PREFIX)?.parse().ok()
 }
 
+/// Both directions of a Relay connection: `first`/`after` walk forward, `last`/`before` walk back.
+#[derive(Debug, Clone, Copy)]
+pub enum Window<C> {
+    Forward { first: usize, after: Option<C> },
+    Backward { last: usize, before: Option<C> },
+}
+
+impl<C> Window<C> {
+    /// Validates the four Relay arguments; `decode` reads a cursor.
+    pub fn parse(
+        first: Option<i32>,
+        after: Option<&str>,
+        last: Option<i32>,
+        before: Option<&str>,
+        decode: impl Fn(&str) -> Option<C>,
+    ) -> ApiResult<Self> {
+        let size = |n: i32, field: &str| {
+            if n >= 0 && (n as usize) <= MAX_PAGE_SIZE {
+                Ok(n as usize)
+            } else {
+                Err(ApiError::validation(field, format!("must be between 0 and {MAX_PAGE_SIZE}")))
+            }
+        };
+        let cursor = |c: Option<&str>, field: &str| {
+            c.map(|c| decode(c).ok_or_else(|| ApiError::validation(field, "not a cursor from this API"))).transpose()
+        };
+        match (first, last) {
+            (Some(_), Some(_)) => Err(ApiError::validation("last", "give `first` or `last`, not both")),
+            (_, Some(last)) => {
+                if after.is_some() {
+                    return Err(ApiError::validation("after", "use `before` with `last`"));
+                }
+                Ok(Window::Backward { last: size(last, "last")?, before: cursor(before, "before")? })
+            }
+            (first, None) => {
+                if before.is_some() {
+                    return Err(ApiError::validation("before", "use `before` with `last`"));
+                }
+                Ok(Window::Forward {
+                    first: first.map(|f| size(f, "first")).transpose()?.unwrap_or(DEFAULT_PAGE_SIZE),
+                    after: cursor(after, "after")?,
+                })
+            }
+        }
+    }
+}
+
+const TIME_CURSOR_PREFIX: &str = "t1:";
+
+/// A cursor on (time, id): the position in a list ordered by time with the id breaking ties.
+pub fn encode_time_cursor(at: chrono::DateTime<chrono::Utc>, id: Uuid) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("{TIME_CURSOR_PREFIX}{}:{id}", at.timestamp_micros()))
+}
+
+pub fn decode_time_cursor(cursor: &str) -> Option<(chrono::DateTime<chrono::Utc>, Uuid)> {
+    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(cursor).ok()?;
+    let text = std::str::from_utf8(&raw).ok()?.strip_prefix(TIME_CURSOR_PREFIX)?;
+    let (micros, id) = text.split_once(':')?;
+    Some((chrono::DateTime::from_timestamp_micros(micros.parse().ok()?)?, id.parse().ok()?))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -60,5 +121,8 @@ mod tests {
         assert!(PageRequest::parse(Some(101), None).is_err());
         assert!(PageRequest::parse(Some(-1), None).is_err());
         assert_eq!(PageRequest::parse(None, None).map(|p| p.first).ok(), Some(DEFAULT_PAGE_SIZE));
+        let at = chrono::DateTime::from_timestamp_micros(1_700_000_000_123_456).unwrap();
+        assert_eq!(decode_time_cursor(&encode_time_cursor(at, id)), Some((at, id)));
+        assert!(Window::parse(Some(1), None, Some(1), None, decode_time_cursor).is_err());
     }
 }

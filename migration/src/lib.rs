@@ -3,6 +3,9 @@ pub use sea_orm_migration::prelude::*;
 
 mod m20261122_000001_create_customers;
 mod m20261122_000002_create_identities;
+mod m20261122_000003_create_touchpoints;
+mod m20261122_000004_create_consent_events;
+mod m20261122_000005_add_customer_privacy_state;
 
 pub struct Migrator;
 
@@ -12,6 +15,9 @@ impl MigratorTrait for Migrator {
         vec![
             Box::new(m20261122_000001_create_customers::Migration),
             Box::new(m20261122_000002_create_identities::Migration),
+            Box::new(m20261122_000003_create_touchpoints::Migration),
+            Box::new(m20261122_000004_create_consent_events::Migration),
+            Box::new(m20261122_000005_add_customer_privacy_state::Migration),
         ]
     }
 }

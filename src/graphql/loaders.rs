@@ -31,3 +31,24 @@ impl Loader<Uuid> for IdentityLoader {
         customers::identities_of(&self.tenant, &self.services, keys).await.map_err(Arc::new)
     }
 }
+
+/// Loads the consents in force for many customers at once (for `Customer.consents`).
+pub struct ConsentLoader {
+    caller: crate::auth::Caller,
+    services: Services,
+}
+
+impl ConsentLoader {
+    pub fn new(caller: crate::auth::Caller, services: Services) -> Self {
+        ConsentLoader { caller, services }
+    }
+}
+
+impl Loader<Uuid> for ConsentLoader {
+    type Value = Vec<crate::consent::ConsentState>;
+    type Error = Arc<ApiError>;
+
+    async fn load(&self, keys: &[Uuid]) -> Result<HashMap<Uuid, Self::Value>, Self::Error> {
+        crate::consent::ledger::current_for(&self.caller, &self.services, keys, None).await.map_err(Arc::new)
+    }
+}

@@ -3,22 +3,24 @@ mod document;
 mod loaders;
 mod profiles;
 mod system;
+mod touchpoint_views;
+mod touchpoints;
 mod views;
 
 use async_graphql::{Context, ErrorExtensions, MergedObject, MergedSubscription, Schema};
 
 pub use document::{OperationKind, RequestDocument, inspect};
-pub use loaders::IdentityLoader;
+pub use loaders::{ConsentLoader, IdentityLoader};
 
 use crate::{auth::Caller, config::Config, error::ApiError, services::Services};
 
 #[derive(MergedObject, Default)]
 #[graphql(name = "Query")]
-pub struct QueryRoot(profiles::ProfilesQuery, system::SystemQuery);
+pub struct QueryRoot(profiles::ProfilesQuery, touchpoints::TouchpointsQuery, system::SystemQuery);
 
 #[derive(MergedObject, Default)]
 #[graphql(name = "Mutation")]
-pub struct MutationRoot(profiles::ProfilesMutation);
+pub struct MutationRoot(profiles::ProfilesMutation, touchpoints::TouchpointsMutation, touchpoints::ConsentMutation);
 
 #[derive(MergedSubscription, Default)]
 #[graphql(name = "Subscription")]
@@ -39,6 +41,10 @@ impl RequestContext {
         let mut data = async_graphql::Data::default();
         data.insert(async_graphql::dataloader::DataLoader::new(
             IdentityLoader::new(self.caller.tenant().clone(), self.services.clone()),
+            tokio::spawn,
+        ));
+        data.insert(async_graphql::dataloader::DataLoader::new(
+            ConsentLoader::new(self.caller.clone(), self.services.clone()),
             tokio::spawn,
         ));
         data.insert(self);

@@ -1,10 +1,23 @@
 //! View types: what the API shows of domain values. Each personal field passes through `privacy::Disclosure`.
-use async_graphql::{Context, ErrorExtensions, Object, SimpleObject, dataloader::DataLoader};
+use async_graphql::{
+    Context, ErrorExtensions, Object, SimpleObject,
+    connection::{Connection, Edge, EmptyFields},
+    dataloader::DataLoader,
+};
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use super::loaders::IdentityLoader;
+use super::{
+    loaders::{ConsentLoader, IdentityLoader},
+    request,
+    touchpoint_views::{ConsentView, JourneyView, TimelineFields, TimelineName, TouchpointView},
+    touchpoints::TouchpointFilterInput,
+};
 use crate::{
+    consent::ledger,
+    error::GqlResult,
+    pagination::{PageRequest, Window, decode_time_cursor, encode_cursor, encode_time_cursor},
+    touchpoints::timeline::{self, TouchpointFilter},
     privacy::Disclosure,
     profiles::{Customer, CustomerIdentity, IdentityKind, customers::CustomerChange},
 };
@@ -59,6 +72,80 @@ impl CustomerView {
     /// Set when this customer was merged into another; reads then answer with the survivor.
     async fn merged_into(&self) -> Option<Uuid> {
         self.customer.merged_into
+    }
+
+    /// Processing restricted (GDPR art. 18): nothing is served but to privacy administration.
+    async fn processing_restricted(&self) -> bool {
+        self.customer.restricted
+    }
+
+    /// The consent decisions in force now, one per purpose (and channel).
+    async fn consents(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<ConsentView>> {
+        let loader = ctx.data_unchecked::<DataLoader<ConsentLoader>>();
+        let states = loader.load_one(self.customer.id).await.map_err(|e| e.as_ref().extend())?;
+        Ok(states.unwrap_or_default().into_iter().map(ConsentView::from).collect())
+    }
+
+    /// The decisions that were in force at a past moment.
+    async fn consent_at(&self, ctx: &Context<'_>, time: DateTime<Utc>) -> async_graphql::Result<Vec<ConsentView>> {
+        let rc = request(ctx)?;
+        let mut states = ledger::current_for(&rc.caller, &rc.services, &[self.customer.id], Some(time)).await.gql()?;
+        Ok(states.remove(&self.customer.id).unwrap_or_default().into_iter().map(ConsentView::from).collect())
+    }
+
+    /// The consent ledger, newest first: every decision ever recorded, nothing overwritten.
+    #[graphql(complexity = "first.unwrap_or(20).max(0) as usize * child_complexity + 1")]
+    async fn consent_history(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(validator(minimum = 0, maximum = 100))] first: Option<i32>,
+        after: Option<String>,
+    ) -> async_graphql::Result<Connection<String, ConsentView>> {
+        let rc = request(ctx)?;
+        let page = PageRequest::parse(first, after.as_deref()).gql()?;
+        let page = ledger::history_for(&rc.caller, &rc.services, self.customer.id, page).await.gql()?;
+        let mut connection = Connection::new(page.has_previous_page, page.has_next_page);
+        connection.edges.extend(page.items.into_iter().map(|e| Edge::new(encode_cursor(e.id), ConsentView::from(e))));
+        Ok(connection)
+    }
+
+    /// The customer's touchpoints, newest first, keyset-paged both ways (`first`/`after` go back in time,
+    /// `last`/`before` come forward). Personalization data: `null` with `CONSENT_REQUIRED` when the customer has
+    /// not consented to the caller's purpose. Needs `touchpoints:read`.
+    #[graphql(complexity = "first.or(last).unwrap_or(20).max(0) as usize * child_complexity + 1")]
+    async fn touchpoints(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(validator(minimum = 0, maximum = 100))] first: Option<i32>,
+        after: Option<String>,
+        #[graphql(validator(minimum = 0, maximum = 100))] last: Option<i32>,
+        before: Option<String>,
+        filter: Option<TouchpointFilterInput>,
+    ) -> async_graphql::Result<Option<Connection<String, TouchpointView, TimelineFields, EmptyFields, TimelineName>>> {
+        let rc = request(ctx)?;
+        let window = Window::parse(first, after.as_deref(), last, before.as_deref(), decode_time_cursor).gql()?;
+        let filter: TouchpointFilter = filter.unwrap_or_default().into();
+        let (permit, page) =
+            timeline::read_timeline(&rc.caller, &rc.services, self.customer.id, &filter, window).await.gql()?;
+        let mut connection = Connection::with_additional_fields(
+            page.has_previous_page,
+            page.has_next_page,
+            TimelineFields { permit, filter },
+        );
+        connection.edges.extend(
+            page.items
+                .into_iter()
+                .map(|tp| Edge::new(encode_time_cursor(tp.occurred_at, tp.id), TouchpointView(tp))),
+        );
+        Ok(Some(connection))
+    }
+
+    /// Where the customer stands in the journey. Derived from behaviour: `null` with `CONSENT_REQUIRED` unless
+    /// the customer consented to the caller's purpose. Needs `touchpoints:read`.
+    async fn journey(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<JourneyView>> {
+        let rc = request(ctx)?;
+        let journey = timeline::read_journey(&rc.caller, &rc.services, self.customer.id).await.gql()?;
+        Ok(Some(JourneyView(journey)))
     }
 }
 

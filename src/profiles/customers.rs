@@ -3,13 +3,16 @@ use std::{collections::HashMap, time::Duration};
 
 use chrono::{DateTime, Utc};
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, Condition, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Set,
+    ActiveModelTrait, ColumnTrait, QueryFilter, QueryOrder, QuerySelect, Set,
     sea_query::Query,
 };
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::identity::{Identity, IdentityKind};
+use super::{
+    identity::{Identity, IdentityKind},
+    resolution,
+};
 use crate::{
     auth::{Caller, Scope, TenantId},
     error::{ApiError, ApiResult},
@@ -27,6 +30,7 @@ pub struct Customer {
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub merged_into: Option<Uuid>,
+    pub restricted: bool,
 }
 
 /// One identity of a customer.
@@ -79,7 +83,7 @@ pub fn changes_topic(tenant: &TenantId) -> String {
     format!("customers:{tenant}")
 }
 
-fn cache_key(tenant: &TenantId, id: Uuid) -> String {
+pub(crate) fn cache_key(tenant: &TenantId, id: Uuid) -> String {
     format!("customer:{tenant}:{id}")
 }
 
@@ -92,6 +96,7 @@ impl From<customer::Model> for Customer {
             created_at: m.created_at,
             updated_at: m.updated_at,
             merged_into: m.merged_into,
+            restricted: m.restricted,
         }
     }
 }
@@ -168,83 +173,30 @@ async fn write_upsert(
     family_name: &Option<String>,
 ) -> Result<ApiResult<UpsertOutcome>, sea_orm::DbErr> {
     let txn = svc.db.begin_write().await?;
-    let matches = find_identities(&txn, tenant, identities).await?;
-    let mut owners: Vec<Uuid> = matches.iter().map(|m| m.customer_id).collect();
-    owners.sort();
-    owners.dedup();
     let now = Utc::now();
-
-    let (model, created) = match owners.as_slice() {
-        [] => {
-            let row = customer::ActiveModel {
-                id: Set(Uuid::now_v7()),
-                tenant: Set(tenant.as_str().to_owned()),
-                given_name: Set(given_name.clone()),
-                family_name: Set(family_name.clone()),
-                created_at: Set(now),
-                updated_at: Set(now),
-                merged_into: Set(None),
-            };
-            (row.insert(&txn).await?, true)
-        }
-        [id] => {
-            let existing = customer::of_tenant(tenant).filter(customer::Column::Id.eq(*id)).one(&txn).await?;
-            let Some(existing) = existing else {
-                return Ok(Err(ApiError::internal(anyhow::anyhow!("identity points at a missing customer"))));
-            };
-            let mut row: customer::ActiveModel = existing.into();
-            if given_name.is_some() {
-                row.given_name = Set(given_name.clone());
-            }
-            if family_name.is_some() {
-                row.family_name = Set(family_name.clone());
-            }
-            row.updated_at = Set(now);
-            (row.update(&txn).await?, false)
-        }
-        many => {
-            return Ok(Err(ApiError::Conflict(format!(
-                "these identities belong to {} different customers; merge them before updating them together",
-                many.len()
-            ))));
-        }
-    };
-
-    let known: Vec<(String, String, String)> = matches.into_iter().map(|m| (m.kind, m.source, m.value)).collect();
-    let new_rows: Vec<identity::ActiveModel> = identities
-        .iter()
-        .filter(|i| !known.iter().any(|(k, s, v)| k == i.kind().as_str() && s == i.stored_source() && v == i.value()))
-        .map(|i| identity::ActiveModel {
-            id: Set(Uuid::now_v7()),
-            tenant: Set(tenant.as_str().to_owned()),
-            customer_id: Set(model.id),
-            kind: Set(i.kind().as_str().to_owned()),
-            source: Set(i.stored_source().to_owned()),
-            value: Set(i.value().to_owned()),
-            created_at: Set(now),
-        })
-        .collect();
-    if !new_rows.is_empty() {
-        identity::Entity::insert_many(new_rows).exec(&txn).await?;
+    let resolved = resolution::resolve(&txn, tenant, identities, now).await?;
+    if !resolved.conflicting.is_empty() {
+        txn.rollback().await?;
+        return Ok(Err(ApiError::Conflict(format!(
+            "these identities belong to {} different customers; merge them before updating them together",
+            resolved.conflicting.len() + 1
+        ))));
     }
+    let model = if resolved.created && given_name.is_none() && family_name.is_none() {
+        resolved.customer
+    } else {
+        let mut row: customer::ActiveModel = resolved.customer.into();
+        if given_name.is_some() {
+            row.given_name = Set(given_name.clone());
+        }
+        if family_name.is_some() {
+            row.family_name = Set(family_name.clone());
+        }
+        row.updated_at = Set(now);
+        row.update(&txn).await?
+    };
     txn.commit().await?;
-    Ok(Ok(UpsertOutcome { customer: model.into(), created }))
-}
-
-async fn find_identities(
-    conn: &impl ConnectionTrait,
-    tenant: &TenantId,
-    identities: &[Identity],
-) -> Result<Vec<identity::Model>, sea_orm::DbErr> {
-    let any = identities.iter().fold(Condition::any(), |cond, i| {
-        cond.add(
-            Condition::all()
-                .add(identity::Column::Kind.eq(i.kind().as_str()))
-                .add(identity::Column::Source.eq(i.stored_source()))
-                .add(identity::Column::Value.eq(i.value())),
-        )
-    });
-    identity::of_tenant(tenant).filter(any).all(conn).await
+    Ok(Ok(UpsertOutcome { customer: model.into(), created: resolved.created }))
 }
 
 /// One customer of the caller's tenant; `NOT_FOUND` for ids of other tenants.
@@ -274,7 +226,7 @@ pub async fn get_customer(caller: &Caller, svc: &Services, id: Uuid) -> ApiResul
 pub async fn find_by_identity(caller: &Caller, svc: &Services, input: IdentityInput) -> ApiResult<Customer> {
     caller.require(Scope::ProfilesRead)?;
     let identity = Identity::parse(input.kind, &input.value, input.source.as_deref(), &svc.settings, "value")?;
-    let found = find_identities(svc.db.conn(), caller.tenant(), std::slice::from_ref(&identity)).await?;
+    let found = resolution::find_identities(svc.db.conn(), caller.tenant(), std::slice::from_ref(&identity)).await?;
     let owner =
         found.first().map(|m| m.customer_id).ok_or_else(|| ApiError::not_found("customer with that identity"))?;
     get_customer(caller, svc, owner).await

@@ -12,6 +12,10 @@ pub struct Model {
     pub created_at: DateTimeUtc,
     pub updated_at: DateTimeUtc,
     pub merged_into: Option<Uuid>,
+    /// Processing restricted (GDPR art. 18): stored, served to no purpose but privacy administration.
+    pub restricted: bool,
+    /// Bumped in the same transaction as every consent or restriction change.
+    pub consent_version: i64,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -1,0 +1,281 @@
+//! The consent ledger: decisions are appended, never overwritten; the current state is derived from them.
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseTransaction, EntityTrait, QueryFilter, QueryOrder,
+    QuerySelect, Set,
+    sea_query::{Expr, ExprTrait},
+};
+use uuid::Uuid;
+
+use crate::{
+    auth::{Caller, Purpose, Scope, TenantId},
+    error::{ApiError, ApiResult},
+    pagination::{Page, PageRequest},
+    services::Services,
+    storage::entities::{consent_event, customer},
+};
+
+/// A person's decision about one purpose.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, async_graphql::Enum)]
+pub enum ConsentStatus {
+    Granted,
+    Denied,
+    Withdrawn,
+}
+
+impl ConsentStatus {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            ConsentStatus::Granted => "granted",
+            ConsentStatus::Denied => "denied",
+            ConsentStatus::Withdrawn => "withdrawn",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Self> {
+        [ConsentStatus::Granted, ConsentStatus::Denied, ConsentStatus::Withdrawn].into_iter().find(|c| c.as_str() == s)
+    }
+}
+
+/// One entry of the ledger.
+#[derive(Debug, Clone)]
+pub struct ConsentEvent {
+    pub id: Uuid,
+    pub customer_id: Uuid,
+    pub purpose: String,
+    /// `None` means every channel of the purpose.
+    pub channel: Option<String>,
+    pub status: ConsentStatus,
+    pub captured_at: DateTime<Utc>,
+    pub recorded_at: DateTime<Utc>,
+    pub source: String,
+    pub policy_version: Option<String>,
+    pub legal_basis: Option<String>,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub evidence: Option<serde_json::Value>,
+}
+
+/// The decision in force for one (purpose, channel): the latest event by capture time.
+pub type ConsentState = ConsentEvent;
+
+impl ConsentEvent {
+    /// Granted and not expired at `at`.
+    pub fn is_effective_at(&self, at: DateTime<Utc>) -> bool {
+        self.status == ConsentStatus::Granted && self.expires_at.is_none_or(|e| e > at)
+    }
+}
+
+fn from_row(m: consent_event::Model) -> Option<ConsentEvent> {
+    Some(ConsentEvent {
+        id: m.id,
+        customer_id: m.customer_id,
+        purpose: m.purpose,
+        channel: (!m.channel.is_empty()).then_some(m.channel),
+        status: ConsentStatus::parse(&m.status)?,
+        captured_at: m.captured_at,
+        recorded_at: m.recorded_at,
+        source: m.source,
+        policy_version: m.policy_version,
+        legal_basis: m.legal_basis,
+        expires_at: m.expires_at,
+        evidence: m.evidence,
+    })
+}
+
+/// A decision to append.
+#[derive(Debug, Clone)]
+pub struct RecordConsent {
+    pub customer_id: Uuid,
+    pub purpose: String,
+    pub channel: Option<String>,
+    pub status: ConsentStatus,
+    pub captured_at: Option<DateTime<Utc>>,
+    pub source: String,
+    pub policy_version: Option<String>,
+    pub legal_basis: Option<String>,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub evidence: Option<serde_json::Value>,
+}
+
+const LEGAL_BASES: [&str; 6] =
+    ["consent", "contract", "legal_obligation", "vital_interests", "public_task", "legitimate_interests"];
+
+fn clean(field: &str, value: Option<&str>, max: usize) -> ApiResult<Option<String>> {
+    match value.map(str::trim).filter(|v| !v.is_empty()) {
+        None => Ok(None),
+        Some(v) if v.chars().count() > max => Err(ApiError::validation(field, format!("longer than {max} characters"))),
+        Some(v) => Ok(Some(v.to_owned())),
+    }
+}
+
+/// Appends a decision for a customer of the caller's tenant. Needs `consent:write`. Takes effect at once: the
+/// customer's consent version moves in the same transaction, and every later read decides from the ledger.
+#[tracing::instrument(skip_all, fields(tenant = %caller.tenant(), customer = %input.customer_id))]
+pub async fn record_consent(caller: &Caller, svc: &Services, input: RecordConsent) -> ApiResult<ConsentEvent> {
+    caller.require(Scope::ConsentWrite)?;
+    let txn = svc.db.begin_write().await?;
+    let exists = customer::of_tenant(caller.tenant())
+        .filter(customer::Column::Id.eq(input.customer_id))
+        .select_only()
+        .column(customer::Column::Id)
+        .into_tuple::<Uuid>()
+        .one(&txn)
+        .await?;
+    if exists.is_none() {
+        return Err(ApiError::not_found(format!("customer {}", input.customer_id)));
+    }
+    let event = append(&txn, caller.tenant(), caller.subject(), input).await?;
+    txn.commit().await?;
+    svc.cache.delete(&crate::profiles::customers::cache_key(caller.tenant(), event.customer_id)).await;
+    Ok(event)
+}
+
+/// Appends inside a transaction the caller owns (used by ingestion: `context.consent`, Global Privacy Control).
+pub(crate) async fn append(
+    txn: &DatabaseTransaction,
+    tenant: &TenantId,
+    recorded_by: &str,
+    input: RecordConsent,
+) -> ApiResult<ConsentEvent> {
+    let purpose = Purpose::parse(input.purpose.trim()).map_err(|_| {
+        ApiError::validation("purpose", "1–64 lower-case letters, digits, `_` or `-` (e.g. personalization, marketing)")
+    })?;
+    let channel = clean("channel", input.channel.as_deref(), 32)?.map(|c| c.to_lowercase());
+    let source = clean("source", Some(&input.source), 64)?.ok_or_else(|| ApiError::validation("source", "required"))?;
+    let policy_version = clean("policyVersion", input.policy_version.as_deref(), 64)?;
+    let legal_basis = clean("legalBasis", input.legal_basis.as_deref(), 32)?.map(|b| b.to_lowercase());
+    if let Some(basis) = &legal_basis
+        && !LEGAL_BASES.contains(&basis.as_str())
+    {
+        return Err(ApiError::validation("legalBasis", format!("one of {}", LEGAL_BASES.join(", "))));
+    }
+    let now = Utc::now();
+    let captured_at = input.captured_at.unwrap_or(now);
+    if captured_at > now + chrono::Duration::minutes(5) {
+        return Err(ApiError::validation("capturedAt", "lies in the future"));
+    }
+    if let Some(expires) = input.expires_at
+        && expires <= captured_at
+    {
+        return Err(ApiError::validation("expiresAt", "must be after capturedAt"));
+    }
+    let row = consent_event::ActiveModel {
+        id: Set(Uuid::now_v7()),
+        tenant: Set(tenant.as_str().to_owned()),
+        customer_id: Set(input.customer_id),
+        purpose: Set(purpose.as_str().to_owned()),
+        channel: Set(channel.unwrap_or_default()),
+        status: Set(input.status.as_str().to_owned()),
+        captured_at: Set(captured_at),
+        recorded_at: Set(now),
+        source: Set(source),
+        policy_version: Set(policy_version),
+        legal_basis: Set(legal_basis),
+        expires_at: Set(input.expires_at),
+        evidence: Set(input.evidence),
+        recorded_by: Set(recorded_by.chars().take(256).collect()),
+    }
+    .insert(txn)
+    .await?;
+    bump_consent_version(txn, tenant, input.customer_id).await?;
+    from_row(row).ok_or_else(|| ApiError::internal(anyhow::anyhow!("stored an unreadable consent status")))
+}
+
+/// Moves the customer's consent version (and `updated_at`), so cached decisions keyed by it can never be read again.
+pub(crate) async fn bump_consent_version(
+    txn: &DatabaseTransaction,
+    tenant: &TenantId,
+    customer_id: Uuid,
+) -> Result<(), sea_orm::DbErr> {
+    customer::Entity::update_many()
+        .col_expr(customer::Column::ConsentVersion, Expr::col(customer::Column::ConsentVersion).add(1))
+        .col_expr(customer::Column::UpdatedAt, Expr::value(Utc::now()))
+        .filter(customer::Column::Tenant.eq(tenant.as_str()))
+        .filter(customer::Column::Id.eq(customer_id))
+        .exec(txn)
+        .await?;
+    Ok(())
+}
+
+/// The decisions in force for many customers at `at` (one query): per customer, per (purpose, channel), the
+/// latest decision captured at or before `at`.
+pub(crate) async fn states_at(
+    conn: &impl ConnectionTrait,
+    tenant: &TenantId,
+    customer_ids: &[Uuid],
+    at: Option<DateTime<Utc>>,
+) -> Result<HashMap<Uuid, Vec<ConsentState>>, sea_orm::DbErr> {
+    if customer_ids.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let mut query = consent_event::of_tenant(tenant)
+        .filter(consent_event::Column::CustomerId.is_in(customer_ids.iter().copied()));
+    if let Some(at) = at {
+        query = query.filter(consent_event::Column::CapturedAt.lte(at));
+    }
+    let rows = query
+        .order_by_asc(consent_event::Column::CapturedAt)
+        .order_by_asc(consent_event::Column::Id)
+        .all(conn)
+        .await?;
+    let mut latest: HashMap<(Uuid, String, String), ConsentEvent> = HashMap::new();
+    for row in rows {
+        let key = (row.customer_id, row.purpose.clone(), row.channel.clone());
+        if let Some(event) = from_row(row) {
+            latest.insert(key, event);
+        }
+    }
+    let mut states: HashMap<Uuid, Vec<ConsentState>> = HashMap::new();
+    for ((customer, _, _), event) in latest {
+        states.entry(customer).or_default().push(event);
+    }
+    for list in states.values_mut() {
+        list.sort_by(|a, b| (&a.purpose, &a.channel).cmp(&(&b.purpose, &b.channel)));
+    }
+    Ok(states)
+}
+
+/// A page of one customer's ledger, newest first.
+pub async fn history(
+    tenant: &TenantId,
+    svc: &Services,
+    customer_id: Uuid,
+    page: PageRequest,
+) -> ApiResult<Page<ConsentEvent>> {
+    let mut query = consent_event::of_tenant(tenant).filter(consent_event::Column::CustomerId.eq(customer_id));
+    if let Some(after) = page.after {
+        query = query.filter(consent_event::Column::Id.lt(after));
+    }
+    let mut rows = query.order_by_desc(consent_event::Column::Id).limit(page.first as u64 + 1).all(svc.db.conn()).await?;
+    let has_next_page = rows.len() > page.first;
+    rows.truncate(page.first);
+    Ok(Page {
+        items: rows.into_iter().filter_map(from_row).collect(),
+        has_next_page,
+        has_previous_page: page.after.is_some(),
+    })
+}
+
+/// The decisions in force for a customer of the caller's tenant, now or at a past moment. Needs `profiles:read`.
+pub async fn current_for(
+    caller: &Caller,
+    svc: &Services,
+    customer_ids: &[Uuid],
+    at: Option<DateTime<Utc>>,
+) -> ApiResult<HashMap<Uuid, Vec<ConsentState>>> {
+    caller.require(Scope::ProfilesRead)?;
+    Ok(states_at(svc.db.conn(), caller.tenant(), customer_ids, at).await?)
+}
+
+/// A page of a customer's ledger for the caller. Needs `profiles:read`.
+pub async fn history_for(
+    caller: &Caller,
+    svc: &Services,
+    customer_id: Uuid,
+    page: PageRequest,
+) -> ApiResult<Page<ConsentEvent>> {
+    caller.require(Scope::ProfilesRead)?;
+    history(caller.tenant(), svc, customer_id, page).await
+}

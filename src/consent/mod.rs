@@ -1,0 +1,6 @@
+//! Consent: the append-only ledger, the current state derived from it, and the one policy decision point.
+pub mod ledger;
+pub mod policy;
+
+pub use ledger::{ConsentEvent, ConsentState, ConsentStatus, RecordConsent};
+pub use policy::{DataCategory, Permit, PrivacyState};

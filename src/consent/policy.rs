@@ -1,0 +1,157 @@
+//! The policy decision point: the one place that decides whether a caller may receive a customer's
+//! personalization data (DOMAIN.md privacy rules 1–3 and 9). Every entry point calls it.
+use std::collections::{HashMap, HashSet};
+
+use chrono::{DateTime, Utc};
+use sea_orm::{ColumnTrait, ConnectionTrait, QueryFilter, QuerySelect};
+use uuid::Uuid;
+
+use super::ledger::{self, ConsentState};
+use crate::{
+    auth::{Caller, Scope},
+    error::{ApiError, ApiResult},
+    services::Services,
+    storage::entities::customer,
+};
+
+/// What kind of data a read would serve.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DataCategory {
+    /// The touchpoint history. Personalization data when read for any purpose that needs consent.
+    BehaviouralHistory,
+    /// Anything derived from behaviour (journey stage, segments, scores): personalization data for every purpose.
+    DerivedInsights,
+}
+
+/// Purposes that serve the customer operationally and do not need a consent to read the raw history.
+const OPERATIONAL_PURPOSES: [&str; 1] = ["support"];
+/// The purpose of privacy officers: sees everything, restricted customers included (needs `privacy:admin`).
+pub const PRIVACY_ADMIN_PURPOSE: &str = "privacy_admin";
+
+/// Proof that the policy allowed one caller to read one customer's data of one category. Only `decide` makes one,
+/// so personalization data cannot be served without a decision.
+#[derive(Debug, Clone, Copy)]
+pub struct Permit {
+    customer_id: Uuid,
+    category: DataCategory,
+}
+
+impl Permit {
+    pub fn customer_id(&self) -> Uuid {
+        self.customer_id
+    }
+
+    pub fn category(&self) -> DataCategory {
+        self.category
+    }
+}
+
+/// What the policy needs to know about one customer.
+#[derive(Debug, Clone, Default)]
+pub struct PrivacyState {
+    pub restricted: bool,
+    pub consents: Vec<ConsentState>,
+}
+
+/// Splits a caller purpose such as `marketing:email` into the consent purpose and channel.
+fn consent_key(purpose: &str) -> (&str, Option<&str>) {
+    match purpose.split_once(':') {
+        Some((purpose, channel)) => (purpose, Some(channel)),
+        None => (purpose, None),
+    }
+}
+
+/// Decides for one customer whose privacy state is known. Pure: the table-driven tests call the API, which lands here.
+pub fn decide(
+    caller: &Caller,
+    customer_id: Uuid,
+    state: &PrivacyState,
+    category: DataCategory,
+    now: DateTime<Utc>,
+) -> ApiResult<Permit> {
+    let purpose = caller.purpose().as_str();
+    let permit = Permit { customer_id, category };
+    if purpose == PRIVACY_ADMIN_PURPOSE {
+        caller.require(Scope::PrivacyAdmin)?;
+        return Ok(permit);
+    }
+    let refuse = |reason: &'static str, message: String| {
+        Err(ApiError::ConsentRequired { purpose: purpose.to_owned(), reason, message })
+    };
+    if state.restricted {
+        return refuse("PROCESSING_RESTRICTED", "processing of this customer's data is restricted".into());
+    }
+    if category == DataCategory::BehaviouralHistory && OPERATIONAL_PURPOSES.contains(&purpose) {
+        return Ok(permit);
+    }
+    let (consent_purpose, channel) = consent_key(purpose);
+    // A channel-specific decision wins over the purpose-wide one.
+    let applicable = channel
+        .and_then(|ch| state.consents.iter().find(|c| c.purpose == consent_purpose && c.channel.as_deref() == Some(ch)))
+        .or_else(|| state.consents.iter().find(|c| c.purpose == consent_purpose && c.channel.is_none()));
+    match applicable {
+        None => refuse("NOT_GIVEN", format!("the customer has not consented to `{purpose}`")),
+        Some(c) if c.is_effective_at(now) => Ok(permit),
+        Some(c) if c.status == super::ConsentStatus::Granted => {
+            refuse("EXPIRED", format!("the customer's consent to `{purpose}` has expired"))
+        }
+        Some(c) if c.status == super::ConsentStatus::Withdrawn => {
+            refuse("WITHDRAWN", format!("the customer has withdrawn consent to `{purpose}`"))
+        }
+        Some(_) => refuse("DENIED", format!("the customer has denied consent to `{purpose}`")),
+    }
+}
+
+/// Loads the current privacy state of customers (two queries, whatever their number).
+pub(crate) async fn load_states(
+    conn: &impl ConnectionTrait,
+    caller: &Caller,
+    customer_ids: &[Uuid],
+) -> ApiResult<HashMap<Uuid, PrivacyState>> {
+    let restricted: Vec<(Uuid, bool)> = customer::of_tenant(caller.tenant())
+        .filter(customer::Column::Id.is_in(customer_ids.iter().copied()))
+        .select_only()
+        .column(customer::Column::Id)
+        .column(customer::Column::Restricted)
+        .into_tuple()
+        .all(conn)
+        .await?;
+    let mut consents = ledger::states_at(conn, caller.tenant(), customer_ids, None).await?;
+    Ok(restricted
+        .into_iter()
+        .map(|(id, restricted)| (id, PrivacyState { restricted, consents: consents.remove(&id).unwrap_or_default() }))
+        .collect())
+}
+
+/// Decides for one customer, reading its current state from the database (never from a cache, so a
+/// withdrawal is refused on the very next read on every instance).
+pub async fn authorize(caller: &Caller, svc: &Services, customer_id: Uuid, category: DataCategory) -> ApiResult<Permit> {
+    let mut states = load_states(svc.db.conn(), caller, &[customer_id]).await?;
+    let state = states.remove(&customer_id).ok_or_else(|| ApiError::not_found(format!("customer {customer_id}")))?;
+    decide(caller, customer_id, &state, category, Utc::now())
+}
+
+/// Decides for many customers at once: the permitted ids, and how many were left out.
+pub async fn authorize_many(
+    caller: &Caller,
+    svc: &Services,
+    customer_ids: &[Uuid],
+    category: DataCategory,
+) -> ApiResult<(HashSet<Uuid>, usize)> {
+    let unique: HashSet<Uuid> = customer_ids.iter().copied().collect();
+    let ids: Vec<Uuid> = unique.into_iter().collect();
+    let states = load_states(svc.db.conn(), caller, &ids).await?;
+    let now = Utc::now();
+    let mut permitted = HashSet::new();
+    for (id, state) in &states {
+        match decide(caller, *id, state, category, now) {
+            Ok(_) => {
+                permitted.insert(*id);
+            }
+            Err(ApiError::ConsentRequired { .. }) => {}
+            Err(other) => return Err(other),
+        }
+    }
+    let excluded = ids.len() - permitted.len();
+    Ok((permitted, excluded))
+}

@@ -1,0 +1,35 @@
+//! `touchpoints` rows.
+use sea_orm::entity::prelude::*;
+
+#[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
+#[sea_orm(table_name = "touchpoints")]
+pub struct Model {
+    #[sea_orm(primary_key, auto_increment = false)]
+    pub id: Uuid,
+    pub tenant: String,
+    pub customer_id: Uuid,
+    pub channel: String,
+    pub kind: String,
+    pub stage: String,
+    pub occurred_at: DateTimeUtc,
+    pub received_at: DateTimeUtc,
+    pub source: String,
+    pub idempotency_key: String,
+    pub properties: Option<Json>,
+    pub value: Option<f64>,
+    pub currency: Option<String>,
+    pub feedback_metric: Option<String>,
+    pub feedback_score: Option<i16>,
+    pub feedback_verbatim: Option<String>,
+    pub consent: Option<Json>,
+}
+
+#[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+pub enum Relation {}
+
+impl ActiveModelBehavior for ActiveModel {}
+
+/// Every query on touchpoints starts here, so none can forget the tenant.
+pub fn of_tenant(tenant: &crate::auth::TenantId) -> Select<Entity> {
+    Entity::find().filter(Column::Tenant.eq(tenant.as_str()))
+}

@@ -1,0 +1,256 @@
+//! Touchpoint ingestion: per-item validation, identity resolution and an idempotent write per item, so one bad
+//! item never sinks a batch and a replayed batch creates nothing twice.
+use chrono::{DateTime, Utc};
+use sea_orm::{ActiveModelTrait, ColumnTrait, DatabaseTransaction, QueryFilter, QuerySelect, Set};
+use uuid::Uuid;
+
+use super::model::{Channel, Feedback, FeedbackMetric, JourneyStage, Touchpoint, TouchpointType};
+use crate::{
+    auth::{Caller, Scope, TenantId},
+    consent::{RecordConsent, ledger},
+    error::{ApiError, ApiResult},
+    profiles::{Identity, customers::IdentityInput, resolution},
+    services::Services,
+    storage::entities::{customer, touchpoint},
+};
+
+pub const MAX_BATCH: usize = 5000;
+const MAX_PROPERTIES_BYTES: usize = 16 * 1024;
+
+#[derive(Debug, Clone)]
+pub struct FeedbackInput {
+    pub metric: FeedbackMetric,
+    pub score: i32,
+    pub verbatim: Option<String>,
+}
+
+/// One touchpoint as a sender gives it. The customer is named by id or by identities.
+#[derive(Debug, Clone)]
+pub struct TouchpointInput {
+    pub customer_id: Option<Uuid>,
+    pub identities: Vec<IdentityInput>,
+    pub channel: Channel,
+    pub kind: TouchpointType,
+    pub stage: Option<JourneyStage>,
+    pub occurred_at: DateTime<Utc>,
+    pub source: String,
+    pub idempotency_key: String,
+    pub properties: Option<serde_json::Value>,
+    pub value: Option<f64>,
+    pub currency: Option<String>,
+    pub feedback: Option<FeedbackInput>,
+    /// Consent decisions that came with the event (for example the tracking API's `context.consent`).
+    pub consents: Vec<RecordConsent>,
+}
+
+/// What happened to one item of a batch.
+#[derive(Debug)]
+pub enum ItemOutcome {
+    Created(Touchpoint),
+    /// The idempotency key was seen before: the stored touchpoint, unchanged.
+    Duplicate(Touchpoint),
+    Rejected(ApiError),
+}
+
+struct Valid {
+    identities: Vec<Identity>,
+    stage: JourneyStage,
+    source: String,
+    key: String,
+    feedback: Option<Feedback>,
+    currency: Option<String>,
+}
+
+fn validate(svc: &Services, input: &TouchpointInput) -> ApiResult<Valid> {
+    let mut identities = Vec::with_capacity(input.identities.len());
+    for (i, raw) in input.identities.iter().enumerate() {
+        let field = format!("identities[{i}].value");
+        let identity = Identity::parse(raw.kind, &raw.value, raw.source.as_deref(), &svc.settings, &field)?;
+        if !identities.contains(&identity) {
+            identities.push(identity);
+        }
+    }
+    if input.customer_id.is_none() && identities.is_empty() {
+        return Err(ApiError::validation("customer", "name the customer by customerId or by at least one identity"));
+    }
+    let key = input.idempotency_key.trim();
+    if key.is_empty() || key.len() > 128 {
+        return Err(ApiError::validation("idempotencyKey", "1–128 characters"));
+    }
+    let source = input.source.trim();
+    if source.is_empty() || source.len() > 64 {
+        return Err(ApiError::validation("source", "1–64 characters"));
+    }
+    let now = Utc::now();
+    if input.occurred_at > now + chrono::Duration::minutes(5) {
+        return Err(ApiError::validation("occurredAt", "lies in the future"));
+    }
+    if let Some(props) = &input.properties {
+        if !props.is_object() {
+            return Err(ApiError::validation("properties", "must be a JSON object"));
+        }
+        if props.to_string().len() > MAX_PROPERTIES_BYTES {
+            return Err(ApiError::validation("properties", format!("larger than {MAX_PROPERTIES_BYTES} bytes")));
+        }
+    }
+    if let Some(value) = input.value
+        && !value.is_finite()
+    {
+        return Err(ApiError::validation("value", "must be a finite number"));
+    }
+    let currency = match input.currency.as_deref().map(str::trim) {
+        None | Some("") => None,
+        Some(c) if c.len() == 3 && c.chars().all(|ch| ch.is_ascii_alphabetic()) => Some(c.to_ascii_uppercase()),
+        Some(_) => return Err(ApiError::validation("currency", "an ISO 4217 code such as EUR or DKK")),
+    };
+    if input.value.is_some() && currency.is_none() && input.kind == TouchpointType::Purchase {
+        return Err(ApiError::validation("currency", "a purchase with a value needs its currency"));
+    }
+    let feedback = match &input.feedback {
+        None => None,
+        Some(f) => {
+            let (low, high) = f.metric.range();
+            if f.score < low || f.score > high {
+                return Err(ApiError::validation(
+                    "feedback.score",
+                    format!("{} answers run from {low} to {high}", f.metric.as_str().to_uppercase()),
+                ));
+            }
+            let verbatim = f.verbatim.as_deref().map(str::trim).filter(|v| !v.is_empty()).map(str::to_owned);
+            if verbatim.as_ref().is_some_and(|v| v.chars().count() > 4000) {
+                return Err(ApiError::validation("feedback.verbatim", "longer than 4000 characters"));
+            }
+            Some(Feedback { metric: f.metric, score: f.score as i16, verbatim })
+        }
+    };
+    if feedback.is_some() && input.kind != TouchpointType::SurveyResponse {
+        return Err(ApiError::validation("feedback", "only a SURVEY_RESPONSE carries feedback"));
+    }
+    Ok(Valid {
+        identities,
+        stage: input.stage.unwrap_or_else(|| JourneyStage::default_for(input.kind, input.channel)),
+        source: source.to_owned(),
+        key: key.to_owned(),
+        feedback,
+        currency,
+    })
+}
+
+/// Records a batch; one outcome per item, in order. Needs `touchpoints:write`.
+#[tracing::instrument(skip_all, fields(tenant = %caller.tenant(), items = items.len()))]
+pub async fn record_touchpoints(
+    caller: &Caller,
+    svc: &Services,
+    items: Vec<TouchpointInput>,
+) -> ApiResult<Vec<ItemOutcome>> {
+    caller.require(Scope::TouchpointsWrite)?;
+    if items.len() > MAX_BATCH {
+        return Err(ApiError::validation("touchpoints", format!("at most {MAX_BATCH} per batch")));
+    }
+    let mut outcomes = Vec::with_capacity(items.len());
+    for input in items {
+        outcomes.push(record_one(caller, svc, input).await);
+    }
+    metrics::counter!("kontakt_touchpoints_ingested_total", "outcome" => "created")
+        .increment(outcomes.iter().filter(|o| matches!(o, ItemOutcome::Created(_))).count() as u64);
+    Ok(outcomes)
+}
+
+async fn record_one(caller: &Caller, svc: &Services, input: TouchpointInput) -> ItemOutcome {
+    let valid = match validate(svc, &input) {
+        Ok(valid) => valid,
+        Err(err) => return ItemOutcome::Rejected(err),
+    };
+    let tenant = caller.tenant();
+    match existing(svc, tenant, &valid.key).await {
+        Ok(Some(found)) => return ItemOutcome::Duplicate(found),
+        Ok(None) => {}
+        Err(err) => return ItemOutcome::Rejected(err),
+    }
+    for attempt in 1..=3 {
+        match write(svc, caller, &input, &valid).await {
+            Ok(result) => return result,
+            Err(err) if ApiError::is_unique_violation(&err) => {
+                // Either a concurrent replay of the same key, or two writers creating the same identity.
+                match existing(svc, tenant, &valid.key).await {
+                    Ok(Some(found)) => return ItemOutcome::Duplicate(found),
+                    Ok(None) if attempt < 3 => continue,
+                    Ok(None) => return ItemOutcome::Rejected(ApiError::from(err)),
+                    Err(err) => return ItemOutcome::Rejected(err),
+                }
+            }
+            Err(err) => return ItemOutcome::Rejected(err.into()),
+        }
+    }
+    ItemOutcome::Rejected(ApiError::Conflict("could not settle concurrent writes; retry".into()))
+}
+
+async fn existing(svc: &Services, tenant: &TenantId, key: &str) -> ApiResult<Option<Touchpoint>> {
+    let row = touchpoint::of_tenant(tenant).filter(touchpoint::Column::IdempotencyKey.eq(key)).one(svc.db.conn()).await?;
+    Ok(row.and_then(Touchpoint::from_row))
+}
+
+async fn write(
+    svc: &Services,
+    caller: &Caller,
+    input: &TouchpointInput,
+    valid: &Valid,
+) -> Result<ItemOutcome, sea_orm::DbErr> {
+    let tenant = caller.tenant();
+    let now = Utc::now();
+    let txn = svc.db.begin_write().await?;
+    let customer_id = match input.customer_id {
+        Some(id) => {
+            if !customer_exists(&txn, tenant, id).await? {
+                txn.rollback().await?;
+                return Ok(ItemOutcome::Rejected(ApiError::validation("customerId", format!("no customer {id}"))));
+            }
+            id
+        }
+        None => resolution::resolve(&txn, tenant, &valid.identities, now).await?.customer.id,
+    };
+    let row = touchpoint::ActiveModel {
+        id: Set(Uuid::now_v7()),
+        tenant: Set(tenant.as_str().to_owned()),
+        customer_id: Set(customer_id),
+        channel: Set(input.channel.as_str().to_owned()),
+        kind: Set(input.kind.as_str().to_owned()),
+        stage: Set(valid.stage.as_str().to_owned()),
+        occurred_at: Set(input.occurred_at),
+        received_at: Set(now),
+        source: Set(valid.source.clone()),
+        idempotency_key: Set(valid.key.clone()),
+        properties: Set(input.properties.clone()),
+        value: Set(input.value),
+        currency: Set(valid.currency.clone()),
+        feedback_metric: Set(valid.feedback.as_ref().map(|f| f.metric.as_str().to_owned())),
+        feedback_score: Set(valid.feedback.as_ref().map(|f| f.score)),
+        feedback_verbatim: Set(valid.feedback.as_ref().and_then(|f| f.verbatim.clone())),
+        consent: Set(None),
+    }
+    .insert(&txn)
+    .await?;
+    for consent in &input.consents {
+        let consent = RecordConsent { customer_id, ..consent.clone() };
+        if let Err(err) = ledger::append(&txn, tenant, caller.subject(), consent).await {
+            txn.rollback().await?;
+            return Ok(ItemOutcome::Rejected(err));
+        }
+    }
+    txn.commit().await?;
+    Ok(match Touchpoint::from_row(row) {
+        Some(tp) => ItemOutcome::Created(tp),
+        None => ItemOutcome::Rejected(ApiError::internal(anyhow::anyhow!("stored an unreadable touchpoint"))),
+    })
+}
+
+async fn customer_exists(txn: &DatabaseTransaction, tenant: &TenantId, id: Uuid) -> Result<bool, sea_orm::DbErr> {
+    Ok(customer::of_tenant(tenant)
+        .filter(customer::Column::Id.eq(id))
+        .select_only()
+        .column(customer::Column::Id)
+        .into_tuple::<Uuid>()
+        .one(txn)
+        .await?
+        .is_some())
+}

@@ -1,0 +1,8 @@
+//! Touchpoints: the vocabulary (channels, types, journey stages, feedback), ingestion at volume, timelines,
+//! the journey summary and the cross-customer feed.
+pub mod ingest;
+pub mod model;
+pub mod timeline;
+
+pub use ingest::{ItemOutcome, TouchpointInput, record_touchpoints};
+pub use model::{Channel, Feedback, FeedbackMetric, JourneyStage, Touchpoint, TouchpointType};

@@ -1,0 +1,227 @@
+//! Reading history: one customer's timeline (newest first, keyset on (occurred_at, id) in both directions), the
+//! journey summary, and the cross-customer feed in arrival order. Every read needs a policy `Permit`.
+use std::collections::{BTreeMap, HashSet};
+
+use chrono::{DateTime, Utc};
+use sea_orm::{
+    ColumnTrait, Condition, Order, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, Select,
+    sea_query::{Expr, Func},
+};
+use uuid::Uuid;
+
+use super::model::{Channel, JourneyStage, Touchpoint, TouchpointType};
+use crate::{
+    auth::{Caller, Scope, TenantId},
+    consent::{DataCategory, Permit, policy},
+    error::{ApiError, ApiResult},
+    pagination::{Page, PageRequest, Window},
+    services::Services,
+    storage::entities::touchpoint,
+};
+
+/// Filters shared by timelines and the feed.
+#[derive(Debug, Clone, Default)]
+pub struct TouchpointFilter {
+    pub channels: Vec<Channel>,
+    pub types: Vec<TouchpointType>,
+    pub stages: Vec<JourneyStage>,
+    /// Occurred at or after.
+    pub from: Option<DateTime<Utc>>,
+    /// Occurred before.
+    pub to: Option<DateTime<Utc>>,
+    /// Received at or after (for engines that poll for what is new).
+    pub received_since: Option<DateTime<Utc>>,
+}
+
+fn apply(mut query: Select<touchpoint::Entity>, filter: &TouchpointFilter) -> Select<touchpoint::Entity> {
+    if !filter.channels.is_empty() {
+        query = query.filter(touchpoint::Column::Channel.is_in(filter.channels.iter().map(|c| c.as_str())));
+    }
+    if !filter.types.is_empty() {
+        query = query.filter(touchpoint::Column::Kind.is_in(filter.types.iter().map(|t| t.as_str())));
+    }
+    if !filter.stages.is_empty() {
+        query = query.filter(touchpoint::Column::Stage.is_in(filter.stages.iter().map(|s| s.as_str())));
+    }
+    if let Some(from) = filter.from {
+        query = query.filter(touchpoint::Column::OccurredAt.gte(from));
+    }
+    if let Some(to) = filter.to {
+        query = query.filter(touchpoint::Column::OccurredAt.lt(to));
+    }
+    if let Some(since) = filter.received_since {
+        query = query.filter(touchpoint::Column::ReceivedAt.gte(since));
+    }
+    query
+}
+
+fn of_customer(tenant: &TenantId, permit: &Permit) -> Select<touchpoint::Entity> {
+    touchpoint::of_tenant(tenant).filter(touchpoint::Column::CustomerId.eq(permit.customer_id()))
+}
+
+/// Strictly older (`older = true`) or newer than the cursor position in (occurred_at, id) order.
+fn beyond(cursor: (DateTime<Utc>, Uuid), older: bool) -> Condition {
+    let (at, id) = cursor;
+    let (time, tie) = if older {
+        (touchpoint::Column::OccurredAt.lt(at), touchpoint::Column::Id.lt(id))
+    } else {
+        (touchpoint::Column::OccurredAt.gt(at), touchpoint::Column::Id.gt(id))
+    };
+    Condition::any().add(time).add(Condition::all().add(touchpoint::Column::OccurredAt.eq(at)).add(tie))
+}
+
+/// A page of one customer's timeline, newest first. The permit proves the policy allowed this read.
+pub async fn timeline(
+    tenant: &TenantId,
+    svc: &Services,
+    permit: &Permit,
+    filter: &TouchpointFilter,
+    window: Window<(DateTime<Utc>, Uuid)>,
+) -> ApiResult<Page<Touchpoint>> {
+    let base = apply(of_customer(tenant, permit), filter);
+    let (query, size, backward) = match window {
+        Window::Forward { first, after } => {
+            let q = match after {
+                Some(c) => base.filter(beyond(c, true)),
+                None => base,
+            };
+            (q.order_by(touchpoint::Column::OccurredAt, Order::Desc).order_by(touchpoint::Column::Id, Order::Desc), first, false)
+        }
+        Window::Backward { last, before } => {
+            let q = match before {
+                Some(c) => base.filter(beyond(c, false)),
+                None => base,
+            };
+            (q.order_by(touchpoint::Column::OccurredAt, Order::Asc).order_by(touchpoint::Column::Id, Order::Asc), last, true)
+        }
+    };
+    let mut rows = query.limit(size as u64 + 1).all(svc.db.conn()).await?;
+    let more = rows.len() > size;
+    rows.truncate(size);
+    if backward {
+        rows.reverse();
+    }
+    let items = rows.into_iter().filter_map(Touchpoint::from_row).collect();
+    Ok(match window {
+        Window::Forward { after, .. } => Page { items, has_next_page: more, has_previous_page: after.is_some() },
+        Window::Backward { before, .. } => Page { items, has_next_page: before.is_some(), has_previous_page: more },
+    })
+}
+
+/// How many touchpoints of the customer match the filter (only computed when a client asks for it).
+pub async fn count(tenant: &TenantId, svc: &Services, permit: &Permit, filter: &TouchpointFilter) -> ApiResult<u64> {
+    Ok(apply(of_customer(tenant, permit), filter).count(svc.db.conn()).await?)
+}
+
+/// Per journey stage: when it was first and last reached and on which channels, plus the current stage.
+#[derive(Debug, Clone)]
+pub struct Journey {
+    pub current_stage: Option<JourneyStage>,
+    pub stages: Vec<StageSummary>,
+}
+
+#[derive(Debug, Clone)]
+pub struct StageSummary {
+    pub stage: JourneyStage,
+    pub first_at: DateTime<Utc>,
+    pub last_at: DateTime<Utc>,
+    pub count: i64,
+    pub channels: Vec<(Channel, i64)>,
+}
+
+/// The journey summary: one aggregate query and one for the latest touchpoint.
+pub async fn journey(tenant: &TenantId, svc: &Services, permit: &Permit) -> ApiResult<Journey> {
+    if permit.category() != DataCategory::DerivedInsights {
+        return Err(ApiError::internal(anyhow::anyhow!("journey read with a permit for another category")));
+    }
+    let rows: Vec<(String, String, i64, DateTime<Utc>, DateTime<Utc>)> = of_customer(tenant, permit)
+        .select_only()
+        .column(touchpoint::Column::Stage)
+        .column(touchpoint::Column::Channel)
+        .column_as(Expr::expr(Func::count(Expr::col(touchpoint::Column::Id))), "n")
+        .column_as(Expr::expr(Func::min(Expr::col(touchpoint::Column::OccurredAt))), "first_at")
+        .column_as(Expr::expr(Func::max(Expr::col(touchpoint::Column::OccurredAt))), "last_at")
+        .group_by(touchpoint::Column::Stage)
+        .group_by(touchpoint::Column::Channel)
+        .into_tuple()
+        .all(svc.db.conn())
+        .await?;
+    let mut by_stage: BTreeMap<usize, StageSummary> = BTreeMap::new();
+    for (stage, channel, n, first_at, last_at) in rows {
+        let (Some(stage), Some(channel)) = (JourneyStage::parse(&stage), Channel::parse(&channel)) else { continue };
+        let order = JourneyStage::ALL.iter().position(|s| *s == stage).unwrap_or(usize::MAX);
+        let summary = by_stage
+            .entry(order)
+            .or_insert(StageSummary { stage, first_at, last_at, count: 0, channels: Vec::new() });
+        summary.first_at = summary.first_at.min(first_at);
+        summary.last_at = summary.last_at.max(last_at);
+        summary.count += n;
+        summary.channels.push((channel, n));
+    }
+    let latest = of_customer(tenant, permit)
+        .select_only()
+        .column(touchpoint::Column::Stage)
+        .order_by(touchpoint::Column::OccurredAt, Order::Desc)
+        .order_by(touchpoint::Column::Id, Order::Desc)
+        .limit(1)
+        .into_tuple::<String>()
+        .one(svc.db.conn())
+        .await?;
+    Ok(Journey {
+        current_stage: latest.as_deref().and_then(JourneyStage::parse),
+        stages: by_stage.into_values().collect(),
+    })
+}
+
+/// A page of the feed across customers, in arrival order, with the customers the policy refused left out.
+#[derive(Debug, Clone)]
+pub struct FeedPage {
+    pub page: Page<Touchpoint>,
+    /// Touchpoints on this page withheld because their customer's consent or restriction forbids the read.
+    pub excluded: usize,
+    /// The id to resume after, even when every touchpoint of the page was withheld.
+    pub resume_after: Option<Uuid>,
+}
+
+/// The cross-customer feed for personalization engines. Needs `touchpoints:read`; the caller's purpose decides,
+/// customer by customer, what is served.
+#[tracing::instrument(skip_all, fields(tenant = %caller.tenant()))]
+pub async fn feed(caller: &Caller, svc: &Services, filter: &TouchpointFilter, page: PageRequest) -> ApiResult<FeedPage> {
+    caller.require(Scope::TouchpointsRead)?;
+    let mut query = apply(touchpoint::of_tenant(caller.tenant()), filter);
+    if let Some(after) = page.after {
+        query = query.filter(touchpoint::Column::Id.gt(after));
+    }
+    let mut rows = query.order_by(touchpoint::Column::Id, Order::Asc).limit(page.first as u64 + 1).all(svc.db.conn()).await?;
+    let has_next_page = rows.len() > page.first;
+    rows.truncate(page.first);
+    let resume_after = rows.last().map(|r| r.id);
+    let customers: Vec<Uuid> = rows.iter().map(|r| r.customer_id).collect::<HashSet<_>>().into_iter().collect();
+    let (permitted, _) = policy::authorize_many(caller, svc, &customers, DataCategory::BehaviouralHistory).await?;
+    let total = rows.len();
+    let items: Vec<Touchpoint> =
+        rows.into_iter().filter(|r| permitted.contains(&r.customer_id)).filter_map(Touchpoint::from_row).collect();
+    let excluded = total - items.len();
+    Ok(FeedPage { page: Page { items, has_next_page, has_previous_page: page.after.is_some() }, excluded, resume_after })
+}
+
+/// One customer's timeline for the caller: scope, tenant and the policy decision, then the page.
+pub async fn read_timeline(
+    caller: &Caller,
+    svc: &Services,
+    customer_id: Uuid,
+    filter: &TouchpointFilter,
+    window: Window<(DateTime<Utc>, Uuid)>,
+) -> ApiResult<(Permit, Page<Touchpoint>)> {
+    caller.require(Scope::TouchpointsRead)?;
+    let permit = policy::authorize(caller, svc, customer_id, DataCategory::BehaviouralHistory).await?;
+    let page = timeline(caller.tenant(), svc, &permit, filter, window).await?;
+    Ok((permit, page))
+}
+
+/// One customer's journey summary for the caller (derived data: always gated by consent).
+pub async fn read_journey(caller: &Caller, svc: &Services, customer_id: Uuid) -> ApiResult<Journey> {
+    caller.require(Scope::TouchpointsRead)?;
+    let permit = policy::authorize(caller, svc, customer_id, DataCategory::DerivedInsights).await?;
+    journey(caller.tenant(), svc, &permit).await
+}
