@@ -99,7 +99,8 @@ const TIME_CURSOR_PREFIX: &str = "t1:";
 
 /// A cursor on (time, id): the position in a list ordered by time with the id breaking ties.
 pub fn encode_time_cursor(at: chrono::DateTime<chrono::Utc>, id: Uuid) -> String {
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("{TIME_CURSOR_PREFIX}{}:{id}", at.timestamp_micros()))
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .encode(format!("{TIME_CURSOR_PREFIX}{}:{id}", at.timestamp_micros()))
 }
 
 pub fn decode_time_cursor(cursor: &str) -> Option<(chrono::DateTime<chrono::Utc>, Uuid)> {

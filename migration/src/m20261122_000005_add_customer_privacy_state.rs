@@ -35,7 +35,9 @@ impl MigrationTrait for Migration {
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        manager.alter_table(Table::alter().table(Customers::Table).drop_column(Added::ConsentVersion).to_owned()).await?;
+        manager
+            .alter_table(Table::alter().table(Customers::Table).drop_column(Added::ConsentVersion).to_owned())
+            .await?;
         manager.alter_table(Table::alter().table(Customers::Table).drop_column(Added::Restricted).to_owned()).await
     }
 }

@@ -210,16 +210,13 @@ pub(crate) async fn states_at(
     if customer_ids.is_empty() {
         return Ok(HashMap::new());
     }
-    let mut query = consent_event::of_tenant(tenant)
-        .filter(consent_event::Column::CustomerId.is_in(customer_ids.iter().copied()));
+    let mut query =
+        consent_event::of_tenant(tenant).filter(consent_event::Column::CustomerId.is_in(customer_ids.iter().copied()));
     if let Some(at) = at {
         query = query.filter(consent_event::Column::CapturedAt.lte(at));
     }
-    let rows = query
-        .order_by_asc(consent_event::Column::CapturedAt)
-        .order_by_asc(consent_event::Column::Id)
-        .all(conn)
-        .await?;
+    let rows =
+        query.order_by_asc(consent_event::Column::CapturedAt).order_by_asc(consent_event::Column::Id).all(conn).await?;
     let mut latest: HashMap<(Uuid, String, String), ConsentEvent> = HashMap::new();
     for row in rows {
         let key = (row.customer_id, row.purpose.clone(), row.channel.clone());
@@ -248,7 +245,8 @@ pub async fn history(
     if let Some(after) = page.after {
         query = query.filter(consent_event::Column::Id.lt(after));
     }
-    let mut rows = query.order_by_desc(consent_event::Column::Id).limit(page.first as u64 + 1).all(svc.db.conn()).await?;
+    let mut rows =
+        query.order_by_desc(consent_event::Column::Id).limit(page.first as u64 + 1).all(svc.db.conn()).await?;
     let has_next_page = rows.len() > page.first;
     rows.truncate(page.first);
     Ok(Page {

@@ -125,7 +125,12 @@ pub(crate) async fn load_states(
 
 /// Decides for one customer, reading its current state from the database (never from a cache, so a
 /// withdrawal is refused on the very next read on every instance).
-pub async fn authorize(caller: &Caller, svc: &Services, customer_id: Uuid, category: DataCategory) -> ApiResult<Permit> {
+pub async fn authorize(
+    caller: &Caller,
+    svc: &Services,
+    customer_id: Uuid,
+    category: DataCategory,
+) -> ApiResult<Permit> {
     let mut states = load_states(svc.db.conn(), caller, &[customer_id]).await?;
     let state = states.remove(&customer_id).ok_or_else(|| ApiError::not_found(format!("customer {customer_id}")))?;
     decide(caller, customer_id, &state, category, Utc::now())

@@ -132,7 +132,11 @@ impl JourneyView {
                 first_at: s.first_at,
                 last_at: s.last_at,
                 count: s.count,
-                channels: s.channels.iter().map(|(channel, count)| ChannelCount { channel: *channel, count: *count }).collect(),
+                channels: s
+                    .channels
+                    .iter()
+                    .map(|(channel, count)| ChannelCount { channel: *channel, count: *count })
+                    .collect(),
             })
             .collect()
     }

@@ -185,7 +185,11 @@ impl TouchpointsMutation {
                 properties: t.properties.map(|j| j.0),
                 value: t.value,
                 currency: t.currency,
-                feedback: t.feedback.map(|f| DomainFeedbackInput { metric: f.metric, score: f.score, verbatim: f.verbatim }),
+                feedback: t.feedback.map(|f| DomainFeedbackInput {
+                    metric: f.metric,
+                    score: f.score,
+                    verbatim: f.verbatim,
+                }),
                 consents: Vec::new(),
             })
             .collect();

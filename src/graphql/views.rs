@@ -17,9 +17,9 @@ use crate::{
     consent::ledger,
     error::GqlResult,
     pagination::{PageRequest, Window, decode_time_cursor, encode_cursor, encode_time_cursor},
-    touchpoints::timeline::{self, TouchpointFilter},
     privacy::Disclosure,
     profiles::{Customer, CustomerIdentity, IdentityKind, customers::CustomerChange},
+    touchpoints::timeline::{self, TouchpointFilter},
 };
 
 pub struct CustomerView {
@@ -121,7 +121,8 @@ impl CustomerView {
         #[graphql(validator(minimum = 0, maximum = 100))] last: Option<i32>,
         before: Option<String>,
         filter: Option<TouchpointFilterInput>,
-    ) -> async_graphql::Result<Option<Connection<String, TouchpointView, TimelineFields, EmptyFields, TimelineName>>> {
+    ) -> async_graphql::Result<Option<Connection<String, TouchpointView, TimelineFields, EmptyFields, TimelineName>>>
+    {
         let rc = request(ctx)?;
         let window = Window::parse(first, after.as_deref(), last, before.as_deref(), decode_time_cursor).gql()?;
         let filter: TouchpointFilter = filter.unwrap_or_default().into();
@@ -133,9 +134,7 @@ impl CustomerView {
             TimelineFields { permit, filter },
         );
         connection.edges.extend(
-            page.items
-                .into_iter()
-                .map(|tp| Edge::new(encode_time_cursor(tp.occurred_at, tp.id), TouchpointView(tp))),
+            page.items.into_iter().map(|tp| Edge::new(encode_time_cursor(tp.occurred_at, tp.id), TouchpointView(tp))),
         );
         Ok(Some(connection))
     }

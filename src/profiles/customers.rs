@@ -2,10 +2,7 @@
 use std::{collections::HashMap, time::Duration};
 
 use chrono::{DateTime, Utc};
-use sea_orm::{
-    ActiveModelTrait, ColumnTrait, QueryFilter, QueryOrder, QuerySelect, Set,
-    sea_query::Query,
-};
+use sea_orm::{ActiveModelTrait, ColumnTrait, QueryFilter, QueryOrder, QuerySelect, Set, sea_query::Query};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 

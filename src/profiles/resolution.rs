@@ -61,7 +61,9 @@ pub(crate) async fn resolve(
     let new_links: Vec<identity::ActiveModel> = identities
         .iter()
         .filter(|i| {
-            !matches.iter().any(|m| m.kind == i.kind().as_str() && m.source == i.stored_source() && m.value == i.value())
+            !matches
+                .iter()
+                .any(|m| m.kind == i.kind().as_str() && m.source == i.stored_source() && m.value == i.value())
         })
         .map(|i| identity::ActiveModel {
             id: Set(Uuid::now_v7()),

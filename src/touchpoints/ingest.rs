@@ -1,6 +1,6 @@
 //! Touchpoint ingestion: per-item validation, identity resolution and an idempotent write per item, so one bad
 //! item never sinks a batch and a replayed batch creates nothing twice.
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SubsecRound, Utc};
 use sea_orm::{ActiveModelTrait, ColumnTrait, DatabaseTransaction, QueryFilter, QuerySelect, Set};
 use uuid::Uuid;
 
@@ -53,6 +53,8 @@ pub enum ItemOutcome {
 }
 
 struct Valid {
+    /// Whole microseconds: what PostgreSQL keeps, and what timeline cursors carry.
+    occurred_at: DateTime<Utc>,
     identities: Vec<Identity>,
     stage: JourneyStage,
     source: String,
@@ -127,6 +129,7 @@ fn validate(svc: &Services, input: &TouchpointInput) -> ApiResult<Valid> {
         return Err(ApiError::validation("feedback", "only a SURVEY_RESPONSE carries feedback"));
     }
     Ok(Valid {
+        occurred_at: input.occurred_at.trunc_subsecs(6),
         identities,
         stage: input.stage.unwrap_or_else(|| JourneyStage::default_for(input.kind, input.channel)),
         source: source.to_owned(),
@@ -186,7 +189,8 @@ async fn record_one(caller: &Caller, svc: &Services, input: TouchpointInput) -> 
 }
 
 async fn existing(svc: &Services, tenant: &TenantId, key: &str) -> ApiResult<Option<Touchpoint>> {
-    let row = touchpoint::of_tenant(tenant).filter(touchpoint::Column::IdempotencyKey.eq(key)).one(svc.db.conn()).await?;
+    let row =
+        touchpoint::of_tenant(tenant).filter(touchpoint::Column::IdempotencyKey.eq(key)).one(svc.db.conn()).await?;
     Ok(row.and_then(Touchpoint::from_row))
 }
 
@@ -216,7 +220,7 @@ async fn write(
         channel: Set(input.channel.as_str().to_owned()),
         kind: Set(input.kind.as_str().to_owned()),
         stage: Set(valid.stage.as_str().to_owned()),
-        occurred_at: Set(input.occurred_at),
+        occurred_at: Set(valid.occurred_at),
         received_at: Set(now),
         source: Set(valid.source.clone()),
         idempotency_key: Set(valid.key.clone()),

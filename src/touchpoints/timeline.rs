@@ -85,14 +85,22 @@ pub async fn timeline(
                 Some(c) => base.filter(beyond(c, true)),
                 None => base,
             };
-            (q.order_by(touchpoint::Column::OccurredAt, Order::Desc).order_by(touchpoint::Column::Id, Order::Desc), first, false)
+            (
+                q.order_by(touchpoint::Column::OccurredAt, Order::Desc).order_by(touchpoint::Column::Id, Order::Desc),
+                first,
+                false,
+            )
         }
         Window::Backward { last, before } => {
             let q = match before {
                 Some(c) => base.filter(beyond(c, false)),
                 None => base,
             };
-            (q.order_by(touchpoint::Column::OccurredAt, Order::Asc).order_by(touchpoint::Column::Id, Order::Asc), last, true)
+            (
+                q.order_by(touchpoint::Column::OccurredAt, Order::Asc).order_by(touchpoint::Column::Id, Order::Asc),
+                last,
+                true,
+            )
         }
     };
     let mut rows = query.limit(size as u64 + 1).all(svc.db.conn()).await?;
@@ -150,9 +158,8 @@ pub async fn journey(tenant: &TenantId, svc: &Services, permit: &Permit) -> ApiR
     for (stage, channel, n, first_at, last_at) in rows {
         let (Some(stage), Some(channel)) = (JourneyStage::parse(&stage), Channel::parse(&channel)) else { continue };
         let order = JourneyStage::ALL.iter().position(|s| *s == stage).unwrap_or(usize::MAX);
-        let summary = by_stage
-            .entry(order)
-            .or_insert(StageSummary { stage, first_at, last_at, count: 0, channels: Vec::new() });
+        let summary =
+            by_stage.entry(order).or_insert(StageSummary { stage, first_at, last_at, count: 0, channels: Vec::new() });
         summary.first_at = summary.first_at.min(first_at);
         summary.last_at = summary.last_at.max(last_at);
         summary.count += n;
@@ -186,13 +193,19 @@ pub struct FeedPage {
 /// The cross-customer feed for personalization engines. Needs `touchpoints:read`; the caller's purpose decides,
 /// customer by customer, what is served.
 #[tracing::instrument(skip_all, fields(tenant = %caller.tenant()))]
-pub async fn feed(caller: &Caller, svc: &Services, filter: &TouchpointFilter, page: PageRequest) -> ApiResult<FeedPage> {
+pub async fn feed(
+    caller: &Caller,
+    svc: &Services,
+    filter: &TouchpointFilter,
+    page: PageRequest,
+) -> ApiResult<FeedPage> {
     caller.require(Scope::TouchpointsRead)?;
     let mut query = apply(touchpoint::of_tenant(caller.tenant()), filter);
     if let Some(after) = page.after {
         query = query.filter(touchpoint::Column::Id.gt(after));
     }
-    let mut rows = query.order_by(touchpoint::Column::Id, Order::Asc).limit(page.first as u64 + 1).all(svc.db.conn()).await?;
+    let mut rows =
+        query.order_by(touchpoint::Column::Id, Order::Asc).limit(page.first as u64 + 1).all(svc.db.conn()).await?;
     let has_next_page = rows.len() > page.first;
     rows.truncate(page.first);
     let resume_after = rows.last().map(|r| r.id);
@@ -202,7 +215,11 @@ pub async fn feed(caller: &Caller, svc: &Services, filter: &TouchpointFilter, pa
     let items: Vec<Touchpoint> =
         rows.into_iter().filter(|r| permitted.contains(&r.customer_id)).filter_map(Touchpoint::from_row).collect();
     let excluded = total - items.len();
-    Ok(FeedPage { page: Page { items, has_next_page, has_previous_page: page.after.is_some() }, excluded, resume_after })
+    Ok(FeedPage {
+        page: Page { items, has_next_page, has_previous_page: page.after.is_some() },
+        excluded,
+        resume_after,
+    })
 }
 
 /// One customer's timeline for the caller: scope, tenant and the policy decision, then the page.

@@ -10,3 +10,4 @@ mod http_spec;
 mod limits;
 mod schema;
 mod subscriptions;
+mod touchpoints;

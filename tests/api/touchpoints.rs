@@ -1,0 +1,462 @@
+//! Touchpoints over GraphQL: ingestion with identity resolution, idempotency, validation, timelines in both
+//! directions, filters, the journey summary and the consent-gated feed.
+use std::collections::HashSet;
+
+use chrono::{Duration, Utc};
+use serde_json::{Value, json};
+
+use crate::common::{TestApp, first_code};
+
+const RECORD: &str = "mutation($t: [TouchpointInput!]!) { recordTouchpoints(touchpoints: $t) {
+    created duplicates rejected results { index status touchpointId customerId error { code field message } } } }";
+
+pub fn writer(app: &TestApp) -> String {
+    app.token("acme", &["profiles:read", "profiles:write", "touchpoints:write", "consent:write", "pii:read"], "support")
+}
+
+pub fn reader(app: &TestApp, purpose: &str) -> String {
+    app.token("acme", &["profiles:read", "touchpoints:read"], purpose)
+}
+
+pub fn touchpoint(key: &str, identities: Value, kind: &str, minutes_ago: i64) -> Value {
+    json!({
+        "identities": identities, "channel": "WEB", "type": kind, "source": "web",
+        "occurredAt": (Utc::now() - Duration::minutes(minutes_ago)).to_rfc3339(), "idempotencyKey": key,
+    })
+}
+
+pub async fn record(app: &TestApp, items: Value) -> Value {
+    app.data(&writer(app), RECORD, json!({ "t": items })).await["recordTouchpoints"].clone()
+}
+
+pub async fn grant(app: &TestApp, customer: &str, purpose: &str, status: &str) {
+    app.data(
+        &writer(app),
+        "mutation($i: RecordConsentInput!) { recordConsent(input: $i) { id } }",
+        json!({ "i": { "customerId": customer, "purpose": purpose, "status": status, "source": "web",
+                       "policyVersion": "2026-01", "legalBasis": "consent" } }),
+    )
+    .await;
+}
+
+async fn an_anonymous_visitor_who_logs_in_keeps_their_history(app: TestApp) {
+    let anon = json!([{ "kind": "ANONYMOUS_ID", "value": "anon-1" }]);
+    let first = record(
+        &app,
+        json!([touchpoint("v1", anon.clone(), "PAGE_VIEW", 30), touchpoint("v2", anon.clone(), "PAGE_VIEW", 20)]),
+    )
+    .await;
+    assert_eq!(first["created"], 2, "{first}");
+    let visitor = first["results"][0]["customerId"].as_str().expect("customer").to_owned();
+    assert_eq!(first["results"][1]["customerId"], visitor.as_str());
+
+    // The login event carries both the anonymous id and the email: it lands on the same customer.
+    let login = record(
+        &app,
+        json!([touchpoint(
+            "login",
+            json!([{ "kind": "ANONYMOUS_ID", "value": "anon-1" }, { "kind": "EMAIL", "value": "Vis@Example.com" }]),
+            "CUSTOM",
+            10
+        )]),
+    )
+    .await;
+    assert_eq!(login["results"][0]["customerId"], visitor.as_str());
+    // Later, email alone finds the same person.
+    let later = record(
+        &app,
+        json!([touchpoint("buy", json!([{ "kind": "EMAIL", "value": "vis@example.com" }]), "PAGE_VIEW", 5)]),
+    )
+    .await;
+    assert_eq!(later["results"][0]["customerId"], visitor.as_str());
+
+    let data = app
+        .data(
+            &reader(&app, "support"),
+            "query($id: UUID!) { customer(id: $id) { touchpoints(first: 10) { totalCount edges { node { idempotencyKey stage } } } } }",
+            json!({ "id": visitor }),
+        )
+        .await;
+    let keys: Vec<&str> = data["customer"]["touchpoints"]["edges"]
+        .as_array()
+        .expect("edges")
+        .iter()
+        .filter_map(|e| e["node"]["idempotencyKey"].as_str())
+        .collect();
+    assert_eq!(keys, vec!["buy", "login", "v2", "v1"], "newest first, the whole history");
+    assert_eq!(data["customer"]["touchpoints"]["totalCount"], 4);
+}
+
+async fn replays_are_idempotent_and_bad_items_do_not_sink_the_batch(app: TestApp) {
+    let who = json!([{ "kind": "EMAIL", "value": "idem@example.com" }]);
+    let mut survey = touchpoint("s1", who.clone(), "SURVEY_RESPONSE", 3);
+    survey["feedback"] = json!({ "metric": "NPS", "score": 11 });
+    let mut good_survey = touchpoint("s2", who.clone(), "SURVEY_RESPONSE", 2);
+    good_survey["feedback"] = json!({ "metric": "CSAT", "score": 4, "verbatim": "quick" });
+    let mut purchase = touchpoint("p1", who.clone(), "PURCHASE", 1);
+    purchase["value"] = json!(499.0);
+    let batch = json!([
+        touchpoint("a", who.clone(), "PAGE_VIEW", 4),
+        survey,
+        good_survey,
+        purchase,
+        touchpoint("", who.clone(), "PAGE_VIEW", 1)
+    ]);
+    let first = record(&app, batch.clone()).await;
+    assert_eq!((first["created"].as_i64(), first["rejected"].as_i64()), (Some(2), Some(3)), "{first}");
+    let statuses: Vec<&str> =
+        first["results"].as_array().expect("results").iter().filter_map(|r| r["status"].as_str()).collect();
+    assert_eq!(statuses, vec!["CREATED", "REJECTED", "CREATED", "REJECTED", "REJECTED"]);
+    assert_eq!(first["results"][1]["error"]["field"], "feedback.score");
+    assert_eq!(first["results"][1]["error"]["code"], "VALIDATION");
+    assert_eq!(first["results"][3]["error"]["field"], "currency");
+    assert_eq!(first["results"][4]["error"]["field"], "idempotencyKey");
+
+    let replay = record(&app, batch).await;
+    assert_eq!((replay["created"].as_i64(), replay["duplicates"].as_i64()), (Some(0), Some(2)), "{replay}");
+    assert_eq!(replay["results"][0]["touchpointId"], first["results"][0]["touchpointId"]);
+
+    let customer = first["results"][0]["customerId"].as_str().expect("customer");
+    let data = app
+        .data(
+            &reader(&app, "support"),
+            "query($id: UUID!) { customer(id: $id) { touchpoints { totalCount edges { node { type feedback { metric score verbatim } } } } } }",
+            json!({ "id": customer }),
+        )
+        .await;
+    assert_eq!(data["customer"]["touchpoints"]["totalCount"], 2, "nothing duplicated: {data}");
+    assert_eq!(
+        data["customer"]["touchpoints"]["edges"][0]["node"]["feedback"],
+        json!({ "metric": "CSAT", "score": 4, "verbatim": "quick" })
+    );
+}
+
+async fn timelines_page_both_ways_and_filter(app: TestApp) {
+    let who = json!([{ "kind": "CRM_ID", "value": "C-1" }]);
+    let mut items = Vec::new();
+    for i in 0..25 {
+        let mut tp =
+            touchpoint(&format!("t{i}"), who.clone(), if i % 5 == 0 { "STORE_VISIT" } else { "PAGE_VIEW" }, 100 - i);
+        if i % 5 == 0 {
+            tp["channel"] = json!("STORE");
+        }
+        items.push(tp);
+    }
+    let result = record(&app, Value::Array(items)).await;
+    let customer = result["results"][0]["customerId"].as_str().expect("customer").to_owned();
+    let newest_first: Vec<String> = (0..25).rev().map(|i| format!("t{i}")).collect();
+    let token = reader(&app, "support");
+    let query = "query($id: UUID!, $first: Int, $after: String, $last: Int, $before: String, $filter: TouchpointFilterInput) {
+        customer(id: $id) { touchpoints(first: $first, after: $after, last: $last, before: $before, filter: $filter) {
+            edges { cursor node { idempotencyKey } } pageInfo { hasNextPage hasPreviousPage startCursor endCursor } } } }";
+    let keys = |data: &Value| -> Vec<String> {
+        data["customer"]["touchpoints"]["edges"]
+            .as_array()
+            .expect("edges")
+            .iter()
+            .filter_map(|e| e["node"]["idempotencyKey"].as_str().map(str::to_owned))
+            .collect()
+    };
+
+    let mut forward = Vec::new();
+    let mut after = Value::Null;
+    loop {
+        let data = app.data(&token, query, json!({ "id": customer, "first": 10, "after": after })).await;
+        forward.extend(keys(&data));
+        let info = &data["customer"]["touchpoints"]["pageInfo"];
+        if info["hasNextPage"] != true {
+            break;
+        }
+        after = info["endCursor"].clone();
+    }
+    assert_eq!(forward, newest_first);
+
+    let mut backward: Vec<String> = Vec::new();
+    let mut before = Value::Null;
+    loop {
+        let data = app.data(&token, query, json!({ "id": customer, "last": 10, "before": before })).await;
+        let mut page = keys(&data);
+        page.extend(backward);
+        backward = page;
+        let info = &data["customer"]["touchpoints"]["pageInfo"];
+        if info["hasPreviousPage"] != true {
+            break;
+        }
+        before = info["startCursor"].clone();
+    }
+    assert_eq!(backward, newest_first, "walking back from the oldest gives the same list");
+
+    let data =
+        app.data(&token, query, json!({ "id": customer, "first": 50, "filter": { "channels": ["STORE"] } })).await;
+    assert_eq!(keys(&data), vec!["t20", "t15", "t10", "t5", "t0"]);
+    let from = (Utc::now() - Duration::seconds(79 * 60 + 30)).to_rfc3339();
+    let data = app
+        .data(&token, query, json!({ "id": customer, "first": 50, "filter": { "from": from, "types": ["PAGE_VIEW"] } }))
+        .await;
+    assert_eq!(keys(&data), vec!["t24", "t23", "t22", "t21"], "page views of the last 79 minutes");
+}
+
+async fn the_journey_summarises_stages_and_channels(app: TestApp) {
+    let who = json!([{ "kind": "LOYALTY_ID", "value": "L-9" }]);
+    let mut store = touchpoint("j3", who.clone(), "PURCHASE", 10);
+    store["channel"] = json!("STORE");
+    store["value"] = json!(120.5);
+    store["currency"] = json!("dkk");
+    let result = record(
+        &app,
+        json!([
+            touchpoint("j1", who.clone(), "AD_IMPRESSION", 40),
+            touchpoint("j2", who.clone(), "PAGE_VIEW", 30),
+            store,
+            touchpoint("j4", who.clone(), "SUPPORT_TICKET", 5)
+        ]),
+    )
+    .await;
+    let customer = result["results"][0]["customerId"].as_str().expect("customer").to_owned();
+    grant(&app, &customer, "personalization", "GRANTED").await;
+    let data = app
+        .data(
+            &reader(&app, "personalization"),
+            "query($id: UUID!) { customer(id: $id) { journey { currentStage stages { stage count channels { channel count } } } } }",
+            json!({ "id": customer }),
+        )
+        .await;
+    let journey = &data["customer"]["journey"];
+    assert_eq!(journey["currentStage"], "SUPPORT");
+    let stages: Vec<&str> =
+        journey["stages"].as_array().expect("stages").iter().filter_map(|s| s["stage"].as_str()).collect();
+    assert_eq!(stages, vec!["AWARENESS", "CONSIDERATION", "PURCHASE", "SUPPORT"]);
+    assert_eq!(journey["stages"][2]["channels"], json!([{ "channel": "STORE", "count": 1 }]));
+}
+
+async fn the_feed_leaves_out_customers_without_consent_and_says_how_many(app: TestApp) {
+    let yes = record(
+        &app,
+        json!([
+            touchpoint("f1", json!([{ "kind": "EMAIL", "value": "yes@example.com" }]), "PAGE_VIEW", 3),
+            touchpoint("f2", json!([{ "kind": "EMAIL", "value": "yes@example.com" }]), "PAGE_VIEW", 2)
+        ]),
+    )
+    .await;
+    let no = record(
+        &app,
+        json!([touchpoint("f3", json!([{ "kind": "EMAIL", "value": "no@example.com" }]), "PAGE_VIEW", 1)]),
+    )
+    .await;
+    let consenting = yes["results"][0]["customerId"].as_str().expect("id").to_owned();
+    let other = no["results"][0]["customerId"].as_str().expect("id").to_owned();
+    grant(&app, &consenting, "personalization", "GRANTED").await;
+    grant(&app, &other, "personalization", "DENIED").await;
+
+    let query = "query($after: String) { touchpoints(first: 2, after: $after) { excludedCount resumeCursor
+        edges { node { customerId idempotencyKey } } pageInfo { hasNextPage endCursor } } }";
+    let token = reader(&app, "personalization");
+    let mut served = Vec::new();
+    let mut excluded = 0;
+    let mut after = Value::Null;
+    loop {
+        let data = app.data(&token, query, json!({ "after": after })).await;
+        let feed = &data["touchpoints"];
+        excluded += feed["excludedCount"].as_i64().unwrap_or_default();
+        for edge in feed["edges"].as_array().expect("edges") {
+            assert_eq!(edge["node"]["customerId"], consenting.as_str());
+            served.push(edge["node"]["idempotencyKey"].as_str().unwrap_or_default().to_owned());
+        }
+        if feed["pageInfo"]["hasNextPage"] != true {
+            break;
+        }
+        after = feed["resumeCursor"].clone();
+    }
+    assert_eq!(served, vec!["f1", "f2"]);
+    assert_eq!(excluded, 1, "the denied customer's touchpoint is counted, not hidden");
+}
+
+async fn a_withdrawal_is_refused_on_the_very_next_read(app: TestApp) {
+    let result =
+        record(&app, json!([touchpoint("w1", json!([{ "kind": "EMAIL", "value": "w@example.com" }]), "PAGE_VIEW", 3)]))
+            .await;
+    let customer = result["results"][0]["customerId"].as_str().expect("id").to_owned();
+    grant(&app, &customer, "personalization", "GRANTED").await;
+    let token = reader(&app, "personalization");
+    let query = "query($id: UUID!) { customer(id: $id) { id givenName touchpoints { edges { node { id } } } journey { currentStage } } }";
+    for _ in 0..3 {
+        // Warm every cache on the way.
+        let data = app.data(&token, query, json!({ "id": customer })).await;
+        assert_eq!(data["customer"]["touchpoints"]["edges"].as_array().map(Vec::len), Some(1));
+    }
+    grant(&app, &customer, "personalization", "WITHDRAWN").await;
+    let (_, body) = app.gql(&token, query, json!({ "id": customer })).await;
+    assert_eq!(body["data"]["customer"]["id"], customer.as_str(), "the profile itself is still served");
+    assert!(body["data"]["customer"]["touchpoints"].is_null(), "{body}");
+    assert!(body["data"]["customer"]["journey"].is_null(), "{body}");
+    let errors = body["errors"].as_array().expect("errors");
+    assert_eq!(errors.len(), 2);
+    for error in errors {
+        assert_eq!(error["extensions"]["code"], "CONSENT_REQUIRED");
+        assert_eq!(error["extensions"]["reason"], "WITHDRAWN");
+        assert_eq!(error["extensions"]["purpose"], "personalization");
+    }
+    let data = app
+        .data(&token, "query($id: UUID!) { customer(id: $id) { consentHistory { edges { node { status } } } consents { status effective } } }", json!({ "id": customer }))
+        .await;
+    let history: Vec<&str> = data["customer"]["consentHistory"]["edges"]
+        .as_array()
+        .expect("edges")
+        .iter()
+        .filter_map(|e| e["node"]["status"].as_str())
+        .collect();
+    assert_eq!(history, vec!["WITHDRAWN", "GRANTED"], "the ledger keeps both decisions");
+    assert_eq!(data["customer"]["consents"], json!([{ "status": "WITHDRAWN", "effective": false }]));
+}
+
+/// Every (caller purpose × consent state × restriction × pii:read) combination, for the gated and masked fields.
+async fn the_policy_table_holds_for_every_combination(app: TestApp) {
+    let states = ["NONE", "GRANTED", "DENIED", "WITHDRAWN", "EXPIRED"];
+    let admin =
+        app.token("acme", &["profiles:write", "consent:write", "privacy:admin", "touchpoints:write"], "privacy_admin");
+    let mut customers = Vec::new();
+    for (i, state) in states.iter().enumerate() {
+        for restricted in [false, true] {
+            let email = format!("c{i}{}@example.com", u8::from(restricted));
+            let result = record(
+                &app,
+                json!([touchpoint(
+                    &format!("k{i}{restricted}"),
+                    json!([{ "kind": "EMAIL", "value": email }]),
+                    "PAGE_VIEW",
+                    5
+                )]),
+            )
+            .await;
+            let id = result["results"][0]["customerId"].as_str().expect("id").to_owned();
+            for purpose in ["personalization", "marketing", "analytics"] {
+                let mut input = json!({ "customerId": id, "purpose": purpose, "source": "web", "status": "GRANTED" });
+                match *state {
+                    "NONE" => continue,
+                    "EXPIRED" => {
+                        input["capturedAt"] = json!((Utc::now() - Duration::hours(2)).to_rfc3339());
+                        input["expiresAt"] = json!((Utc::now() - Duration::hours(1)).to_rfc3339());
+                    }
+                    other => input["status"] = json!(other),
+                }
+                app.data(
+                    &admin,
+                    "mutation($i: RecordConsentInput!) { recordConsent(input: $i) { id } }",
+                    json!({ "i": input }),
+                )
+                .await;
+            }
+            if restricted {
+                app.data(&admin, "mutation($id: UUID!) { restrictProcessing(customerId: $id) }", json!({ "id": id }))
+                    .await;
+            }
+            customers.push((state.to_string(), restricted, id, email));
+        }
+    }
+    let query = "query($id: UUID!) { customer(id: $id) { identities { value } touchpoints { edges { cursor } } journey { currentStage } } }";
+    let mut checked = 0;
+    for purpose in ["personalization", "marketing:email", "analytics", "support", "privacy_admin"] {
+        for pii in [false, true] {
+            let mut scopes = vec!["profiles:read", "touchpoints:read"];
+            if pii {
+                scopes.push("pii:read");
+            }
+            if purpose == "privacy_admin" {
+                scopes.push("privacy:admin");
+            }
+            let token = app.token("acme", &scopes, purpose);
+            for (state, restricted, id, email) in &customers {
+                let (_, body) = app.gql(&token, query, json!({ "id": id })).await;
+                let case = format!("purpose={purpose} state={state} restricted={restricted} pii={pii}: {body}");
+                let refusal = |field: &str| -> Option<String> {
+                    if !body["data"]["customer"][field].is_null() {
+                        return None;
+                    }
+                    let path = json!(["customer", field]);
+                    body["errors"]
+                        .as_array()
+                        .and_then(|errors| errors.iter().find(|e| e["path"] == path))
+                        .map(|e| {
+                            format!(
+                                "{}/{}",
+                                e["extensions"]["code"].as_str().unwrap_or("?"),
+                                e["extensions"]["reason"].as_str().unwrap_or("?")
+                            )
+                        })
+                        .or(Some("null without error".into()))
+                };
+                let by_state = match state.as_str() {
+                    "GRANTED" => None,
+                    "NONE" => Some("CONSENT_REQUIRED/NOT_GIVEN".to_owned()),
+                    other => Some(format!("CONSENT_REQUIRED/{other}")),
+                };
+                let (expect_history, expect_derived) = match purpose {
+                    "privacy_admin" => (None, None),
+                    _ if *restricted => {
+                        let r = Some("CONSENT_REQUIRED/PROCESSING_RESTRICTED".to_owned());
+                        (r.clone(), r)
+                    }
+                    "support" => (None, Some("CONSENT_REQUIRED/NOT_GIVEN".to_owned())),
+                    _ => (by_state.clone(), by_state),
+                };
+                assert_eq!(refusal("touchpoints"), expect_history, "touchpoints, {case}");
+                assert_eq!(refusal("journey"), expect_derived, "journey, {case}");
+                let shown = body["data"]["customer"]["identities"][0]["value"].as_str().unwrap_or_default();
+                if pii {
+                    assert_eq!(shown, email, "unmasked, {case}");
+                } else {
+                    assert!(shown.contains("***") && shown != email, "masked, {case}");
+                }
+                checked += 1;
+            }
+        }
+    }
+    assert_eq!(checked, 5 * 2 * 5 * 2);
+    let unique: HashSet<&String> = customers.iter().map(|c| &c.2).collect();
+    assert_eq!(unique.len(), 10);
+}
+
+async fn scopes_and_tenants_guard_touchpoints_and_consent(app: TestApp) {
+    let result =
+        record(&app, json!([touchpoint("g1", json!([{ "kind": "EMAIL", "value": "g@example.com" }]), "PAGE_VIEW", 3)]))
+            .await;
+    let customer = result["results"][0]["customerId"].as_str().expect("id").to_owned();
+    let no_write = app.token("acme", &["profiles:read"], "support");
+    let (_, body) = app
+        .gql(
+            &no_write,
+            RECORD,
+            json!({ "t": [touchpoint("g2", json!([{ "kind": "EMAIL", "value": "g@example.com" }]), "PAGE_VIEW", 1)] }),
+        )
+        .await;
+    assert_eq!(first_code(&body), "FORBIDDEN", "{body}");
+    let (_, body) = app
+        .gql(&no_write, "mutation($id: UUID!) { restrictProcessing(customerId: $id) }", json!({ "id": customer }))
+        .await;
+    assert_eq!(first_code(&body), "FORBIDDEN", "{body}");
+    let other_tenant =
+        app.token("other", &["profiles:read", "touchpoints:read", "consent:write", "privacy:admin"], "support");
+    let (_, body) = app
+        .gql(&other_tenant, "mutation($i: RecordConsentInput!) { recordConsent(input: $i) { id } }",
+            json!({ "i": { "customerId": customer, "purpose": "personalization", "status": "GRANTED", "source": "web" } }))
+        .await;
+    assert_eq!(first_code(&body), "NOT_FOUND", "{body}");
+    let (_, body) = app
+        .gql(&other_tenant, "mutation($id: UUID!) { restrictProcessing(customerId: $id) }", json!({ "id": customer }))
+        .await;
+    assert_eq!(first_code(&body), "NOT_FOUND", "{body}");
+    let data = app.data(&other_tenant, "{ touchpoints { edges { cursor } excludedCount } }", json!({})).await;
+    assert_eq!(data["touchpoints"]["edges"], json!([]));
+    assert_eq!(data["touchpoints"]["excludedCount"], 0);
+}
+
+on_every_backend!(
+    an_anonymous_visitor_who_logs_in_keeps_their_history,
+    replays_are_idempotent_and_bad_items_do_not_sink_the_batch,
+    timelines_page_both_ways_and_filter,
+    the_journey_summarises_stages_and_channels,
+    the_feed_leaves_out_customers_without_consent_and_says_how_many,
+    a_withdrawal_is_refused_on_the_very_next_read,
+    the_policy_table_holds_for_every_combination,
+    scopes_and_tenants_guard_touchpoints_and_consent,
+);
