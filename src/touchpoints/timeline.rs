@@ -137,12 +137,15 @@ pub struct StageSummary {
     pub channels: Vec<(Channel, i64)>,
 }
 
+/// (stage, channel, count, first occurred, last occurred).
+type StageChannelRow = (String, String, i64, DateTime<Utc>, DateTime<Utc>);
+
 /// The journey summary: one aggregate query and one for the latest touchpoint.
 pub async fn journey(tenant: &TenantId, svc: &Services, permit: &Permit) -> ApiResult<Journey> {
     if permit.category() != DataCategory::DerivedInsights {
         return Err(ApiError::internal(anyhow::anyhow!("journey read with a permit for another category")));
     }
-    let rows: Vec<(String, String, i64, DateTime<Utc>, DateTime<Utc>)> = of_customer(tenant, permit)
+    let rows: Vec<StageChannelRow> = of_customer(tenant, permit)
         .select_only()
         .column(touchpoint::Column::Stage)
         .column(touchpoint::Column::Channel)
