@@ -34,6 +34,12 @@ impl Application {
             db.migrate().await?;
         }
         let services = build_services(&config, db).await?;
+        let mut write_keys = http::tracking::WriteKeys::new();
+        for (key, (tenant, source)) in config.parsed_write_keys()? {
+            let tenant = crate::auth::TenantId::parse(&tenant)
+                .map_err(|_| anyhow::anyhow!("KONTAKT_WRITE_KEYS: `{tenant}` is not a valid tenant"))?;
+            write_keys.insert(key, (tenant, source));
+        }
         let state = AppState {
             schema: build_schema(&config),
             keys: Arc::new(keys),
@@ -41,6 +47,7 @@ impl Application {
             metrics: crate::telemetry::metrics_handle()?,
             config: Arc::new(config),
             instance: uuid::Uuid::new_v4().simple().to_string().into(),
+            write_keys: Arc::new(write_keys),
         };
         let router = http::router(state.clone());
         let listener = tokio::net::TcpListener::bind(state.config.listen)

@@ -107,6 +107,10 @@ pub struct Config {
     #[arg(long, env = "KONTAKT_MAX_BATCH", default_value_t = 0, global = true)]
     pub max_batch: usize,
 
+    /// Write keys of the tracking API (`/v1/*`): `KEY=TENANT/SOURCE`, comma-separated.
+    #[arg(long, env = "KONTAKT_WRITE_KEYS", hide_env_values = true, global = true)]
+    pub write_keys: Option<String>,
+
     /// Serve introspection (default: on in development, off in production).
     #[arg(long, env = "KONTAKT_INTROSPECTION", action = clap::ArgAction::Set, global = true)]
     pub introspection: Option<bool>,
@@ -186,6 +190,28 @@ impl Config {
         }
     }
 
+    /// The tracking API's write keys: key → (tenant, source).
+    pub fn parsed_write_keys(&self) -> anyhow::Result<std::collections::HashMap<String, (String, String)>> {
+        let mut keys = std::collections::HashMap::new();
+        for entry in self.write_keys.as_deref().unwrap_or_default().split(',').map(str::trim).filter(|e| !e.is_empty())
+        {
+            let parsed = entry
+                .split_once('=')
+                .and_then(|(key, target)| {
+                    target.split_once('/').map(|(tenant, source)| (key.trim(), tenant.trim(), source.trim()))
+                })
+                .filter(|(key, tenant, source)| !key.is_empty() && !tenant.is_empty() && !source.is_empty());
+            let Some((key, tenant, source)) = parsed else {
+                anyhow::bail!("KONTAKT_WRITE_KEYS entries look like KEY=TENANT/SOURCE");
+            };
+            if self.is_production() && key.len() < 16 {
+                anyhow::bail!("write keys must be at least 16 characters in production");
+            }
+            keys.insert(key.to_owned(), (tenant.to_owned(), source.to_owned()));
+        }
+        Ok(keys)
+    }
+
     /// Refuse to start with settings that are only safe on a developer's machine.
     pub fn check(&self) -> anyhow::Result<()> {
         if self.is_production() {
@@ -201,6 +227,7 @@ impl Config {
                 anyhow::bail!("KONTAKT_JWT_SECRET must be at least 32 bytes in production");
             }
         }
+        self.parsed_write_keys()?;
         if self.jwt_leeway_secs > 300 {
             anyhow::bail!("KONTAKT_JWT_LEEWAY_SECS must be at most 300");
         }

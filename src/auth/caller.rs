@@ -108,6 +108,17 @@ impl Caller {
         Caller { tenant, subject, scopes, purpose }
     }
 
+    /// The caller behind a tracking-API write key: may write events, identities and the consents they carry,
+    /// and read nothing.
+    pub fn for_write_key(tenant: TenantId, source: &str) -> Self {
+        Caller {
+            tenant,
+            subject: format!("write-key:{source}"),
+            scopes: [Scope::TouchpointsWrite, Scope::ProfilesWrite, Scope::ConsentWrite].into_iter().collect(),
+            purpose: Purpose("ingestion".to_owned()),
+        }
+    }
+
     pub fn tenant(&self) -> &TenantId {
         &self.tenant
     }

@@ -183,6 +183,30 @@ pub(crate) async fn append(
     from_row(row).ok_or_else(|| ApiError::internal(anyhow::anyhow!("stored an unreadable consent status")))
 }
 
+/// Appends unless the decision in force for (purpose, channel) already has this status: signals that repeat on
+/// every event (Global Privacy Control, a consent banner's state) do not flood the ledger.
+pub(crate) async fn append_if_changed(
+    txn: &DatabaseTransaction,
+    tenant: &TenantId,
+    recorded_by: &str,
+    input: RecordConsent,
+) -> ApiResult<Option<ConsentEvent>> {
+    let channel = input.channel.as_deref().map(|c| c.trim().to_lowercase()).unwrap_or_default();
+    let latest = consent_event::of_tenant(tenant)
+        .filter(consent_event::Column::CustomerId.eq(input.customer_id))
+        .filter(consent_event::Column::Purpose.eq(input.purpose.trim()))
+        .filter(consent_event::Column::Channel.eq(channel))
+        .order_by_desc(consent_event::Column::CapturedAt)
+        .order_by_desc(consent_event::Column::Id)
+        .one(txn)
+        .await?;
+    if latest.is_some_and(|l| l.status == input.status.as_str() && l.expires_at.is_none() && input.expires_at.is_none())
+    {
+        return Ok(None);
+    }
+    append(txn, tenant, recorded_by, input).await.map(Some)
+}
+
 /// Moves the customer's consent version (and `updated_at`), so cached decisions keyed by it can never be read again.
 pub(crate) async fn bump_consent_version(
     txn: &DatabaseTransaction,

@@ -191,6 +191,7 @@ impl TouchpointsMutation {
                     verbatim: f.verbatim,
                 }),
                 consents: Vec::new(),
+                consent_context: None,
             })
             .collect();
         let outcomes = record_touchpoints(&rc.caller, &rc.services, items).await.gql()?;

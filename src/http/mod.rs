@@ -1,6 +1,7 @@
 //! The HTTP edge: routes, middleware (request id, tracing, limits, metrics) and the GraphQL-over-HTTP rules.
 mod graphql;
 mod ops;
+pub mod tracking;
 mod ws;
 
 use std::{sync::Arc, time::Instant};
@@ -18,6 +19,7 @@ use tower::ServiceBuilder;
 use tower_http::{
     catch_panic::CatchPanicLayer,
     compression::CompressionLayer,
+    decompression::RequestDecompressionLayer,
     request_id::{MakeRequestUuid, PropagateRequestIdLayer, RequestId, SetRequestIdLayer},
     sensitive_headers::SetSensitiveRequestHeadersLayer,
     trace::TraceLayer,
@@ -37,6 +39,7 @@ pub struct AppState {
     pub metrics: PrometheusHandle,
     /// Names this process in `/healthz` and in per-instance metrics.
     pub instance: Arc<str>,
+    pub write_keys: Arc<tracking::WriteKeys>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -44,6 +47,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/graphql", get(graphql::graphql_get).post(graphql::graphql_post))
         .route("/graphql/ws", get(ws::graphql_ws))
+        .route("/v1/{kind}", axum::routing::post(tracking::track).layer(RequestDecompressionLayer::new()))
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))

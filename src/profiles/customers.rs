@@ -301,3 +301,85 @@ pub async fn watch_changes(
     })?;
     Ok(stream.filter_map(|payload| async move { serde_json::from_str(&payload).ok() }).boxed())
 }
+
+/// What a tracking `identify`/`alias`/`group` call says about a person.
+#[derive(Debug, Clone)]
+pub struct IdentifyInput {
+    pub identities: Vec<IdentityInput>,
+    pub given_name: Option<String>,
+    pub family_name: Option<String>,
+    pub consents: Vec<crate::consent::RecordConsent>,
+}
+
+/// Links identities into one customer (creating it when none matches), updates names and appends the consents
+/// that changed, in one transaction. Unlike `upsert_customer` it never refuses: identities that already belong
+/// to another customer stay there until a merge. Needs `profiles:write`.
+pub async fn identify(caller: &Caller, svc: &Services, input: IdentifyInput) -> ApiResult<Customer> {
+    caller.require(Scope::ProfilesWrite)?;
+    let mut identities = Vec::with_capacity(input.identities.len());
+    for (i, raw) in input.identities.iter().enumerate() {
+        let identity = Identity::parse(
+            raw.kind,
+            &raw.value,
+            raw.source.as_deref(),
+            &svc.settings,
+            &format!("identities[{i}].value"),
+        )?;
+        if !identities.contains(&identity) {
+            identities.push(identity);
+        }
+    }
+    if identities.is_empty() {
+        return Err(ApiError::validation("identities", "give at least one identity"));
+    }
+    let given_name = parse_name("givenName", input.given_name.as_deref())?;
+    let family_name = parse_name("familyName", input.family_name.as_deref())?;
+    let mut attempt = 0;
+    let customer = loop {
+        attempt += 1;
+        match write_identify(caller, svc, &identities, &given_name, &family_name, &input.consents).await {
+            Err(err) if attempt < 4 && ApiError::is_unique_violation(&err) => continue,
+            Err(err) => return Err(err.into()),
+            Ok(result) => break result?,
+        }
+    };
+    svc.cache.delete(&cache_key(caller.tenant(), customer.id)).await;
+    Ok(customer)
+}
+
+async fn write_identify(
+    caller: &Caller,
+    svc: &Services,
+    identities: &[Identity],
+    given_name: &Option<String>,
+    family_name: &Option<String>,
+    consents: &[crate::consent::RecordConsent],
+) -> Result<ApiResult<Customer>, sea_orm::DbErr> {
+    let txn = svc.db.begin_write().await?;
+    let now = Utc::now();
+    let resolved = resolution::resolve(&txn, caller.tenant(), identities, now).await?;
+    let model = if given_name.is_none() && family_name.is_none() {
+        resolved.customer
+    } else {
+        let mut row: customer::ActiveModel = resolved.customer.into();
+        if given_name.is_some() {
+            row.given_name = Set(given_name.clone());
+        }
+        if family_name.is_some() {
+            row.family_name = Set(family_name.clone());
+        }
+        row.updated_at = Set(now);
+        row.update(&txn).await?
+    };
+    for consent in consents {
+        let consent = crate::consent::RecordConsent { customer_id: model.id, ..consent.clone() };
+        if let Err(err) =
+            crate::consent::ledger::append_if_changed(&txn, caller.tenant(), caller.subject(), consent).await
+        {
+            txn.rollback().await?;
+            return Ok(Err(err));
+        }
+    }
+    txn.commit().await?;
+    Ok(Ok(model.into()))
+}

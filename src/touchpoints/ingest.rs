@@ -39,8 +39,11 @@ pub struct TouchpointInput {
     pub value: Option<f64>,
     pub currency: Option<String>,
     pub feedback: Option<FeedbackInput>,
-    /// Consent decisions that came with the event (for example the tracking API's `context.consent`).
+    /// Consent decisions that came with the event (the tracking API's `context.consent`, Global Privacy Control).
+    /// Appended to the ledger only where they change the decision in force.
     pub consents: Vec<RecordConsent>,
+    /// The consent context as the sender gave it, kept with the touchpoint.
+    pub consent_context: Option<serde_json::Value>,
 }
 
 /// What happened to one item of a batch.
@@ -230,13 +233,13 @@ async fn write(
         feedback_metric: Set(valid.feedback.as_ref().map(|f| f.metric.as_str().to_owned())),
         feedback_score: Set(valid.feedback.as_ref().map(|f| f.score)),
         feedback_verbatim: Set(valid.feedback.as_ref().and_then(|f| f.verbatim.clone())),
-        consent: Set(None),
+        consent: Set(input.consent_context.clone()),
     }
     .insert(&txn)
     .await?;
     for consent in &input.consents {
         let consent = RecordConsent { customer_id, ..consent.clone() };
-        if let Err(err) = ledger::append(&txn, tenant, caller.subject(), consent).await {
+        if let Err(err) = ledger::append_if_changed(&txn, tenant, caller.subject(), consent).await {
             txn.rollback().await?;
             return Ok(ItemOutcome::Rejected(err));
         }

@@ -3,6 +3,7 @@
 pub mod ingest;
 pub mod model;
 pub mod timeline;
+pub mod tracking;
 
 pub use ingest::{ItemOutcome, TouchpointInput, record_touchpoints};
 pub use model::{Channel, Feedback, FeedbackMetric, JourneyStage, Touchpoint, TouchpointType};

@@ -11,3 +11,4 @@ mod limits;
 mod schema;
 mod subscriptions;
 mod touchpoints;
+mod tracking;
