@@ -10,6 +10,7 @@ use crate::{
     config::Config,
     graphql::build_schema,
     http::{self, AppState},
+    privacy::access_log::{AccessLog, AccessLogWriter},
     services::{DomainSettings, Services},
     storage::{
         Database,
@@ -22,6 +23,7 @@ pub struct Application {
     listener: tokio::net::TcpListener,
     router: Router,
     state: AppState,
+    access_log_writer: AccessLogWriter,
 }
 
 impl Application {
@@ -33,7 +35,7 @@ impl Application {
         if config.migrate_on_start {
             db.migrate().await?;
         }
-        let services = build_services(&config, db).await?;
+        let (services, access_log_writer) = build_services(&config, db).await?;
         let mut write_keys = http::tracking::WriteKeys::new();
         for (key, (tenant, source)) in config.parsed_write_keys()? {
             let tenant = crate::auth::TenantId::parse(&tenant)
@@ -53,7 +55,7 @@ impl Application {
         let listener = tokio::net::TcpListener::bind(state.config.listen)
             .await
             .with_context(|| format!("binding {} (set KONTAKT_LISTEN or --listen)", state.config.listen))?;
-        Ok(Application { listener, router, state })
+        Ok(Application { listener, router, state, access_log_writer })
     }
 
     pub fn local_addr(&self) -> anyhow::Result<SocketAddr> {
@@ -64,16 +66,18 @@ impl Application {
         &self.state
     }
 
-    /// Serves until `shutdown` resolves, then finishes the requests in flight.
+    /// Serves until `shutdown` resolves, finishes the requests in flight, then writes the queued access log.
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
-        axum::serve(self.listener, self.router.into_make_service_with_connect_info::<SocketAddr>())
+        let served = axum::serve(self.listener, self.router.into_make_service_with_connect_info::<SocketAddr>())
             .with_graceful_shutdown(shutdown)
             .await
-            .context("serving HTTP")
+            .context("serving HTTP");
+        self.access_log_writer.flush_and_stop().await;
+        served
     }
 }
 
-async fn build_services(config: &Config, db: Database) -> anyhow::Result<Services> {
+async fn build_services(config: &Config, db: Database) -> anyhow::Result<(Services, AccessLogWriter)> {
     let default_phone_region = config
         .default_phone_region
         .as_deref()
@@ -83,7 +87,16 @@ async fn build_services(config: &Config, db: Database) -> anyhow::Result<Service
                 .map_err(|_| anyhow::anyhow!("KONTAKT_DEFAULT_PHONE_REGION `{r}` is not an ISO 3166 alpha-2 code"))
         })
         .transpose()?;
-    let settings = Arc::new(DomainSettings { default_phone_region });
+    let suppression_key = match &config.suppression_key {
+        Some(key) => key.clone(),
+        None => {
+            let mut path = config.dev_key_path().into_os_string();
+            path.push(".suppression");
+            crate::auth::keys::load_or_create_dev_key(std::path::Path::new(&path))?
+        }
+    };
+    let settings = Arc::new(DomainSettings { default_phone_region, suppression_key: suppression_key.into_bytes() });
+    let (access_log, access_log_writer) = AccessLog::start(db.clone());
     let services = match &config.redis_url {
         Some(url) => {
             let client = redis::Client::open(url.as_str()).context("REDIS_URL is not a Redis URL")?;
@@ -100,6 +113,7 @@ async fn build_services(config: &Config, db: Database) -> anyhow::Result<Service
                 cache: Arc::new(RedisCache::new(manager.clone(), &config.redis_prefix)),
                 pubsub: Arc::new(RedisPubSub::new(client, manager, &config.redis_prefix)),
                 settings,
+                access_log,
             }
         }
         None => Services {
@@ -107,9 +121,10 @@ async fn build_services(config: &Config, db: Database) -> anyhow::Result<Service
             cache: Arc::new(MemoryCache::new(100_000)),
             pubsub: Arc::new(LocalPubSub::default()),
             settings,
+            access_log,
         },
     };
-    Ok(services)
+    Ok((services, access_log_writer))
 }
 
 /// Resolves on SIGINT or SIGTERM.

@@ -107,6 +107,11 @@ pub struct Config {
     #[arg(long, env = "KONTAKT_MAX_BATCH", default_value_t = 0, global = true)]
     pub max_batch: usize,
 
+    /// Secret for the keyed hashes that keep erased identities suppressed. Development makes one beside the
+    /// SQLite file; production requires it (and it must never change, or suppressed people come back).
+    #[arg(long, env = "KONTAKT_SUPPRESSION_KEY", hide_env_values = true, global = true)]
+    pub suppression_key: Option<String>,
+
     /// Write keys of the tracking API (`/v1/*`): `KEY=TENANT/SOURCE`, comma-separated.
     #[arg(long, env = "KONTAKT_WRITE_KEYS", hide_env_values = true, global = true)]
     pub write_keys: Option<String>,
@@ -220,6 +225,9 @@ impl Config {
             }
             if self.jwt_secret.is_none() && self.jwks_file.is_none() {
                 anyhow::bail!("production needs KONTAKT_JWKS_FILE (public keys) or KONTAKT_JWT_SECRET");
+            }
+            if self.suppression_key.as_ref().is_none_or(|k| k.len() < 32) {
+                anyhow::bail!("production needs KONTAKT_SUPPRESSION_KEY (at least 32 bytes, never changed)");
             }
             if let Some(secret) = &self.jwt_secret
                 && secret.len() < 32

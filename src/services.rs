@@ -1,13 +1,18 @@
 //! The shared handles every domain function takes: database, cache, pub/sub and domain settings.
 use std::sync::Arc;
 
-use crate::storage::{Cache, Database, PubSub};
+use crate::{
+    privacy::access_log::AccessLog,
+    storage::{Cache, Database, PubSub},
+};
 
 /// Settings the domain reads (from configuration; per-tenant rules come later from the database).
 #[derive(Debug, Clone, Default)]
 pub struct DomainSettings {
     /// Region for phone numbers given without a country code.
     pub default_phone_region: Option<phonenumber::country::Id>,
+    /// Key of the HMAC that suppresses erased identities.
+    pub suppression_key: Vec<u8>,
 }
 
 /// Passed to every domain function beside the `Caller`.
@@ -17,4 +22,5 @@ pub struct Services {
     pub cache: Arc<dyn Cache>,
     pub pubsub: Arc<dyn PubSub>,
     pub settings: Arc<DomainSettings>,
+    pub access_log: AccessLog,
 }

@@ -6,6 +6,7 @@ mod m20261122_000002_create_identities;
 mod m20261122_000003_create_touchpoints;
 mod m20261122_000004_create_consent_events;
 mod m20261122_000005_add_customer_privacy_state;
+mod m20261122_000006_create_privacy_records;
 
 pub struct Migrator;
 
@@ -18,6 +19,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261122_000003_create_touchpoints::Migration),
             Box::new(m20261122_000004_create_consent_events::Migration),
             Box::new(m20261122_000005_add_customer_privacy_state::Migration),
+            Box::new(m20261122_000006_create_privacy_records::Migration),
         ]
     }
 }

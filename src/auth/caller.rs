@@ -101,11 +101,13 @@ pub struct Caller {
     subject: String,
     scopes: BTreeSet<Scope>,
     purpose: Purpose,
+    /// The request this caller made, for the access log.
+    request_id: Option<String>,
 }
 
 impl Caller {
     pub(crate) fn new(tenant: TenantId, subject: String, scopes: BTreeSet<Scope>, purpose: Purpose) -> Self {
-        Caller { tenant, subject, scopes, purpose }
+        Caller { tenant, subject, scopes, purpose, request_id: None }
     }
 
     /// The caller behind a tracking-API write key: may write events, identities and the consents they carry,
@@ -116,7 +118,18 @@ impl Caller {
             subject: format!("write-key:{source}"),
             scopes: [Scope::TouchpointsWrite, Scope::ProfilesWrite, Scope::ConsentWrite].into_iter().collect(),
             purpose: Purpose("ingestion".to_owned()),
+            request_id: None,
         }
+    }
+
+    /// Ties the caller to the request it made (set by the HTTP edge).
+    pub fn with_request_id(mut self, request_id: Option<String>) -> Self {
+        self.request_id = request_id.map(|id| id.chars().take(64).collect());
+        self
+    }
+
+    pub fn request_id(&self) -> Option<&str> {
+        self.request_id.as_deref()
     }
 
     pub fn tenant(&self) -> &TenantId {

@@ -162,7 +162,8 @@ impl KeyRing {
     }
 }
 
-fn load_or_create_dev_key(path: &Path) -> anyhow::Result<String> {
+/// Reads a generated secret, or makes one (32 random bytes, base64url) readable only by this user.
+pub(crate) fn load_or_create_dev_key(path: &Path) -> anyhow::Result<String> {
     if let Ok(existing) = fs::read_to_string(path) {
         let key = existing.trim().to_owned();
         anyhow::ensure!(

@@ -1,6 +1,6 @@
 //! Who is calling: bearer tokens become one typed `Caller`, decoded once at the edge.
 mod caller;
-mod keys;
+pub(crate) mod keys;
 
 pub use caller::{Caller, Purpose, Scope, TenantId};
 pub use keys::{Claims, KeyRing, TokenRequest};

@@ -1,6 +1,7 @@
 //! The GraphQL layer: schema assembly, request context, thin resolvers and view types. No rules live here.
 mod document;
 mod loaders;
+mod privacy;
 mod profiles;
 mod system;
 mod touchpoint_views;
@@ -16,11 +17,21 @@ use crate::{auth::Caller, config::Config, error::ApiError, services::Services};
 
 #[derive(MergedObject, Default)]
 #[graphql(name = "Query")]
-pub struct QueryRoot(profiles::ProfilesQuery, touchpoints::TouchpointsQuery, system::SystemQuery);
+pub struct QueryRoot(
+    profiles::ProfilesQuery,
+    touchpoints::TouchpointsQuery,
+    privacy::PrivacyQuery,
+    system::SystemQuery,
+);
 
 #[derive(MergedObject, Default)]
 #[graphql(name = "Mutation")]
-pub struct MutationRoot(profiles::ProfilesMutation, touchpoints::TouchpointsMutation, touchpoints::ConsentMutation);
+pub struct MutationRoot(
+    profiles::ProfilesMutation,
+    touchpoints::TouchpointsMutation,
+    touchpoints::ConsentMutation,
+    privacy::PrivacyMutation,
+);
 
 #[derive(MergedSubscription, Default)]
 #[graphql(name = "Subscription")]

@@ -119,6 +119,8 @@ pub enum ItemStatus {
     Created,
     Duplicate,
     Rejected,
+    /// An identity belongs to an erased person: dropped, counted, never turned back into a person.
+    Suppressed,
 }
 
 /// Why an item was rejected.
@@ -145,6 +147,7 @@ pub struct RecordTouchpointsPayload {
     created: i32,
     duplicates: i32,
     rejected: i32,
+    suppressed: i32,
 }
 
 fn item_error(err: &ApiError) -> ItemError {
@@ -195,7 +198,8 @@ impl TouchpointsMutation {
             })
             .collect();
         let outcomes = record_touchpoints(&rc.caller, &rc.services, items).await.gql()?;
-        let mut payload = RecordTouchpointsPayload { results: Vec::new(), created: 0, duplicates: 0, rejected: 0 };
+        let mut payload =
+            RecordTouchpointsPayload { results: Vec::new(), created: 0, duplicates: 0, rejected: 0, suppressed: 0 };
         for (index, outcome) in outcomes.into_iter().enumerate() {
             let index = i32::try_from(index).unwrap_or(i32::MAX);
             let (status, touchpoint, error) = match outcome {
@@ -210,6 +214,10 @@ impl TouchpointsMutation {
                 ItemOutcome::Rejected(err) => {
                     payload.rejected += 1;
                     (ItemStatus::Rejected, None, Some(item_error(&err)))
+                }
+                ItemOutcome::Suppressed => {
+                    payload.suppressed += 1;
+                    (ItemStatus::Suppressed, None, None)
                 }
             };
             payload.results.push(TouchpointResult {

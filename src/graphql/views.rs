@@ -18,6 +18,7 @@ use crate::{
     error::GqlResult,
     pagination::{PageRequest, Window, decode_time_cursor, encode_cursor, encode_time_cursor},
     privacy::Disclosure,
+    privacy::access_log,
     profiles::{Customer, CustomerIdentity, IdentityKind, customers::CustomerChange},
     touchpoints::timeline::{self, TouchpointFilter},
 };
@@ -139,6 +140,33 @@ impl CustomerView {
         Ok(Some(connection))
     }
 
+    /// Who read this customer's personal data, for which purpose, newest first. Needs `privacy:admin`.
+    #[graphql(complexity = "first.unwrap_or(20).max(0) as usize * child_complexity + 1")]
+    async fn access_log(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(validator(minimum = 0, maximum = 100))] first: Option<i32>,
+        after: Option<String>,
+    ) -> async_graphql::Result<Connection<String, AccessLogEntry>> {
+        let rc = request(ctx)?;
+        let page = PageRequest::parse(first, after.as_deref()).gql()?;
+        let page = access_log::for_customer(&rc.caller, &rc.services, self.customer.id, page).await.gql()?;
+        let mut connection = Connection::new(page.has_previous_page, page.has_next_page);
+        connection.edges.extend(page.items.into_iter().map(|e| {
+            Edge::new(
+                encode_cursor(e.id),
+                AccessLogEntry {
+                    subject: e.subject,
+                    purpose: e.purpose,
+                    categories: e.categories.split(',').map(str::to_owned).collect(),
+                    request_id: e.request_id,
+                    at: e.at,
+                },
+            )
+        }));
+        Ok(connection)
+    }
+
     /// Where the customer stands in the journey. Derived from behaviour: `null` with `CONSENT_REQUIRED` unless
     /// the customer consented to the caller's purpose. Needs `touchpoints:read`.
     async fn journey(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<JourneyView>> {
@@ -173,6 +201,17 @@ impl IdentityView {
     async fn created_at(&self) -> DateTime<Utc> {
         self.identity.created_at
     }
+}
+
+/// One read of a customer's personal data.
+#[derive(SimpleObject)]
+pub struct AccessLogEntry {
+    /// The token's subject.
+    subject: String,
+    purpose: String,
+    categories: Vec<String>,
+    request_id: Option<String>,
+    at: DateTime<Utc>,
 }
 
 /// A customer was created or updated.

@@ -304,7 +304,8 @@ fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Caller, Unauthe
         .ok_or_else(|| {
             Unauthenticated(ApiError::Unauthenticated("the Authorization header must be `Bearer <token>`".into()))
         })?;
-    state.keys.verify(token).map_err(Unauthenticated)
+    let request_id = headers.get(super::REQUEST_ID_HEADER).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    state.keys.verify(token).map(|caller| caller.with_request_id(request_id)).map_err(Unauthenticated)
 }
 
 fn wants_html(headers: &HeaderMap) -> bool {

@@ -105,6 +105,7 @@ enum Stored {
     Created,
     Duplicate,
     Identified,
+    Suppressed,
 }
 
 async fn ingest(
@@ -116,16 +117,17 @@ async fn ingest(
 ) -> Result<Stored, ApiError> {
     let services = &state.services;
     match translate(event, forced, request, &services.settings)? {
-        TrackedEvent::Identify(input) => {
-            customers::identify(caller, services, input).await?;
-            Ok(Stored::Identified)
-        }
+        TrackedEvent::Identify(input) => Ok(match customers::identify(caller, services, input).await? {
+            Some(_) => Stored::Identified,
+            None => Stored::Suppressed,
+        }),
         TrackedEvent::Touchpoint(input) => {
             let mut outcomes = record_touchpoints(caller, services, vec![*input]).await?;
             match outcomes.pop() {
                 Some(ItemOutcome::Created(_)) => Ok(Stored::Created),
                 Some(ItemOutcome::Duplicate(_)) => Ok(Stored::Duplicate),
                 Some(ItemOutcome::Rejected(err)) => Err(err),
+                Some(ItemOutcome::Suppressed) => Ok(Stored::Suppressed),
                 None => Err(ApiError::internal(anyhow::anyhow!("no outcome for a tracked event"))),
             }
         }
@@ -148,6 +150,7 @@ struct Summary {
     stored: usize,
     duplicates: usize,
     identified: usize,
+    suppressed: usize,
     rejected: Vec<Value>,
 }
 
@@ -157,6 +160,7 @@ impl Summary {
             Ok(Stored::Created) => self.stored += 1,
             Ok(Stored::Duplicate) => self.duplicates += 1,
             Ok(Stored::Identified) => self.identified += 1,
+            Ok(Stored::Suppressed) => self.suppressed += 1,
             Err(err) => {
                 let mut entry = error_json(&err);
                 entry["index"] = json!(index);
@@ -179,6 +183,7 @@ impl Summary {
             "stored": self.stored,
             "duplicates": self.duplicates,
             "identified": self.identified,
+            "suppressed": self.suppressed,
             "rejected": self.rejected,
         })
     }

@@ -171,7 +171,10 @@ async fn write_upsert(
 ) -> Result<ApiResult<UpsertOutcome>, sea_orm::DbErr> {
     let txn = svc.db.begin_write().await?;
     let now = Utc::now();
-    let resolved = resolution::resolve(&txn, tenant, identities, now).await?;
+    let Some(resolved) = resolution::resolve(&txn, tenant, &svc.settings, identities, now).await? else {
+        txn.rollback().await?;
+        return Ok(Err(ApiError::Conflict("an identity belongs to an erased person and stays suppressed".into())));
+    };
     if !resolved.conflicting.is_empty() {
         txn.rollback().await?;
         return Ok(Err(ApiError::Conflict(format!(
@@ -204,6 +207,7 @@ pub async fn get_customer(caller: &Caller, svc: &Services, id: Uuid) -> ApiResul
     if let Some(bytes) = svc.cache.get(&key).await
         && let Ok(customer) = serde_json::from_slice::<Customer>(&bytes)
     {
+        svc.access_log.record(caller, [id], "profile");
         return Ok(customer);
     }
     let row = customer::of_tenant(caller.tenant())
@@ -215,6 +219,7 @@ pub async fn get_customer(caller: &Caller, svc: &Services, id: Uuid) -> ApiResul
     if let Ok(bytes) = serde_json::to_vec(&customer) {
         svc.cache.set(&key, bytes, PROFILE_CACHE_TTL).await;
     }
+    svc.access_log.record(caller, [id], "profile");
     Ok(customer)
 }
 
@@ -313,8 +318,9 @@ pub struct IdentifyInput {
 
 /// Links identities into one customer (creating it when none matches), updates names and appends the consents
 /// that changed, in one transaction. Unlike `upsert_customer` it never refuses: identities that already belong
-/// to another customer stay there until a merge. Needs `profiles:write`.
-pub async fn identify(caller: &Caller, svc: &Services, input: IdentifyInput) -> ApiResult<Customer> {
+/// to another customer stay there until a merge. `None` when an identity was erased (suppressed): nothing is
+/// written. Needs `profiles:write`.
+pub async fn identify(caller: &Caller, svc: &Services, input: IdentifyInput) -> ApiResult<Option<Customer>> {
     caller.require(Scope::ProfilesWrite)?;
     let mut identities = Vec::with_capacity(input.identities.len());
     for (i, raw) in input.identities.iter().enumerate() {
@@ -343,7 +349,9 @@ pub async fn identify(caller: &Caller, svc: &Services, input: IdentifyInput) -> 
             Ok(result) => break result?,
         }
     };
-    svc.cache.delete(&cache_key(caller.tenant(), customer.id)).await;
+    if let Some(customer) = &customer {
+        svc.cache.delete(&cache_key(caller.tenant(), customer.id)).await;
+    }
     Ok(customer)
 }
 
@@ -354,10 +362,13 @@ async fn write_identify(
     given_name: &Option<String>,
     family_name: &Option<String>,
     consents: &[crate::consent::RecordConsent],
-) -> Result<ApiResult<Customer>, sea_orm::DbErr> {
+) -> Result<ApiResult<Option<Customer>>, sea_orm::DbErr> {
     let txn = svc.db.begin_write().await?;
     let now = Utc::now();
-    let resolved = resolution::resolve(&txn, caller.tenant(), identities, now).await?;
+    let Some(resolved) = resolution::resolve(&txn, caller.tenant(), &svc.settings, identities, now).await? else {
+        txn.rollback().await?;
+        return Ok(Ok(None));
+    };
     let model = if given_name.is_none() && family_name.is_none() {
         resolved.customer
     } else {
@@ -381,5 +392,5 @@ async fn write_identify(
         }
     }
     txn.commit().await?;
-    Ok(Ok(model.into()))
+    Ok(Ok(Some(model.into())))
 }

@@ -126,7 +126,7 @@ impl Identity {
         (!self.source.is_empty()).then_some(self.source.as_str())
     }
 
-    pub(crate) fn stored_source(&self) -> &str {
+    pub fn stored_source(&self) -> &str {
         &self.source
     }
 
@@ -157,7 +157,8 @@ mod tests {
     use super::*;
 
     fn parse(kind: IdentityKind, value: &str) -> ApiResult<Identity> {
-        let settings = DomainSettings { default_phone_region: Some(phonenumber::country::Id::DK) };
+        let settings =
+            DomainSettings { default_phone_region: Some(phonenumber::country::Id::DK), ..Default::default() };
         Identity::parse(kind, value, None, &settings, "value")
     }
 

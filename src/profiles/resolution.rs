@@ -10,6 +10,8 @@ use uuid::Uuid;
 use super::identity::Identity;
 use crate::{
     auth::TenantId,
+    privacy::suppression,
+    services::DomainSettings,
     storage::entities::{customer, identity},
 };
 
@@ -24,13 +26,18 @@ pub struct Resolved {
 }
 
 /// No match: a new customer. One: that customer, with any new identities linked. Several: the oldest, with the
-/// others reported in `conflicting`.
+/// others reported in `conflicting`. `None` when an identity belongs to an erased person: nothing is written.
 pub(crate) async fn resolve(
     txn: &DatabaseTransaction,
     tenant: &TenantId,
+    settings: &DomainSettings,
     identities: &[Identity],
     now: DateTime<Utc>,
-) -> Result<Resolved, DbErr> {
+) -> Result<Option<Resolved>, DbErr> {
+    if suppression::any_suppressed(txn, tenant, settings, identities).await? {
+        metrics::counter!("kontakt_suppressed_writes_total").increment(1);
+        return Ok(None);
+    }
     let matches = find_identities(txn, tenant, identities).await?;
     let mut owners: Vec<Uuid> = matches.iter().map(|m| m.customer_id).collect();
     owners.sort();
@@ -79,7 +86,7 @@ pub(crate) async fn resolve(
         identity::Entity::insert_many(new_links).exec(txn).await?;
     }
     let conflicting = owners.into_iter().filter(|id| *id != customer.id).collect();
-    Ok(Resolved { customer, created, conflicting })
+    Ok(Some(Resolved { customer, created, conflicting }))
 }
 
 /// The stored identities equal to any of `identities` (already normalised).

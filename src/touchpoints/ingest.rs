@@ -53,6 +53,8 @@ pub enum ItemOutcome {
     /// The idempotency key was seen before: the stored touchpoint, unchanged.
     Duplicate(Touchpoint),
     Rejected(ApiError),
+    /// An identity belongs to an erased person: dropped and counted, never turned back into a person.
+    Suppressed,
 }
 
 struct Valid {
@@ -214,7 +216,13 @@ async fn write(
             }
             id
         }
-        None => resolution::resolve(&txn, tenant, &valid.identities, now).await?.customer.id,
+        None => match resolution::resolve(&txn, tenant, &svc.settings, &valid.identities, now).await? {
+            Some(resolved) => resolved.customer.id,
+            None => {
+                txn.rollback().await?;
+                return Ok(ItemOutcome::Suppressed);
+            }
+        },
     };
     let row = touchpoint::ActiveModel {
         id: Set(Uuid::now_v7()),

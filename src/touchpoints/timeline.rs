@@ -218,6 +218,7 @@ pub async fn feed(
     let items: Vec<Touchpoint> =
         rows.into_iter().filter(|r| permitted.contains(&r.customer_id)).filter_map(Touchpoint::from_row).collect();
     let excluded = total - items.len();
+    svc.access_log.record(caller, items.iter().map(|t| t.customer_id).collect::<HashSet<_>>(), "touchpoints");
     Ok(FeedPage {
         page: Page { items, has_next_page, has_previous_page: page.after.is_some() },
         excluded,
@@ -236,6 +237,7 @@ pub async fn read_timeline(
     caller.require(Scope::TouchpointsRead)?;
     let permit = policy::authorize(caller, svc, customer_id, DataCategory::BehaviouralHistory).await?;
     let page = timeline(caller.tenant(), svc, &permit, filter, window).await?;
+    svc.access_log.record(caller, [customer_id], "touchpoints");
     Ok((permit, page))
 }
 
@@ -243,5 +245,7 @@ pub async fn read_timeline(
 pub async fn read_journey(caller: &Caller, svc: &Services, customer_id: Uuid) -> ApiResult<Journey> {
     caller.require(Scope::TouchpointsRead)?;
     let permit = policy::authorize(caller, svc, customer_id, DataCategory::DerivedInsights).await?;
-    journey(caller.tenant(), svc, &permit).await
+    let journey = journey(caller.tenant(), svc, &permit).await?;
+    svc.access_log.record(caller, [customer_id], "journey");
+    Ok(journey)
 }

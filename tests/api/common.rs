@@ -53,6 +53,7 @@ pub struct TestApp {
     pub secret: String,
     pub backend: Backend,
     pub uses_redis: bool,
+    pub config: Config,
     _dir: tempfile::TempDir,
     pg_schema: Option<(String, String)>,
     shutdown: Option<oneshot::Sender<()>>,
@@ -108,7 +109,7 @@ pub async fn spawn_with(backend: Backend, tweak: impl FnOnce(&mut Config)) -> Op
     }
     tweak(&mut config);
     let uses_redis = config.redis_url.is_some();
-    let app = Application::build(config).await.expect("the server starts");
+    let app = Application::build(config.clone()).await.expect("the server starts");
     let addr = app.local_addr().expect("bound address");
     let (tx, rx) = oneshot::channel::<()>();
     tokio::spawn(app.run(async move {
@@ -121,6 +122,7 @@ pub async fn spawn_with(backend: Backend, tweak: impl FnOnce(&mut Config)) -> Op
         secret,
         backend,
         uses_redis,
+        config,
         _dir: dir,
         pg_schema,
         shutdown: Some(tx),
@@ -153,6 +155,16 @@ pub fn now() -> u64 {
 }
 
 impl TestApp {
+    /// A connection to this server's database (same schema), for tests that check what is stored.
+    pub async fn db(&self) -> sea_orm::DatabaseConnection {
+        let mut options = sea_orm::ConnectOptions::new(self.config.database_url.clone());
+        options.max_connections(1).sqlx_logging(false);
+        if let Some(schema) = &self.config.database_schema {
+            options.set_schema_search_path(schema.clone());
+        }
+        sea_orm::Database::connect(options).await.expect("test database connection")
+    }
+
     /// Claims of a valid token for this server.
     pub fn claims(&self, tenant: &str, scopes: &[&str], purpose: &str) -> Value {
         let now = now();

@@ -59,7 +59,12 @@ async fn introspection_and_suggestions_follow_the_environment() {
     let (_, body) = dev.gql(&dev.admin(), "{ viewr { tenant } }", json!({})).await;
     assert!(body["errors"][0]["message"].as_str().unwrap_or_default().contains("Did you mean"), "{body}");
 
-    let prod = spawn_with(Backend::Sqlite, |c| c.env = kontakt::config::Environment::Production).await.expect("sqlite");
+    let prod = spawn_with(Backend::Sqlite, |c| {
+        c.env = kontakt::config::Environment::Production;
+        c.suppression_key = Some("s".repeat(40));
+    })
+    .await
+    .expect("sqlite");
     let (_, body) = prod.gql(&prod.admin(), "{ __schema { queryType { name } } }", json!({})).await;
     assert!(body["errors"].is_array(), "introspection is off in production: {body}");
     let (_, body) = prod.gql(&prod.admin(), "{ viewr { tenant } }", json!({})).await;
@@ -68,6 +73,7 @@ async fn introspection_and_suggestions_follow_the_environment() {
 
     let opted_in = spawn_with(Backend::Sqlite, |c| {
         c.env = kontakt::config::Environment::Production;
+        c.suppression_key = Some("s".repeat(40));
         c.introspection = Some(true);
     })
     .await

@@ -8,6 +8,7 @@ mod cli;
 mod customers;
 mod http_spec;
 mod limits;
+mod privacy;
 mod schema;
 mod subscriptions;
 mod touchpoints;

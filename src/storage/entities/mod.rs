@@ -1,5 +1,8 @@
 //! sea-orm entities: database rows, never served directly (GraphQL types are views in `graphql::views`).
+pub mod access_log;
 pub mod consent_event;
 pub mod customer;
+pub mod erasure_receipt;
 pub mod identity;
+pub mod suppression;
 pub mod touchpoint;

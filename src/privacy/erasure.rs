@@ -1,0 +1,90 @@
+//! Erasure (GDPR art. 17): the customer, source data, identities, touchpoints and consents go in one transaction;
+//! cached copies go too; the identities are suppressed; a receipt without personal data remains.
+use chrono::{DateTime, Utc};
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, Set};
+use serde_json::json;
+use uuid::Uuid;
+
+use super::suppression;
+use crate::{
+    auth::{Caller, Scope},
+    error::{ApiError, ApiResult},
+    profiles::{Identity, IdentityKind, customers},
+    services::Services,
+    storage::entities::{consent_event, customer, erasure_receipt, identity, touchpoint},
+};
+
+/// What remains of an erasure: when, by whom, how many rows. No personal data.
+#[derive(Debug, Clone)]
+pub struct ErasureReceipt {
+    pub id: Uuid,
+    pub erased_at: DateTime<Utc>,
+    pub rows: serde_json::Value,
+}
+
+/// Erases a customer of the caller's tenant. Needs `privacy:admin`.
+#[tracing::instrument(skip_all, fields(tenant = %caller.tenant(), customer = %customer_id))]
+pub async fn erase_customer(caller: &Caller, svc: &Services, customer_id: Uuid) -> ApiResult<ErasureReceipt> {
+    caller.require(Scope::PrivacyAdmin)?;
+    let tenant = caller.tenant();
+    let txn = svc.db.begin_write().await?;
+    customer::of_tenant(tenant)
+        .filter(customer::Column::Id.eq(customer_id))
+        .one(&txn)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("customer {customer_id}")))?;
+    let stored = identity::of_tenant(tenant).filter(identity::Column::CustomerId.eq(customer_id)).all(&txn).await?;
+    let identities: Vec<Identity> = stored
+        .iter()
+        .filter_map(|m| {
+            Some(Identity::from_stored(m.kind.parse::<IdentityKind>().ok()?, m.source.clone(), m.value.clone()))
+        })
+        .collect();
+    suppression::suppress(&txn, tenant, &svc.settings, &identities).await?;
+
+    let touchpoints = touchpoint::Entity::delete_many()
+        .filter(touchpoint::Column::Tenant.eq(tenant.as_str()))
+        .filter(touchpoint::Column::CustomerId.eq(customer_id))
+        .exec(&txn)
+        .await?
+        .rows_affected;
+    let consents = consent_event::Entity::delete_many()
+        .filter(consent_event::Column::Tenant.eq(tenant.as_str()))
+        .filter(consent_event::Column::CustomerId.eq(customer_id))
+        .exec(&txn)
+        .await?
+        .rows_affected;
+    let identity_rows = identity::Entity::delete_many()
+        .filter(identity::Column::Tenant.eq(tenant.as_str()))
+        .filter(identity::Column::CustomerId.eq(customer_id))
+        .exec(&txn)
+        .await?
+        .rows_affected;
+    let customers = customer::Entity::delete_many()
+        .filter(customer::Column::Tenant.eq(tenant.as_str()))
+        .filter(customer::Column::Id.eq(customer_id))
+        .exec(&txn)
+        .await?
+        .rows_affected;
+    let rows = json!({
+        "customers": customers,
+        "identities": identity_rows,
+        "touchpoints": touchpoints,
+        "consentEvents": consents,
+        "suppressedIdentities": identities.len(),
+    });
+    let erased_at = Utc::now();
+    let receipt = erasure_receipt::ActiveModel {
+        id: Set(Uuid::now_v7()),
+        tenant: Set(tenant.as_str().to_owned()),
+        erased_at: Set(erased_at),
+        erased_by: Set(caller.subject().chars().take(256).collect()),
+        request_id: Set(caller.request_id().map(str::to_owned)),
+        rows: Set(rows.clone()),
+    };
+    let id = erasure_receipt::Entity::insert(receipt).exec(&txn).await?.last_insert_id;
+    txn.commit().await?;
+    svc.cache.delete(&customers::cache_key(tenant, customer_id)).await;
+    svc.access_log.record(caller, [customer_id], "erasure");
+    Ok(ErasureReceipt { id, erased_at, rows })
+}

@@ -1,0 +1,84 @@
+//! Access and portability (GDPR art. 15 and 20): everything held about one customer, in one JSON document.
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder};
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use crate::{
+    auth::{Caller, Scope},
+    error::{ApiError, ApiResult},
+    services::Services,
+    storage::entities::{access_log, consent_event, customer, identity, touchpoint},
+};
+
+/// The whole record of a customer of the caller's tenant. Needs `privacy:admin`; the export itself is logged.
+#[tracing::instrument(skip_all, fields(tenant = %caller.tenant(), customer = %customer_id))]
+pub async fn export_customer(caller: &Caller, svc: &Services, customer_id: Uuid) -> ApiResult<Value> {
+    caller.require(Scope::PrivacyAdmin)?;
+    let tenant = caller.tenant();
+    let conn = svc.db.conn();
+    let profile = customer::of_tenant(tenant)
+        .filter(customer::Column::Id.eq(customer_id))
+        .one(conn)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("customer {customer_id}")))?;
+    let identities = identity::of_tenant(tenant)
+        .filter(identity::Column::CustomerId.eq(customer_id))
+        .order_by_asc(identity::Column::Id)
+        .all(conn)
+        .await?;
+    let touchpoints = touchpoint::of_tenant(tenant)
+        .filter(touchpoint::Column::CustomerId.eq(customer_id))
+        .order_by_asc(touchpoint::Column::OccurredAt)
+        .order_by_asc(touchpoint::Column::Id)
+        .all(conn)
+        .await?;
+    let consents = consent_event::of_tenant(tenant)
+        .filter(consent_event::Column::CustomerId.eq(customer_id))
+        .order_by_asc(consent_event::Column::CapturedAt)
+        .order_by_asc(consent_event::Column::Id)
+        .all(conn)
+        .await?;
+    let accesses = access_log::Entity::find()
+        .filter(access_log::Column::Tenant.eq(tenant.as_str()))
+        .filter(access_log::Column::CustomerId.eq(customer_id))
+        .order_by_asc(access_log::Column::Id)
+        .all(conn)
+        .await?;
+    svc.access_log.record(caller, [customer_id], "export");
+    Ok(json!({
+        "format": "kontakt.customer-export/1",
+        "exportedAt": chrono::Utc::now(),
+        "customer": {
+            "id": profile.id,
+            "givenName": profile.given_name,
+            "familyName": profile.family_name,
+            "createdAt": profile.created_at,
+            "updatedAt": profile.updated_at,
+            "processingRestricted": profile.restricted,
+            "mergedInto": profile.merged_into,
+        },
+        "identities": identities.iter().map(|i| json!({
+            "id": i.id, "kind": i.kind, "source": (!i.source.is_empty()).then_some(&i.source), "value": i.value,
+            "createdAt": i.created_at,
+        })).collect::<Vec<_>>(),
+        "touchpoints": touchpoints.iter().map(|t| json!({
+            "id": t.id, "channel": t.channel, "type": t.kind, "stage": t.stage, "occurredAt": t.occurred_at,
+            "receivedAt": t.received_at, "source": t.source, "idempotencyKey": t.idempotency_key,
+            "properties": t.properties, "value": t.value, "currency": t.currency,
+            "feedback": t.feedback_metric.as_ref().map(|m| json!({
+                "metric": m, "score": t.feedback_score, "verbatim": t.feedback_verbatim })),
+            "consentContext": t.consent,
+        })).collect::<Vec<_>>(),
+        "consentHistory": consents.iter().map(|c| json!({
+            "id": c.id, "purpose": c.purpose, "channel": (!c.channel.is_empty()).then_some(&c.channel),
+            "status": c.status, "capturedAt": c.captured_at, "recordedAt": c.recorded_at, "source": c.source,
+            "policyVersion": c.policy_version, "legalBasis": c.legal_basis, "expiresAt": c.expires_at,
+            "evidence": c.evidence,
+        })).collect::<Vec<_>>(),
+        "accessLog": accesses.iter().map(|a| json!({
+            "id": a.id, "subject": a.subject, "purpose": a.purpose, "categories": a.categories,
+            "requestId": a.request_id, "at": a.at,
+        })).collect::<Vec<_>>(),
+        "merges": [],
+    }))
+}
