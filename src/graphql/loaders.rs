@@ -52,3 +52,65 @@ impl Loader<Uuid> for ConsentLoader {
         crate::consent::ledger::current_for(&self.caller, &self.services, keys, None).await.map_err(Arc::new)
     }
 }
+
+/// A customer's latest touchpoints page (no cursor, no filter): what a list of customers asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct RecentKey {
+    pub customer: Uuid,
+    pub first: usize,
+}
+
+/// A policy refusal, kept cloneable for the loader's cache.
+#[derive(Debug, Clone)]
+pub struct Refusal {
+    purpose: String,
+    reason: &'static str,
+    message: String,
+}
+
+impl From<Refusal> for ApiError {
+    fn from(r: Refusal) -> Self {
+        ApiError::ConsentRequired { purpose: r.purpose, reason: r.reason, message: r.message }
+    }
+}
+
+pub type RecentPage =
+    Result<(crate::consent::Permit, crate::pagination::Page<crate::touchpoints::Touchpoint>), Refusal>;
+
+/// Loads the first page of many customers' timelines with one window query (after two for the decisions).
+pub struct RecentTouchpointsLoader {
+    caller: crate::auth::Caller,
+    services: Services,
+}
+
+impl RecentTouchpointsLoader {
+    pub fn new(caller: crate::auth::Caller, services: Services) -> Self {
+        RecentTouchpointsLoader { caller, services }
+    }
+}
+
+impl Loader<RecentKey> for RecentTouchpointsLoader {
+    type Value = RecentPage;
+    type Error = Arc<ApiError>;
+
+    async fn load(&self, keys: &[RecentKey]) -> Result<HashMap<RecentKey, Self::Value>, Self::Error> {
+        let mut by_size: HashMap<usize, Vec<Uuid>> = HashMap::new();
+        for key in keys {
+            by_size.entry(key.first).or_default().push(key.customer);
+        }
+        let mut out = HashMap::with_capacity(keys.len());
+        for (first, customers) in by_size {
+            let pages = crate::touchpoints::timeline::recent_for_many(&self.caller, &self.services, &customers, first)
+                .await
+                .map_err(Arc::new)?;
+            for (customer, page) in pages {
+                let value = page.map_err(|err| match err {
+                    ApiError::ConsentRequired { purpose, reason, message } => Refusal { purpose, reason, message },
+                    other => Refusal { purpose: String::new(), reason: "ERROR", message: other.to_string() },
+                });
+                out.insert(RecentKey { customer, first }, value);
+            }
+        }
+        Ok(out)
+    }
+}

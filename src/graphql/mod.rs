@@ -11,7 +11,7 @@ mod views;
 use async_graphql::{Context, ErrorExtensions, MergedObject, MergedSubscription, Schema};
 
 pub use document::{OperationKind, RequestDocument, inspect};
-pub use loaders::{ConsentLoader, IdentityLoader};
+pub use loaders::{ConsentLoader, IdentityLoader, RecentTouchpointsLoader};
 
 use crate::{auth::Caller, config::Config, error::ApiError, services::Services};
 
@@ -35,7 +35,7 @@ pub struct MutationRoot(
 
 #[derive(MergedSubscription, Default)]
 #[graphql(name = "Subscription")]
-pub struct SubscriptionRoot(profiles::ProfilesSubscription);
+pub struct SubscriptionRoot(profiles::ProfilesSubscription, touchpoints::TouchpointsSubscription);
 
 pub type KontaktSchema = Schema<QueryRoot, MutationRoot, SubscriptionRoot>;
 
@@ -56,6 +56,10 @@ impl RequestContext {
         ));
         data.insert(async_graphql::dataloader::DataLoader::new(
             ConsentLoader::new(self.caller.clone(), self.services.clone()),
+            tokio::spawn,
+        ));
+        data.insert(async_graphql::dataloader::DataLoader::new(
+            RecentTouchpointsLoader::new(self.caller.clone(), self.services.clone()),
             tokio::spawn,
         ));
         data.insert(self);

@@ -296,3 +296,21 @@ impl ConsentMutation {
         Ok(false)
     }
 }
+
+#[derive(Default)]
+pub struct TouchpointsSubscription;
+
+#[async_graphql::Subscription]
+impl TouchpointsSubscription {
+    /// Touchpoints of the caller's tenant as they are recorded, for personalization engines. Customers who have
+    /// not consented to the caller's purpose are not streamed. Needs `touchpoints:read`.
+    async fn touchpoint_recorded(
+        &self,
+        ctx: &Context<'_>,
+    ) -> async_graphql::Result<impl futures_util::Stream<Item = TouchpointView> + use<>> {
+        use futures_util::StreamExt;
+        let rc = request(ctx)?;
+        let stream = timeline::watch(&rc.caller, &rc.services).await.gql()?;
+        Ok(stream.map(TouchpointView))
+    }
+}

@@ -8,14 +8,14 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::{
-    loaders::{ConsentLoader, IdentityLoader},
+    loaders::{ConsentLoader, IdentityLoader, RecentKey, RecentTouchpointsLoader},
     request,
     touchpoint_views::{ConsentView, JourneyView, TimelineFields, TimelineName, TouchpointView},
     touchpoints::TouchpointFilterInput,
 };
 use crate::{
     consent::ledger,
-    error::GqlResult,
+    error::{ApiError, GqlResult},
     pagination::{PageRequest, Window, decode_time_cursor, encode_cursor, encode_time_cursor},
     privacy::Disclosure,
     privacy::access_log,
@@ -127,8 +127,20 @@ impl CustomerView {
         let rc = request(ctx)?;
         let window = Window::parse(first, after.as_deref(), last, before.as_deref(), decode_time_cursor).gql()?;
         let filter: TouchpointFilter = filter.unwrap_or_default().into();
-        let (permit, page) =
-            timeline::read_timeline(&rc.caller, &rc.services, self.customer.id, &filter, window).await.gql()?;
+        let (permit, page) = match window {
+            // The common case (a list of customers with their latest touchpoints) is batched across customers.
+            Window::Forward { first, after: None } if filter.is_empty() => {
+                let loader = ctx.data_unchecked::<DataLoader<RecentTouchpointsLoader>>();
+                let key = RecentKey { customer: self.customer.id, first };
+                let loaded = loader.load_one(key).await.map_err(|e| e.as_ref().extend())?;
+                match loaded {
+                    Some(Ok(found)) => found,
+                    Some(Err(refusal)) => return Err(ApiError::from(refusal).extend()),
+                    None => return Err(ApiError::not_found(format!("customer {}", self.customer.id)).extend()),
+                }
+            }
+            _ => timeline::read_timeline(&rc.caller, &rc.services, self.customer.id, &filter, window).await.gql()?,
+        };
         let mut connection = Connection::with_additional_fields(
             page.has_previous_page,
             page.has_next_page,

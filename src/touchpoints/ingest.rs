@@ -159,8 +159,19 @@ pub async fn record_touchpoints(
     for input in items {
         outcomes.push(record_one(caller, svc, input).await);
     }
-    metrics::counter!("kontakt_touchpoints_ingested_total", "outcome" => "created")
-        .increment(outcomes.iter().filter(|o| matches!(o, ItemOutcome::Created(_))).count() as u64);
+    let created: Vec<&Touchpoint> =
+        outcomes.iter().filter_map(|o| if let ItemOutcome::Created(tp) = o { Some(tp) } else { None }).collect();
+    metrics::counter!("kontakt_touchpoints_ingested_total").increment(created.len() as u64);
+    let topic = super::timeline::recorded_topic(caller.tenant());
+    for tp in created {
+        let event = super::timeline::TouchpointRecorded { id: tp.id, customer_id: tp.customer_id };
+        if let Ok(payload) = serde_json::to_string(&event)
+            && let Err(err) = svc.pubsub.publish(&topic, payload).await
+        {
+            tracing::warn!(error = %err, "publishing a recorded touchpoint failed");
+            break;
+        }
+    }
     Ok(outcomes)
 }
 

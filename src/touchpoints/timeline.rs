@@ -1,10 +1,11 @@
 //! Reading history: one customer's timeline (newest first, keyset on (occurred_at, id) in both directions), the
 //! journey summary, and the cross-customer feed in arrival order. Every read needs a policy `Permit`.
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use sea_orm::{
-    ColumnTrait, Condition, Order, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, Select,
+    ColumnTrait, Condition, DbBackend, EntityTrait, Order, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect,
+    Select, Statement,
     sea_query::{Expr, Func},
 };
 use uuid::Uuid;
@@ -31,6 +32,17 @@ pub struct TouchpointFilter {
     pub to: Option<DateTime<Utc>>,
     /// Received at or after (for engines that poll for what is new).
     pub received_since: Option<DateTime<Utc>>,
+}
+
+impl TouchpointFilter {
+    pub fn is_empty(&self) -> bool {
+        self.channels.is_empty()
+            && self.types.is_empty()
+            && self.stages.is_empty()
+            && self.from.is_none()
+            && self.to.is_none()
+            && self.received_since.is_none()
+    }
 }
 
 fn apply(mut query: Select<touchpoint::Entity>, filter: &TouchpointFilter) -> Select<touchpoint::Entity> {
@@ -248,4 +260,108 @@ pub async fn read_journey(caller: &Caller, svc: &Services, customer_id: Uuid) ->
     let journey = journey(caller.tenant(), svc, &permit).await?;
     svc.access_log.record(caller, [customer_id], "journey");
     Ok(journey)
+}
+
+/// The latest `first` touchpoints of many customers at once, each decided by the policy: two queries for the
+/// decisions and one window query for every permitted customer's page (the DataLoader behind
+/// `customers { touchpoints }`).
+pub async fn recent_for_many(
+    caller: &Caller,
+    svc: &Services,
+    customer_ids: &[Uuid],
+    first: usize,
+) -> ApiResult<HashMap<Uuid, ApiResult<(Permit, Page<Touchpoint>)>>> {
+    caller.require(Scope::TouchpointsRead)?;
+    let decisions = policy::decide_many(caller, svc, customer_ids, DataCategory::BehaviouralHistory).await?;
+    let permitted: Vec<Uuid> = decisions.iter().filter(|(_, d)| d.is_ok()).map(|(id, _)| *id).collect();
+    let mut rows_by_customer: HashMap<Uuid, Vec<touchpoint::Model>> = HashMap::new();
+    if !permitted.is_empty() && first > 0 {
+        let backend = svc.db.backend();
+        let placeholder = |i: usize| if backend == DbBackend::Postgres { format!("${i}") } else { "?".to_owned() };
+        let list: Vec<String> = (0..permitted.len()).map(|i| placeholder(i + 2)).collect();
+        let limit = placeholder(permitted.len() + 2);
+        let sql = format!(
+            "SELECT * FROM (SELECT t.*, ROW_NUMBER() OVER (PARTITION BY t.customer_id ORDER BY t.occurred_at DESC, t.id DESC) AS rn \
+             FROM touchpoints t WHERE t.tenant = {} AND t.customer_id IN ({})) ranked WHERE rn <= {} \
+             ORDER BY customer_id, occurred_at DESC, id DESC",
+            placeholder(1),
+            list.join(", "),
+            limit
+        );
+        let mut values: Vec<sea_orm::Value> = vec![caller.tenant().as_str().into()];
+        values.extend(permitted.iter().map(|id| sea_orm::Value::from(*id)));
+        values.push(((first + 1) as i64).into());
+        let rows = touchpoint::Entity::find()
+            .from_raw_sql(Statement::from_sql_and_values(backend, sql, values))
+            .all(svc.db.conn())
+            .await?;
+        for row in rows {
+            rows_by_customer.entry(row.customer_id).or_default().push(row);
+        }
+    }
+    let mut served = Vec::new();
+    let result = decisions
+        .into_iter()
+        .map(|(id, decision)| {
+            let page = decision.map(|permit| {
+                let mut rows = rows_by_customer.remove(&id).unwrap_or_default();
+                let has_next_page = rows.len() > first;
+                rows.truncate(first);
+                served.push(id);
+                (
+                    permit,
+                    Page {
+                        items: rows.into_iter().filter_map(Touchpoint::from_row).collect(),
+                        has_next_page,
+                        has_previous_page: false,
+                    },
+                )
+            });
+            (id, page)
+        })
+        .collect();
+    svc.access_log.record(caller, served, "touchpoints");
+    Ok(result)
+}
+
+/// What subscribers of a tenant's `touchpoints` topic receive.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct TouchpointRecorded {
+    pub id: Uuid,
+    pub customer_id: Uuid,
+}
+
+pub fn recorded_topic(tenant: &TenantId) -> String {
+    format!("touchpoints:{tenant}")
+}
+
+/// New touchpoints of the caller's tenant as they are recorded, each passed through the policy decision point:
+/// customers who have not consented to the caller's purpose are not streamed. Needs `touchpoints:read`.
+pub async fn watch(caller: &Caller, svc: &Services) -> ApiResult<futures_util::stream::BoxStream<'static, Touchpoint>> {
+    use futures_util::StreamExt;
+    caller.require(Scope::TouchpointsRead)?;
+    let stream = svc.pubsub.subscribe(&recorded_topic(caller.tenant())).await.map_err(|err| {
+        tracing::error!(error = %err, "subscribing to touchpoints failed");
+        ApiError::Unavailable("touchpoint notifications are unavailable, try again".into())
+    })?;
+    let caller = caller.clone();
+    let svc = svc.clone();
+    Ok(stream
+        .filter_map(move |payload| {
+            let caller = caller.clone();
+            let svc = svc.clone();
+            async move {
+                let event: TouchpointRecorded = serde_json::from_str(&payload).ok()?;
+                let permit =
+                    policy::authorize(&caller, &svc, event.customer_id, DataCategory::BehaviouralHistory).await.ok()?;
+                let row = of_customer(caller.tenant(), &permit)
+                    .filter(touchpoint::Column::Id.eq(event.id))
+                    .one(svc.db.conn())
+                    .await
+                    .ok()??;
+                svc.access_log.record(&caller, [event.customer_id], "touchpoints");
+                Touchpoint::from_row(row)
+            }
+        })
+        .boxed())
 }

@@ -450,7 +450,132 @@ async fn scopes_and_tenants_guard_touchpoints_and_consent(app: TestApp) {
     assert_eq!(data["touchpoints"]["excludedCount"], 0);
 }
 
+async fn a_page_of_customers_with_their_touchpoints_takes_a_fixed_number_of_statements(app: TestApp) {
+    let mut items = Vec::new();
+    for c in 0..12 {
+        for t in 0..4 {
+            items.push(touchpoint(
+                &format!("n{c}-{t}"),
+                json!([{ "kind": "CRM_ID", "value": format!("N{c}") }]),
+                "PAGE_VIEW",
+                60 - t,
+            ));
+        }
+    }
+    let result = record(&app, Value::Array(items)).await;
+    assert_eq!(result["created"], 48);
+    // Half the customers consent: the others' touchpoints are refused one by one, in the same statements.
+    for c in (0..12).step_by(2) {
+        let id = result["results"][c * 4]["customerId"].as_str().expect("id").to_owned();
+        grant(&app, &id, "personalization", "GRANTED").await;
+    }
+    let token = reader(&app, "personalization");
+    let query = |n: usize| {
+        format!(
+            "{{ customers(first: {n}) {{ edges {{ node {{ id identities {{ kind }} consents {{ status }} touchpoints(first: 3) {{ edges {{ node {{ id }} }} }} }} }} }} }}"
+        )
+    };
+    let before = app.statements().await;
+    let (_, small_body) = app.gql(&token, &query(2), json!({})).await;
+    let small = app.statements().await - before;
+    let before = app.statements().await;
+    let (_, body) = app.gql(&token, &query(12), json!({})).await;
+    let large = app.statements().await - before;
+    assert_eq!(small_body["data"]["customers"]["edges"].as_array().map(Vec::len), Some(2));
+    let edges = body["data"]["customers"]["edges"].as_array().expect("edges");
+    assert_eq!(edges.len(), 12);
+    let served =
+        edges.iter().filter(|e| e["node"]["touchpoints"]["edges"].as_array().is_some_and(|t| t.len() == 3)).count();
+    assert_eq!(served, 6, "consenting customers get their 3 latest: {body}");
+    let refused = body["errors"].as_array().map(Vec::len).unwrap_or_default();
+    assert_eq!(refused, 6, "the others are refused with CONSENT_REQUIRED, not silently empty");
+    assert_eq!(small, large, "statements must not grow with the page size (N+1)");
+    assert!(large <= 7, "customers, identities, consents, restriction + consent states, one window query; got {large}");
+}
+
+async fn the_touchpoint_stream_only_carries_consenting_customers(app: TestApp) {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::{Message, client::IntoClientRequest, http::HeaderValue};
+
+    let yes = record(
+        &app,
+        json!([touchpoint("s-yes-0", json!([{ "kind": "EMAIL", "value": "stream-yes@example.com" }]), "PAGE_VIEW", 1)]),
+    )
+    .await;
+    let no = record(
+        &app,
+        json!([touchpoint("s-no-0", json!([{ "kind": "EMAIL", "value": "stream-no@example.com" }]), "PAGE_VIEW", 1)]),
+    )
+    .await;
+    let consenting = yes["results"][0]["customerId"].as_str().expect("id").to_owned();
+    grant(&app, &consenting, "personalization", "GRANTED").await;
+    let refusing = no["results"][0]["customerId"].as_str().expect("id").to_owned();
+
+    let mut request = format!("ws://{}/graphql/ws", app.addr).into_client_request().expect("request");
+    request.headers_mut().insert("sec-websocket-protocol", HeaderValue::from_static("graphql-transport-ws"));
+    let (mut socket, _) = tokio_tungstenite::connect_async(request).await.expect("websocket");
+    let token = reader(&app, "personalization");
+    socket
+        .send(Message::Text(
+            json!({ "type": "connection_init", "payload": { "Authorization": format!("Bearer {token}") } })
+                .to_string()
+                .into(),
+        ))
+        .await
+        .expect("send");
+    let _ack = socket.next().await;
+    socket
+        .send(Message::Text(json!({ "type": "subscribe", "id": "t", "payload": { "query": "subscription { touchpointRecorded { customerId idempotencyKey } }" } }).to_string().into()))
+        .await
+        .expect("send");
+
+    let writer = async {
+        for i in 1..60 {
+            record(
+                &app,
+                json!([
+                    touchpoint(
+                        &format!("s-no-{i}"),
+                        json!([{ "kind": "EMAIL", "value": "stream-no@example.com" }]),
+                        "PAGE_VIEW",
+                        0
+                    ),
+                    touchpoint(
+                        &format!("s-yes-{i}"),
+                        json!([{ "kind": "EMAIL", "value": "stream-yes@example.com" }]),
+                        "PAGE_VIEW",
+                        0
+                    ),
+                ]),
+            )
+            .await;
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    };
+    let reader = async {
+        let mut received = Vec::new();
+        while received.len() < 3 {
+            let Some(Ok(Message::Text(text))) = socket.next().await else { break };
+            let message: Value = serde_json::from_str(&text).expect("json");
+            if message["type"] == "next" {
+                received.push(message["payload"]["data"]["touchpointRecorded"].clone());
+            }
+        }
+        received
+    };
+    let received = tokio::select! {
+        received = reader => received,
+        () = writer => panic!("the stream delivered too little"),
+    };
+    assert_eq!(received.len(), 3);
+    for event in &received {
+        assert_eq!(event["customerId"], consenting.as_str(), "never {refusing}: {received:?}");
+    }
+}
+
 on_every_backend!(
+    a_page_of_customers_with_their_touchpoints_takes_a_fixed_number_of_statements,
+    the_touchpoint_stream_only_carries_consenting_customers,
     an_anonymous_visitor_who_logs_in_keeps_their_history,
     replays_are_idempotent_and_bad_items_do_not_sink_the_batch,
     timelines_page_both_ways_and_filter,
