@@ -102,6 +102,22 @@ pub fn decide(
     }
 }
 
+/// Profile data (who the customer is) is not personalization data, but a restriction of processing withholds it
+/// too: a restricted customer is served to privacy administration only.
+pub fn check_profile_visible(caller: &Caller, restricted: bool) -> ApiResult<()> {
+    if restricted && caller.purpose().as_str() != PRIVACY_ADMIN_PURPOSE {
+        return Err(ApiError::ConsentRequired {
+            purpose: caller.purpose().as_str().to_owned(),
+            reason: "PROCESSING_RESTRICTED",
+            message: "processing of this customer's data is restricted".into(),
+        });
+    }
+    if restricted {
+        caller.require(Scope::PrivacyAdmin)?;
+    }
+    Ok(())
+}
+
 /// Loads the current privacy state of customers (two queries, whatever their number).
 pub(crate) async fn load_states(
     conn: &impl ConnectionTrait,
@@ -174,4 +190,89 @@ pub async fn authorize_many(
     let permitted: HashSet<Uuid> = decisions.iter().filter(|(_, d)| d.is_ok()).map(|(id, _)| *id).collect();
     let excluded = decisions.len() - permitted.len();
     Ok((permitted, excluded))
+}
+
+/// How restrictive a decision is: denied and withdrawn beat an expired grant, which beats a live grant.
+fn restrictiveness(state: &ConsentState, now: DateTime<Utc>) -> u8 {
+    match state.status {
+        super::ConsentStatus::Denied | super::ConsentStatus::Withdrawn => 2,
+        super::ConsentStatus::Granted if !state.is_effective_at(now) => 1,
+        super::ConsentStatus::Granted => 0,
+    }
+}
+
+/// The consents of customers being merged: per (purpose, channel) the most restrictive decision wins, and a
+/// decision held by only one side is kept as it is (the other side never granted it). Returns the merged states
+/// and the (purpose, channel) pairs on which the customers disagreed, for the merge's evidence.
+pub fn most_restrictive(
+    sides: &[Vec<ConsentState>],
+    now: DateTime<Utc>,
+) -> (Vec<ConsentState>, Vec<(String, Option<String>)>) {
+    let mut merged: HashMap<(String, Option<String>), ConsentState> = HashMap::new();
+    let mut conflicts = Vec::new();
+    for state in sides.iter().flatten() {
+        let key = (state.purpose.clone(), state.channel.clone());
+        match merged.get(&key) {
+            None => {
+                merged.insert(key, state.clone());
+            }
+            Some(current) => {
+                if current.status != state.status && !conflicts.contains(&key) {
+                    conflicts.push(key.clone());
+                }
+                let stricter = restrictiveness(state, now) > restrictiveness(current, now)
+                    || (restrictiveness(state, now) == restrictiveness(current, now)
+                        && state.captured_at > current.captured_at);
+                if stricter {
+                    merged.insert(key, state.clone());
+                }
+            }
+        }
+    }
+    let mut states: Vec<ConsentState> = merged.into_values().collect();
+    states.sort_by(|a, b| (&a.purpose, &a.channel).cmp(&(&b.purpose, &b.channel)));
+    (states, conflicts)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::consent::ConsentStatus;
+
+    fn state(purpose: &str, status: ConsentStatus, days_ago: i64) -> ConsentState {
+        let at = Utc::now() - chrono::Duration::days(days_ago);
+        ConsentState {
+            id: Uuid::now_v7(),
+            customer_id: Uuid::now_v7(),
+            purpose: purpose.into(),
+            channel: None,
+            status,
+            captured_at: at,
+            recorded_at: at,
+            source: "web".into(),
+            policy_version: None,
+            legal_basis: None,
+            expires_at: None,
+            evidence: None,
+        }
+    }
+
+    #[test]
+    fn merging_keeps_the_most_restrictive_decision_and_reports_disagreements() {
+        let a =
+            vec![state("personalization", ConsentStatus::Granted, 1), state("analytics", ConsentStatus::Granted, 3)];
+        let b =
+            vec![state("personalization", ConsentStatus::Withdrawn, 30), state("marketing", ConsentStatus::Granted, 2)];
+        let (merged, conflicts) = most_restrictive(&[a, b], Utc::now());
+        let by_purpose: Vec<(&str, ConsentStatus)> = merged.iter().map(|s| (s.purpose.as_str(), s.status)).collect();
+        assert_eq!(
+            by_purpose,
+            vec![
+                ("analytics", ConsentStatus::Granted),
+                ("marketing", ConsentStatus::Granted),
+                ("personalization", ConsentStatus::Withdrawn),
+            ]
+        );
+        assert_eq!(conflicts, vec![("personalization".to_owned(), None)]);
+    }
 }

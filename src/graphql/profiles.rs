@@ -24,6 +24,15 @@ use crate::{
 #[derive(Default)]
 pub struct ProfilesQuery;
 
+/// Extra fields of a list of customers.
+#[derive(SimpleObject)]
+pub struct CustomerListFields {
+    /// Customers on this page withheld because their processing is restricted. Counted, never silently dropped.
+    excluded_count: i32,
+    /// Resume from here even when every customer of this page was withheld.
+    resume_cursor: Option<String>,
+}
+
 /// An identifier as a client sends it; normalised by the server (email lower-cased, phone to E.164).
 #[derive(InputObject)]
 pub struct IdentityInput {
@@ -75,14 +84,19 @@ impl ProfilesQuery {
         #[graphql(validator(minimum = 0, maximum = 100))] first: Option<i32>,
         after: Option<String>,
         filter: Option<CustomerFilterInput>,
-    ) -> async_graphql::Result<Connection<String, CustomerView>> {
+    ) -> async_graphql::Result<Connection<String, CustomerView, CustomerListFields>> {
         let rc = request(ctx)?;
         let page = PageRequest::parse(first, after.as_deref()).gql()?;
         let filter = filter.unwrap_or_default();
         let filter = CustomerFilter { identity_kind: filter.has_identity_kind, updated_since: filter.updated_since };
-        let page = customers::list_customers(&rc.caller, &rc.services, &filter, page).await.gql()?;
+        let listed = customers::list_customers(&rc.caller, &rc.services, &filter, page).await.gql()?;
+        let fields = CustomerListFields {
+            excluded_count: i32::try_from(listed.excluded).unwrap_or(i32::MAX),
+            resume_cursor: listed.resume_after.map(encode_cursor),
+        };
+        let page = listed.page;
         let disclosure = Disclosure::for_caller(&rc.caller);
-        let mut connection = Connection::new(page.has_previous_page, page.has_next_page);
+        let mut connection = Connection::with_additional_fields(page.has_previous_page, page.has_next_page, fields);
         connection
             .edges
             .extend(page.items.into_iter().map(|c| Edge::new(encode_cursor(c.id), CustomerView::new(c, disclosure))));

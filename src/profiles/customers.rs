@@ -12,6 +12,7 @@ use super::{
 };
 use crate::{
     auth::{Caller, Scope, TenantId},
+    consent::policy,
     error::{ApiError, ApiResult},
     pagination::{Page, PageRequest},
     services::Services,
@@ -207,6 +208,7 @@ pub async fn get_customer(caller: &Caller, svc: &Services, id: Uuid) -> ApiResul
     if let Some(bytes) = svc.cache.get(&key).await
         && let Ok(customer) = serde_json::from_slice::<Customer>(&bytes)
     {
+        policy::check_profile_visible(caller, customer.restricted)?;
         svc.access_log.record(caller, [id], "profile");
         return Ok(customer);
     }
@@ -219,6 +221,7 @@ pub async fn get_customer(caller: &Caller, svc: &Services, id: Uuid) -> ApiResul
     if let Ok(bytes) = serde_json::to_vec(&customer) {
         svc.cache.set(&key, bytes, PROFILE_CACHE_TTL).await;
     }
+    policy::check_profile_visible(caller, customer.restricted)?;
     svc.access_log.record(caller, [id], "profile");
     Ok(customer)
 }
@@ -241,7 +244,7 @@ pub async fn list_customers(
     svc: &Services,
     filter: &CustomerFilter,
     page: PageRequest,
-) -> ApiResult<Page<Customer>> {
+) -> ApiResult<CustomerPage> {
     caller.require(Scope::ProfilesRead)?;
     let mut query = customer::of_tenant(caller.tenant());
     if let Some(after) = page.after {
@@ -265,11 +268,29 @@ pub async fn list_customers(
     let mut rows = query.order_by_asc(customer::Column::Id).limit(page.first as u64 + 1).all(svc.db.conn()).await?;
     let has_next_page = rows.len() > page.first;
     rows.truncate(page.first);
-    Ok(Page {
-        items: rows.into_iter().map(Customer::from).collect(),
-        has_next_page,
-        has_previous_page: page.after.is_some(),
+    let resume_after = rows.last().map(|r| r.id);
+    let fetched = rows.len();
+    // Restricted customers are served to privacy administration only: left out here, and counted.
+    rows.retain(|r| policy::check_profile_visible(caller, r.restricted).is_ok());
+    svc.access_log.record(caller, rows.iter().map(|r| r.id), "profile");
+    Ok(CustomerPage {
+        excluded: fetched - rows.len(),
+        resume_after,
+        page: Page {
+            items: rows.into_iter().map(Customer::from).collect(),
+            has_next_page,
+            has_previous_page: page.after.is_some(),
+        },
     })
+}
+
+/// A page of customers, with how many the policy left out.
+#[derive(Debug, Clone)]
+pub struct CustomerPage {
+    pub page: Page<Customer>,
+    pub excluded: usize,
+    /// The id to resume after, even when every customer of the page was left out.
+    pub resume_after: Option<Uuid>,
 }
 
 /// The identities of many customers in one query (the DataLoader behind `Customer.identities`).
