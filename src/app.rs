@@ -114,6 +114,7 @@ async fn build_services(config: &Config, db: Database) -> anyhow::Result<(Servic
                 pubsub: Arc::new(RedisPubSub::new(client, manager, &config.redis_prefix)),
                 settings,
                 access_log,
+                rules: Default::default(),
             }
         }
         None => Services {
@@ -122,6 +123,7 @@ async fn build_services(config: &Config, db: Database) -> anyhow::Result<(Servic
             pubsub: Arc::new(LocalPubSub::default()),
             settings,
             access_log,
+            rules: Default::default(),
         },
     };
     Ok((services, access_log_writer))

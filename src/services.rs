@@ -23,4 +23,6 @@ pub struct Services {
     pub pubsub: Arc<dyn PubSub>,
     pub settings: Arc<DomainSettings>,
     pub access_log: AccessLog,
+    /// Compiled identity-resolution rules per tenant.
+    pub rules: crate::profiles::rules::RulesCache,
 }

@@ -18,6 +18,7 @@ use crate::{
     profiles::{
         CustomerFilter, IdentityKind, UpsertCustomer,
         customers::{self, IdentityInput as DomainIdentityInput},
+        rules,
     },
 };
 
@@ -58,6 +59,12 @@ pub struct CustomerFilterInput {
 
 #[Object]
 impl ProfilesQuery {
+    /// The tenant's identity-resolution rules (the defaults until changed).
+    async fn resolution_rules(&self, ctx: &Context<'_>) -> async_graphql::Result<ResolutionRules> {
+        let rc = request(ctx)?;
+        Ok(rules::read(&rc.caller, &rc.services).await.gql()?.into())
+    }
+
     /// One customer by id. `NOT_FOUND` when it does not exist in the caller's tenant.
     async fn customer(&self, ctx: &Context<'_>, id: Uuid) -> async_graphql::Result<Option<CustomerView>> {
         let rc = request(ctx)?;
@@ -119,11 +126,64 @@ pub struct UpsertCustomerPayload {
     created: bool,
 }
 
+/// How identity resolution behaves for the tenant.
+#[derive(SimpleObject, InputObject, Clone)]
+#[graphql(input_name = "ResolutionRulesInput")]
+pub struct ResolutionRules {
+    /// Normalised values (any kind) that never link anyone, compared case-insensitively.
+    blocked_values: Vec<String>,
+    /// Regular expressions; a value matching one never links anyone.
+    blocked_patterns: Vec<String>,
+    /// Most identities of a kind on one customer.
+    limits: Vec<KindLimit>,
+    /// Kinds from strongest to weakest: the weaker link gives way when a record would break a limit.
+    priority: Vec<IdentityKind>,
+}
+
+#[derive(SimpleObject, InputObject, Clone, Copy)]
+#[graphql(input_name = "KindLimitInput")]
+pub struct KindLimit {
+    kind: IdentityKind,
+    max: u32,
+}
+
+impl From<rules::ResolutionRules> for ResolutionRules {
+    fn from(r: rules::ResolutionRules) -> Self {
+        ResolutionRules {
+            blocked_values: r.blocked_values,
+            blocked_patterns: r.blocked_patterns,
+            limits: r.limits.into_iter().map(|l| KindLimit { kind: l.kind, max: l.max }).collect(),
+            priority: r.priority,
+        }
+    }
+}
+
+impl From<ResolutionRules> for rules::ResolutionRules {
+    fn from(r: ResolutionRules) -> Self {
+        rules::ResolutionRules {
+            blocked_values: r.blocked_values,
+            blocked_patterns: r.blocked_patterns,
+            limits: r.limits.into_iter().map(|l| rules::KindLimit { kind: l.kind, max: l.max }).collect(),
+            priority: r.priority,
+        }
+    }
+}
+
 #[derive(Default)]
 pub struct ProfilesMutation;
 
 #[Object]
 impl ProfilesMutation {
+    /// Replaces the tenant's identity-resolution rules; they apply to writes from now on. Needs `profiles:write`.
+    async fn update_resolution_rules(
+        &self,
+        ctx: &Context<'_>,
+        rules: ResolutionRules,
+    ) -> async_graphql::Result<ResolutionRules> {
+        let rc = request(ctx)?;
+        Ok(rules::update(&rc.caller, &rc.services, rules.into()).await.gql()?.into())
+    }
+
     /// Creates or updates the customer that the given identities point at. Needs `profiles:write`.
     async fn upsert_customer(
         &self,

@@ -11,7 +11,7 @@ use crate::{
     error::{ApiError, ApiResult},
     profiles::{Identity, IdentityKind, customers},
     services::Services,
-    storage::entities::{consent_event, customer, erasure_receipt, identity, touchpoint},
+    storage::entities::{consent_event, customer, erasure_receipt, identity, resolution_conflict, touchpoint},
 };
 
 /// What remains of an erasure: when, by whom, how many rows. No personal data.
@@ -54,6 +54,15 @@ pub async fn erase_customer(caller: &Caller, svc: &Services, customer_id: Uuid) 
         .exec(&txn)
         .await?
         .rows_affected;
+    resolution_conflict::Entity::delete_many()
+        .filter(resolution_conflict::Column::Tenant.eq(tenant.as_str()))
+        .filter(
+            sea_orm::Condition::any()
+                .add(resolution_conflict::Column::CustomerId.eq(customer_id))
+                .add(resolution_conflict::Column::OtherCustomerId.eq(customer_id)),
+        )
+        .exec(&txn)
+        .await?;
     let identity_rows = identity::Entity::delete_many()
         .filter(identity::Column::Tenant.eq(tenant.as_str()))
         .filter(identity::Column::CustomerId.eq(customer_id))

@@ -8,7 +8,8 @@ use uuid::Uuid;
 
 use super::{
     identity::{Identity, IdentityKind},
-    resolution,
+    resolution::{self, Resolution},
+    rules,
 };
 use crate::{
     auth::{Caller, Scope, TenantId},
@@ -170,11 +171,22 @@ async fn write_upsert(
     given_name: &Option<String>,
     family_name: &Option<String>,
 ) -> Result<ApiResult<UpsertOutcome>, sea_orm::DbErr> {
+    let rules = match rules::for_tenant(svc, tenant).await {
+        Ok(rules) => rules,
+        Err(err) => return Ok(Err(err)),
+    };
     let txn = svc.db.begin_write().await?;
     let now = Utc::now();
-    let Some(resolved) = resolution::resolve(&txn, tenant, &svc.settings, identities, now).await? else {
-        txn.rollback().await?;
-        return Ok(Err(ApiError::Conflict("an identity belongs to an erased person and stays suppressed".into())));
+    let resolved = match resolution::resolve(&txn, tenant, &svc.settings, &rules, identities, now).await? {
+        Resolution::Resolved(resolved) => *resolved,
+        Resolution::Suppressed => {
+            txn.rollback().await?;
+            return Ok(Err(ApiError::Conflict("an identity belongs to an erased person and stays suppressed".into())));
+        }
+        Resolution::Blocked => {
+            txn.rollback().await?;
+            return Ok(Err(ApiError::validation("identities", "every identity is on the tenant's block list")));
+        }
     };
     if !resolved.conflicting.is_empty() {
         txn.rollback().await?;
@@ -384,11 +396,22 @@ async fn write_identify(
     family_name: &Option<String>,
     consents: &[crate::consent::RecordConsent],
 ) -> Result<ApiResult<Option<Customer>>, sea_orm::DbErr> {
+    let rules = match rules::for_tenant(svc, caller.tenant()).await {
+        Ok(rules) => rules,
+        Err(err) => return Ok(Err(err)),
+    };
     let txn = svc.db.begin_write().await?;
     let now = Utc::now();
-    let Some(resolved) = resolution::resolve(&txn, caller.tenant(), &svc.settings, identities, now).await? else {
-        txn.rollback().await?;
-        return Ok(Ok(None));
+    let resolved = match resolution::resolve(&txn, caller.tenant(), &svc.settings, &rules, identities, now).await? {
+        Resolution::Resolved(resolved) => *resolved,
+        Resolution::Suppressed => {
+            txn.rollback().await?;
+            return Ok(Ok(None));
+        }
+        Resolution::Blocked => {
+            txn.rollback().await?;
+            return Ok(Err(ApiError::validation("identities", "every identity is on the tenant's block list")));
+        }
     };
     let model = if given_name.is_none() && family_name.is_none() {
         resolved.customer

@@ -9,7 +9,8 @@ use crate::{
 };
 
 /// The kinds of identifier that point at a person.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, async_graphql::Enum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, async_graphql::Enum, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum IdentityKind {
     Email,
     Phone,

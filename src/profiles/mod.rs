@@ -2,6 +2,7 @@
 pub mod customers;
 pub mod identity;
 pub mod resolution;
+pub mod rules;
 
 pub use customers::{Customer, CustomerFilter, CustomerIdentity, UpsertCustomer, UpsertOutcome};
 pub use identity::{Identity, IdentityKind};

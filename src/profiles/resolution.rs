@@ -1,18 +1,24 @@
 //! Identity resolution: the one function every write path (customers, touchpoints, tracking events) uses to turn
 //! identities into a customer, inside the caller's transaction.
+use std::collections::HashMap;
+
 use chrono::{DateTime, Utc};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, Condition, ConnectionTrait, DatabaseTransaction, DbErr, EntityTrait, QueryFilter,
-    Set,
+    QuerySelect, Set,
+    sea_query::{Expr, Func},
 };
 use uuid::Uuid;
 
-use super::identity::Identity;
+use super::{
+    identity::{Identity, IdentityKind},
+    rules::CompiledRules,
+};
 use crate::{
     auth::TenantId,
     privacy::suppression,
     services::DomainSettings,
-    storage::entities::{customer, identity},
+    storage::entities::{customer, identity, resolution_conflict},
 };
 
 /// Which customer the identities resolved to.
@@ -23,27 +29,87 @@ pub struct Resolved {
     /// Other customers some of the identities already point at. Until merging lands they stay apart, and the
     /// identities that point at them are not moved.
     pub conflicting: Vec<Uuid>,
+    /// Identities dropped because the tenant's rules block their value.
+    pub blocked: usize,
+    /// Links not made because they would break a per-kind limit (recorded as conflicts).
+    pub over_limit: usize,
 }
 
-/// No match: a new customer. One: that customer, with any new identities linked. Several: the oldest, with the
-/// others reported in `conflicting`. `None` when an identity belongs to an erased person: nothing is written.
+/// The outcome of resolving a record's identities.
+#[derive(Debug, Clone)]
+pub enum Resolution {
+    Resolved(Box<Resolved>),
+    /// An identity belongs to an erased person: nothing was written.
+    Suppressed,
+    /// Every identity is on the tenant's block list: nothing was written.
+    Blocked,
+}
+
+/// The one resolution function. Blocked values are dropped. The customer is the one the record's strongest
+/// matched identity points at (by the tenant's priority of kinds); none matched: a new customer. New identities
+/// are linked unless that breaks the kind's limit on the customer; when the record's strongest identity is new
+/// and cannot be linked, the record gets a customer of its own ("attached by its strongest identity"). Links not
+/// made are recorded in `resolution_conflicts`.
 pub(crate) async fn resolve(
     txn: &DatabaseTransaction,
     tenant: &TenantId,
     settings: &DomainSettings,
+    rules: &CompiledRules,
     identities: &[Identity],
     now: DateTime<Utc>,
-) -> Result<Option<Resolved>, DbErr> {
+) -> Result<Resolution, DbErr> {
     if suppression::any_suppressed(txn, tenant, settings, identities).await? {
         metrics::counter!("kontakt_suppressed_writes_total").increment(1);
-        return Ok(None);
+        return Ok(Resolution::Suppressed);
     }
-    let matches = find_identities(txn, tenant, identities).await?;
-    let mut owners: Vec<Uuid> = matches.iter().map(|m| m.customer_id).collect();
-    owners.sort();
-    owners.dedup();
+    let mut usable: Vec<&Identity> = identities.iter().filter(|i| !rules.is_blocked(i)).collect();
+    let blocked = identities.len() - usable.len();
+    if usable.is_empty() {
+        metrics::counter!("kontakt_blocked_identities_total").increment(blocked as u64);
+        return Ok(Resolution::Blocked);
+    }
+    usable.sort_by_key(|i| rules.rank(i.kind()));
+    let owned: Vec<Identity> = usable.iter().map(|i| (*i).clone()).collect();
+    let matches = find_identities(txn, tenant, &owned).await?;
+    let is_match = |i: &Identity| {
+        matches.iter().any(|m| m.kind == i.kind().as_str() && m.source == i.stored_source() && m.value == i.value())
+    };
+    // The owner is reached through the strongest matched identity (ties: the oldest customer).
+    let owner = matches
+        .iter()
+        .filter_map(|m| Some((rules.rank(m.kind.parse::<IdentityKind>().ok()?), m.customer_id)))
+        .min()
+        .map(|(_, id)| id);
 
-    let (customer, created) = match owners.first() {
+    let mut counts: HashMap<String, usize> = HashMap::new();
+    if let Some(owner) = owner {
+        let rows: Vec<(String, i64)> = identity::of_tenant(tenant)
+            .filter(identity::Column::CustomerId.eq(owner))
+            .select_only()
+            .column(identity::Column::Kind)
+            .column_as(Expr::expr(Func::count(Expr::col(identity::Column::Id))), "n")
+            .group_by(identity::Column::Kind)
+            .into_tuple()
+            .all(txn)
+            .await?;
+        counts = rows.into_iter().map(|(k, n)| (k, n as usize)).collect();
+    }
+    let would_break = |counts: &HashMap<String, usize>, kind: IdentityKind| {
+        rules.limit(kind).is_some_and(|max| counts.get(kind.as_str()).copied().unwrap_or(0) + 1 > max)
+    };
+    let strongest = usable[0];
+    let mut conflicts: Vec<(Option<Uuid>, IdentityKind, &'static str)> = Vec::new();
+    let owner = match owner {
+        Some(owner) if !is_match(strongest) && would_break(&counts, strongest.kind()) => {
+            // The record's strongest identity cannot join the owner: it becomes a customer of its own.
+            conflicts.push((Some(owner), strongest.kind(), "limit"));
+            counts.clear();
+            None
+        }
+        other => other,
+    };
+
+    let (customer, created) = match owner {
         None => {
             let row = customer::ActiveModel {
                 id: Set(Uuid::now_v7()),
@@ -58,35 +124,58 @@ pub(crate) async fn resolve(
             };
             (row.insert(txn).await?, true)
         }
-        // UUIDv7 ids sort by creation: the first owner is the oldest customer.
-        Some(oldest) => {
-            let found = customer::of_tenant(tenant).filter(customer::Column::Id.eq(*oldest)).one(txn).await?;
-            (found.ok_or_else(|| DbErr::RecordNotFound(format!("customer {oldest}")))?, false)
+        Some(owner) => {
+            let found = customer::of_tenant(tenant).filter(customer::Column::Id.eq(owner)).one(txn).await?;
+            (found.ok_or_else(|| DbErr::RecordNotFound(format!("customer {owner}")))?, false)
         }
     };
 
-    let new_links: Vec<identity::ActiveModel> = identities
-        .iter()
-        .filter(|i| {
-            !matches
-                .iter()
-                .any(|m| m.kind == i.kind().as_str() && m.source == i.stored_source() && m.value == i.value())
-        })
-        .map(|i| identity::ActiveModel {
+    let mut new_links = Vec::new();
+    let mut over_limit = 0;
+    for identity in usable.iter().filter(|i| !is_match(i)) {
+        if would_break(&counts, identity.kind()) {
+            over_limit += 1;
+            conflicts.push((None, identity.kind(), "limit"));
+            continue;
+        }
+        *counts.entry(identity.kind().as_str().to_owned()).or_default() += 1;
+        new_links.push(identity::ActiveModel {
             id: Set(Uuid::now_v7()),
             tenant: Set(tenant.as_str().to_owned()),
             customer_id: Set(customer.id),
-            kind: Set(i.kind().as_str().to_owned()),
-            source: Set(i.stored_source().to_owned()),
-            value: Set(i.value().to_owned()),
+            kind: Set(identity.kind().as_str().to_owned()),
+            source: Set(identity.stored_source().to_owned()),
+            value: Set(identity.value().to_owned()),
             created_at: Set(now),
-        })
-        .collect();
+        });
+    }
     if !new_links.is_empty() {
         identity::Entity::insert_many(new_links).exec(txn).await?;
     }
-    let conflicting = owners.into_iter().filter(|id| *id != customer.id).collect();
-    Ok(Some(Resolved { customer, created, conflicting }))
+    let mut conflicting: Vec<Uuid> = matches.iter().map(|m| m.customer_id).filter(|id| *id != customer.id).collect();
+    conflicting.sort();
+    conflicting.dedup();
+    for m in matches.iter().filter(|m| m.customer_id != customer.id) {
+        if let Ok(kind) = m.kind.parse::<IdentityKind>() {
+            conflicts.push((Some(m.customer_id), kind, "owned_by_other"));
+        }
+    }
+    if !conflicts.is_empty() {
+        let rows: Vec<resolution_conflict::ActiveModel> = conflicts
+            .into_iter()
+            .map(|(other, kind, reason)| resolution_conflict::ActiveModel {
+                id: Set(Uuid::now_v7()),
+                tenant: Set(tenant.as_str().to_owned()),
+                customer_id: Set(customer.id),
+                other_customer_id: Set(other),
+                kind: Set(kind.as_str().to_owned()),
+                reason: Set(reason.to_owned()),
+                created_at: Set(now),
+            })
+            .collect();
+        resolution_conflict::Entity::insert_many(rows).exec(txn).await?;
+    }
+    Ok(Resolution::Resolved(Box::new(Resolved { customer, created, conflicting, blocked, over_limit })))
 }
 
 /// The stored identities equal to any of `identities` (already normalised).

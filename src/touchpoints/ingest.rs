@@ -9,7 +9,12 @@ use crate::{
     auth::{Caller, Scope, TenantId},
     consent::{RecordConsent, ledger},
     error::{ApiError, ApiResult},
-    profiles::{Identity, customers::IdentityInput, resolution},
+    profiles::{
+        Identity,
+        customers::IdentityInput,
+        resolution::{self, Resolution},
+        rules,
+    },
     services::Services,
     storage::entities::{customer, touchpoint},
 };
@@ -218,6 +223,10 @@ async fn write(
 ) -> Result<ItemOutcome, sea_orm::DbErr> {
     let tenant = caller.tenant();
     let now = Utc::now();
+    let rules = match rules::for_tenant(svc, tenant).await {
+        Ok(rules) => rules,
+        Err(err) => return Ok(ItemOutcome::Rejected(err)),
+    };
     let txn = svc.db.begin_write().await?;
     let customer_id = match input.customer_id {
         Some(id) => {
@@ -227,11 +236,18 @@ async fn write(
             }
             id
         }
-        None => match resolution::resolve(&txn, tenant, &svc.settings, &valid.identities, now).await? {
-            Some(resolved) => resolved.customer.id,
-            None => {
+        None => match resolution::resolve(&txn, tenant, &svc.settings, &rules, &valid.identities, now).await? {
+            Resolution::Resolved(resolved) => resolved.customer.id,
+            Resolution::Suppressed => {
                 txn.rollback().await?;
                 return Ok(ItemOutcome::Suppressed);
+            }
+            Resolution::Blocked => {
+                txn.rollback().await?;
+                return Ok(ItemOutcome::Rejected(ApiError::validation(
+                    "identities",
+                    "every identity is on the tenant's block list",
+                )));
             }
         },
     };

@@ -9,6 +9,7 @@ mod customers;
 mod http_spec;
 mod limits;
 mod privacy;
+mod resolution;
 mod schema;
 mod subscriptions;
 mod touchpoints;

@@ -1,0 +1,158 @@
+//! Identity resolution rules: blocked values never link anyone, per-kind limits stop a shared device from gluing
+//! people together, the strongest identity decides, and the rules are the tenant's own.
+use serde_json::json;
+
+use crate::{
+    common::{TestApp, first_code},
+    touchpoints::{record, touchpoint},
+};
+
+const RULES: &str = "{ resolutionRules { blockedValues blockedPatterns limits { kind max } priority } }";
+const UPDATE: &str = "mutation($r: ResolutionRulesInput!) { updateResolutionRules(rules: $r) { limits { kind max } } }";
+
+async fn blocked_values_never_link_anyone(app: TestApp) {
+    let a = record(
+        &app,
+        json!([touchpoint(
+            "b1",
+            json!([{ "kind": "EMAIL", "value": "TEST@test.com" }, { "kind": "EMAIL", "value": "ann@example.com" }]),
+            "PAGE_VIEW",
+            2
+        )]),
+    )
+    .await;
+    let b = record(
+        &app,
+        json!([touchpoint(
+            "b2",
+            json!([{ "kind": "EMAIL", "value": "test@test.com" }, { "kind": "EMAIL", "value": "bo@example.com" }]),
+            "PAGE_VIEW",
+            1
+        )]),
+    )
+    .await;
+    assert_ne!(a["results"][0]["customerId"], b["results"][0]["customerId"], "the placeholder email glued two people");
+    let only_blocked =
+        record(&app, json!([touchpoint("b3", json!([{ "kind": "ANONYMOUS_ID", "value": "null" }]), "PAGE_VIEW", 1)]))
+            .await;
+    assert_eq!(only_blocked["results"][0]["status"], "REJECTED");
+    assert_eq!(only_blocked["results"][0]["error"]["field"], "identities");
+    let (_, body) = app
+        .gql(
+            &app.admin(),
+            r#"{ customerByIdentity(identity: {kind: EMAIL, value: "test@test.com"}) { id } }"#,
+            json!({}),
+        )
+        .await;
+    assert_eq!(first_code(&body), "NOT_FOUND", "a blocked value is never stored: {body}");
+}
+
+async fn a_record_over_a_limit_is_attached_by_its_strongest_identity(app: TestApp) {
+    let token = app.token("acme", &["profiles:read", "profiles:write"], "support");
+    let defaults = app.data(&token, RULES, json!({})).await["resolutionRules"].clone();
+    assert!(
+        defaults["limits"].as_array().is_some_and(|l| l.contains(&json!({ "kind": "CRM_ID", "max": 1 }))),
+        "{defaults}"
+    );
+    let mut rules = defaults.clone();
+    for limit in rules["limits"].as_array_mut().expect("limits") {
+        if limit["kind"] == "EMAIL" {
+            limit["max"] = json!(1);
+        }
+    }
+    app.data(&token, UPDATE, json!({ "r": rules })).await;
+
+    // One store tablet (device d-1), two shoppers.
+    let first = record(
+        &app,
+        json!([touchpoint(
+            "t1",
+            json!([{ "kind": "EMAIL", "value": "one@example.com" }, { "kind": "DEVICE_ID", "value": "tablet-1" }]),
+            "STORE_VISIT",
+            3
+        )]),
+    )
+    .await;
+    let second = record(
+        &app,
+        json!([touchpoint(
+            "t2",
+            json!([{ "kind": "EMAIL", "value": "two@example.com" }, { "kind": "DEVICE_ID", "value": "tablet-1" }]),
+            "STORE_VISIT",
+            2
+        )]),
+    )
+    .await;
+    let (one, two) = (first["results"][0]["customerId"].clone(), second["results"][0]["customerId"].clone());
+    assert_ne!(one, two, "a second email would break the limit of 1: the record gets its own customer");
+    let data = app
+        .data(&app.admin(), r#"{ customerByIdentity(identity: {kind: DEVICE_ID, value: "tablet-1"}) { id identities { kind value } } }"#, json!({}))
+        .await;
+    assert_eq!(data["customerByIdentity"]["id"], one, "the device stays where it was first seen");
+    let emails: Vec<&str> = data["customerByIdentity"]["identities"]
+        .as_array()
+        .expect("ids")
+        .iter()
+        .filter(|i| i["kind"] == "EMAIL")
+        .filter_map(|i| i["value"].as_str())
+        .collect();
+    assert_eq!(emails, vec!["one@example.com"]);
+
+    // The same email again still finds its own customer.
+    let again = record(
+        &app,
+        json!([touchpoint("t3", json!([{ "kind": "EMAIL", "value": "two@example.com" }]), "PAGE_VIEW", 1)]),
+    )
+    .await;
+    assert_eq!(again["results"][0]["customerId"], two);
+}
+
+async fn a_store_record_with_phone_and_email_joins_the_web_customer(app: TestApp) {
+    let web = record(
+        &app,
+        json!([touchpoint(
+            "w",
+            json!([{ "kind": "EMAIL", "value": "Mia@Example.com" }, { "kind": "ANONYMOUS_ID", "value": "cookie-9" }]),
+            "PAGE_VIEW",
+            9
+        )]),
+    )
+    .await;
+    let web_customer = web["results"][0]["customerId"].as_str().expect("id").to_owned();
+    let store = app
+        .upsert(
+            &app.admin(),
+            json!([{ "kind": "PHONE", "value": "+45 20 99 88 11" }, { "kind": "EMAIL", "value": "mia@example.com" }]),
+            Some("Mia"),
+        )
+        .await;
+    assert_eq!(store, web_customer);
+}
+
+async fn rules_are_validated_and_belong_to_their_tenant(app: TestApp) {
+    let token = app.token("acme", &["profiles:read", "profiles:write"], "support");
+    let mut rules = app.data(&token, RULES, json!({})).await["resolutionRules"].clone();
+    rules["blockedPatterns"] = json!(["(unclosed"]);
+    let (_, body) = app.gql(&token, UPDATE, json!({ "r": rules })).await;
+    assert_eq!(first_code(&body), "VALIDATION", "{body}");
+    assert_eq!(body["errors"][0]["extensions"]["field"], "blockedPatterns[0]");
+    rules["blockedPatterns"] = json!([]);
+    rules["blockedValues"] = json!(["vip@example.com"]);
+    app.data(&token, UPDATE, json!({ "r": rules })).await;
+    let other = app.token("other", &["profiles:read", "profiles:write"], "support");
+    let theirs = app.data(&other, RULES, json!({})).await;
+    assert!(
+        theirs["resolutionRules"]["blockedValues"].as_array().is_some_and(|v| v.contains(&json!("test@test.com"))),
+        "{theirs}"
+    );
+    let reader = app.token("acme", &["profiles:read"], "support");
+    let (_, body) = app.gql(&reader, UPDATE, json!({ "r": rules })).await;
+    assert_eq!(first_code(&body), "FORBIDDEN");
+}
+
+on_every_backend!(
+    blocked_values_never_link_anyone,
+    a_record_over_a_limit_is_attached_by_its_strongest_identity,
+    a_store_record_with_phone_and_email_joins_the_web_customer,
+    rules_are_validated_and_belong_to_their_tenant,
+);
