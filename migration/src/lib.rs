@@ -8,6 +8,7 @@ mod m20261122_000004_create_consent_events;
 mod m20261122_000005_add_customer_privacy_state;
 mod m20261122_000006_create_privacy_records;
 mod m20261122_000007_create_resolution_rules;
+mod m20261122_000008_create_merges;
 
 pub struct Migrator;
 
@@ -22,6 +23,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261122_000005_add_customer_privacy_state::Migration),
             Box::new(m20261122_000006_create_privacy_records::Migration),
             Box::new(m20261122_000007_create_resolution_rules::Migration),
+            Box::new(m20261122_000008_create_merges::Migration),
         ]
     }
 }

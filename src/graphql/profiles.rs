@@ -9,7 +9,7 @@ use uuid::Uuid;
 
 use super::{
     request,
-    views::{CustomerChangeView, CustomerView},
+    views::{CustomerChangeView, CustomerView, MergeView},
 };
 use crate::{
     error::GqlResult,
@@ -18,7 +18,7 @@ use crate::{
     profiles::{
         CustomerFilter, IdentityKind, UpsertCustomer,
         customers::{self, IdentityInput as DomainIdentityInput},
-        rules,
+        merge, rules,
     },
 };
 
@@ -174,6 +174,26 @@ pub struct ProfilesMutation;
 
 #[Object]
 impl ProfilesMutation {
+    /// Merges `mergedId` into `survivorId` (for an agent who knows they are one person): identities, touchpoints
+    /// and consents move; disagreeing consents resolve to the most restrictive. Needs `profiles:write`.
+    async fn merge_customers(
+        &self,
+        ctx: &Context<'_>,
+        survivor_id: Uuid,
+        merged_id: Uuid,
+        note: Option<String>,
+    ) -> async_graphql::Result<MergeView> {
+        let rc = request(ctx)?;
+        Ok(MergeView(merge::merge_customers(&rc.caller, &rc.services, survivor_id, merged_id, note).await.gql()?))
+    }
+
+    /// Undoes a merge: both customers are restored with their own identities, touchpoints and consents.
+    /// Needs `profiles:write`.
+    async fn unmerge_customer(&self, ctx: &Context<'_>, merge_id: Uuid) -> async_graphql::Result<MergeView> {
+        let rc = request(ctx)?;
+        Ok(MergeView(merge::unmerge(&rc.caller, &rc.services, merge_id).await.gql()?))
+    }
+
     /// Replaces the tenant's identity-resolution rules; they apply to writes from now on. Needs `profiles:write`.
     async fn update_resolution_rules(
         &self,

@@ -19,6 +19,7 @@ use crate::{
     pagination::{PageRequest, Window, decode_time_cursor, encode_cursor, encode_time_cursor},
     privacy::Disclosure,
     privacy::access_log,
+    profiles::merge::{self, Merge},
     profiles::{Customer, CustomerIdentity, IdentityKind, customers::CustomerChange},
     touchpoints::timeline::{self, TouchpointFilter},
 };
@@ -70,9 +71,21 @@ impl CustomerView {
         self.customer.updated_at
     }
 
-    /// Set when this customer was merged into another; reads then answer with the survivor.
+    /// Set when the id asked for was merged into another customer: the survivor's id (this customer's, since
+    /// reads answer with the survivor).
     async fn merged_into(&self) -> Option<Uuid> {
-        self.customer.merged_into
+        self.customer.merged_into.or(self.customer.resolved_from.map(|_| self.customer.id))
+    }
+
+    /// The merged-away id the read asked for, when it was answered by its survivor.
+    async fn requested_id(&self) -> Option<Uuid> {
+        self.customer.resolved_from
+    }
+
+    /// The merges this customer took part in, newest first, with their evidence.
+    async fn merge_history(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<MergeView>> {
+        let rc = request(ctx)?;
+        Ok(merge::history(&rc.caller, &rc.services, self.customer.id).await.gql()?.into_iter().map(MergeView).collect())
     }
 
     /// Processing restricted (GDPR art. 18): nothing is served but to privacy administration.
@@ -212,6 +225,40 @@ impl IdentityView {
 
     async fn created_at(&self) -> DateTime<Utc> {
         self.identity.created_at
+    }
+}
+
+/// A merge of two customers, with its evidence.
+pub struct MergeView(pub Merge);
+
+#[Object(name = "Merge")]
+impl MergeView {
+    async fn id(&self) -> Uuid {
+        self.0.id
+    }
+    async fn survivor_id(&self) -> Uuid {
+        self.0.survivor_id
+    }
+    async fn merged_id(&self) -> Uuid {
+        self.0.merged_id
+    }
+    /// `manual` (an agent merged them) or `identity` (one identity pointed at both).
+    async fn reason(&self) -> &str {
+        &self.0.reason
+    }
+    /// Which rule, which identity (by id and kind, never its value), when; and consents that disagreed.
+    async fn evidence(&self) -> async_graphql::Json<serde_json::Value> {
+        async_graphql::Json(self.0.evidence.clone())
+    }
+    async fn merged_by(&self) -> &str {
+        &self.0.merged_by
+    }
+    async fn created_at(&self) -> DateTime<Utc> {
+        self.0.created_at
+    }
+    /// Set when the merge was undone.
+    async fn undone_at(&self) -> Option<DateTime<Utc>> {
+        self.0.undone_at
     }
 }
 

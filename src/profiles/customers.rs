@@ -30,6 +30,9 @@ pub struct Customer {
     pub updated_at: DateTime<Utc>,
     pub merged_into: Option<Uuid>,
     pub restricted: bool,
+    /// The merged-away id the caller asked for, when this is the customer it was merged into.
+    #[serde(default)]
+    pub resolved_from: Option<Uuid>,
 }
 
 /// One identity of a customer.
@@ -96,6 +99,7 @@ impl From<customer::Model> for Customer {
             updated_at: m.updated_at,
             merged_into: m.merged_into,
             restricted: m.restricted,
+            resolved_from: None,
         }
     }
 }
@@ -145,7 +149,7 @@ pub async fn upsert_customer(caller: &Caller, svc: &Services, input: UpsertCusto
     let mut attempt = 0;
     let outcome = loop {
         attempt += 1;
-        match write_upsert(caller.tenant(), svc, &identities, &given_name, &family_name).await {
+        match write_upsert(caller.tenant(), caller.subject(), svc, &identities, &given_name, &family_name).await {
             Err(err) if attempt < 4 && ApiError::is_unique_violation(&err) => continue,
             Err(err) => return Err(err.into()),
             Ok(Err(conflict)) => return Err(conflict),
@@ -166,6 +170,7 @@ pub async fn upsert_customer(caller: &Caller, svc: &Services, input: UpsertCusto
 
 async fn write_upsert(
     tenant: &TenantId,
+    actor: &str,
     svc: &Services,
     identities: &[Identity],
     given_name: &Option<String>,
@@ -177,7 +182,7 @@ async fn write_upsert(
     };
     let txn = svc.db.begin_write().await?;
     let now = Utc::now();
-    let resolved = match resolution::resolve(&txn, tenant, &svc.settings, &rules, identities, now).await? {
+    let resolved = match resolution::resolve(&txn, tenant, &svc.settings, &rules, actor, identities, now).await? {
         Resolution::Resolved(resolved) => *resolved,
         Resolution::Suppressed => {
             txn.rollback().await?;
@@ -224,12 +229,24 @@ pub async fn get_customer(caller: &Caller, svc: &Services, id: Uuid) -> ApiResul
         svc.access_log.record(caller, [id], "profile");
         return Ok(customer);
     }
-    let row = customer::of_tenant(caller.tenant())
+    let mut row = customer::of_tenant(caller.tenant())
         .filter(customer::Column::Id.eq(id))
         .one(svc.db.conn())
         .await?
         .ok_or_else(|| ApiError::not_found(format!("customer {id}")))?;
-    let customer = Customer::from(row);
+    // A merged-away id answers with the survivor (following a chain of merges, boundedly).
+    for _ in 0..8 {
+        let Some(survivor) = row.merged_into else { break };
+        row = customer::of_tenant(caller.tenant())
+            .filter(customer::Column::Id.eq(survivor))
+            .one(svc.db.conn())
+            .await?
+            .ok_or_else(|| ApiError::not_found(format!("customer {id}")))?;
+    }
+    let mut customer = Customer::from(row);
+    if customer.id != id {
+        customer.resolved_from = Some(id);
+    }
     if let Ok(bytes) = serde_json::to_vec(&customer) {
         svc.cache.set(&key, bytes, PROFILE_CACHE_TTL).await;
     }
@@ -258,7 +275,7 @@ pub async fn list_customers(
     page: PageRequest,
 ) -> ApiResult<CustomerPage> {
     caller.require(Scope::ProfilesRead)?;
-    let mut query = customer::of_tenant(caller.tenant());
+    let mut query = customer::of_tenant(caller.tenant()).filter(customer::Column::MergedInto.is_null());
     if let Some(after) = page.after {
         query = query.filter(customer::Column::Id.gt(after));
     }
@@ -402,17 +419,20 @@ async fn write_identify(
     };
     let txn = svc.db.begin_write().await?;
     let now = Utc::now();
-    let resolved = match resolution::resolve(&txn, caller.tenant(), &svc.settings, &rules, identities, now).await? {
-        Resolution::Resolved(resolved) => *resolved,
-        Resolution::Suppressed => {
-            txn.rollback().await?;
-            return Ok(Ok(None));
-        }
-        Resolution::Blocked => {
-            txn.rollback().await?;
-            return Ok(Err(ApiError::validation("identities", "every identity is on the tenant's block list")));
-        }
-    };
+    let resolved =
+        match resolution::resolve(&txn, caller.tenant(), &svc.settings, &rules, caller.subject(), identities, now)
+            .await?
+        {
+            Resolution::Resolved(resolved) => *resolved,
+            Resolution::Suppressed => {
+                txn.rollback().await?;
+                return Ok(Ok(None));
+            }
+            Resolution::Blocked => {
+                txn.rollback().await?;
+                return Ok(Err(ApiError::validation("identities", "every identity is on the tenant's block list")));
+            }
+        };
     let model = if given_name.is_none() && family_name.is_none() {
         resolved.customer
     } else {

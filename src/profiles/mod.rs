@@ -1,6 +1,7 @@
 //! Profiles and identity: customers, their normalised identities, and the reads frontends make.
 pub mod customers;
 pub mod identity;
+pub mod merge;
 pub mod resolution;
 pub mod rules;
 

@@ -12,6 +12,7 @@ use uuid::Uuid;
 
 use super::{
     identity::{Identity, IdentityKind},
+    merge,
     rules::CompiledRules,
 };
 use crate::{
@@ -55,6 +56,7 @@ pub(crate) async fn resolve(
     tenant: &TenantId,
     settings: &DomainSettings,
     rules: &CompiledRules,
+    actor: &str,
     identities: &[Identity],
     now: DateTime<Utc>,
 ) -> Result<Resolution, DbErr> {
@@ -81,19 +83,10 @@ pub(crate) async fn resolve(
         .min()
         .map(|(_, id)| id);
 
-    let mut counts: HashMap<String, usize> = HashMap::new();
-    if let Some(owner) = owner {
-        let rows: Vec<(String, i64)> = identity::of_tenant(tenant)
-            .filter(identity::Column::CustomerId.eq(owner))
-            .select_only()
-            .column(identity::Column::Kind)
-            .column_as(Expr::expr(Func::count(Expr::col(identity::Column::Id))), "n")
-            .group_by(identity::Column::Kind)
-            .into_tuple()
-            .all(txn)
-            .await?;
-        counts = rows.into_iter().map(|(k, n)| (k, n as usize)).collect();
-    }
+    let mut counts: HashMap<String, usize> = match owner {
+        Some(owner) => kind_counts(txn, tenant, owner).await?,
+        None => HashMap::new(),
+    };
     let would_break = |counts: &HashMap<String, usize>, kind: IdentityKind| {
         rules.limit(kind).is_some_and(|max| counts.get(kind.as_str()).copied().unwrap_or(0) + 1 > max)
     };
@@ -152,12 +145,37 @@ pub(crate) async fn resolve(
     if !new_links.is_empty() {
         identity::Entity::insert_many(new_links).exec(txn).await?;
     }
-    let mut conflicting: Vec<Uuid> = matches.iter().map(|m| m.customer_id).filter(|id| *id != customer.id).collect();
-    conflicting.sort();
-    conflicting.dedup();
-    for m in matches.iter().filter(|m| m.customer_id != customer.id) {
-        if let Ok(kind) = m.kind.parse::<IdentityKind>() {
-            conflicts.push((Some(m.customer_id), kind, "owned_by_other"));
+    // Other customers an identity of this record points at: one person, so merge them into this customer,
+    // unless together they would break a limit (then they stay apart and the conflict is recorded).
+    let mut others: Vec<(Uuid, &identity::Model)> =
+        matches.iter().filter(|m| m.customer_id != customer.id).map(|m| (m.customer_id, m)).collect();
+    others.sort_by_key(|(id, _)| *id);
+    others.dedup_by_key(|(id, _)| *id);
+    let mut conflicting = Vec::new();
+    for (other, link) in others {
+        let theirs = kind_counts(txn, tenant, other).await?;
+        let fits = theirs.iter().all(|(kind, n)| {
+            let kind = kind.parse::<IdentityKind>().ok();
+            let max = kind.and_then(|k| rules.limit(k)).unwrap_or(usize::MAX);
+            counts.get(kind.map(|k| k.as_str()).unwrap_or_default()).copied().unwrap_or(0) + n <= max
+        });
+        if fits {
+            let evidence = serde_json::json!({
+                "rule": "identity_match", "kind": link.kind, "identityId": link.id, "at": now,
+            });
+            match merge::merge_in_txn(txn, tenant, actor, customer.id, other, "identity", evidence).await? {
+                Ok(_) => {
+                    for (kind, n) in theirs {
+                        *counts.entry(kind).or_default() += n;
+                    }
+                    continue;
+                }
+                Err(err) => tracing::warn!(error = %err, "automatic merge refused"),
+            }
+        }
+        conflicting.push(other);
+        if let Ok(kind) = link.kind.parse::<IdentityKind>() {
+            conflicts.push((Some(other), kind, "owned_by_other"));
         }
     }
     if !conflicts.is_empty() {
@@ -176,6 +194,24 @@ pub(crate) async fn resolve(
         resolution_conflict::Entity::insert_many(rows).exec(txn).await?;
     }
     Ok(Resolution::Resolved(Box::new(Resolved { customer, created, conflicting, blocked, over_limit })))
+}
+
+/// How many identities of each kind a customer has.
+async fn kind_counts(
+    txn: &DatabaseTransaction,
+    tenant: &TenantId,
+    customer: Uuid,
+) -> Result<HashMap<String, usize>, DbErr> {
+    let rows: Vec<(String, i64)> = identity::of_tenant(tenant)
+        .filter(identity::Column::CustomerId.eq(customer))
+        .select_only()
+        .column(identity::Column::Kind)
+        .column_as(Expr::expr(Func::count(Expr::col(identity::Column::Id))), "n")
+        .group_by(identity::Column::Kind)
+        .into_tuple()
+        .all(txn)
+        .await?;
+    Ok(rows.into_iter().map(|(k, n)| (k, n as usize)).collect())
 }
 
 /// The stored identities equal to any of `identities` (already normalised).

@@ -236,20 +236,24 @@ async fn write(
             }
             id
         }
-        None => match resolution::resolve(&txn, tenant, &svc.settings, &rules, &valid.identities, now).await? {
-            Resolution::Resolved(resolved) => resolved.customer.id,
-            Resolution::Suppressed => {
-                txn.rollback().await?;
-                return Ok(ItemOutcome::Suppressed);
+        None => {
+            match resolution::resolve(&txn, tenant, &svc.settings, &rules, caller.subject(), &valid.identities, now)
+                .await?
+            {
+                Resolution::Resolved(resolved) => resolved.customer.id,
+                Resolution::Suppressed => {
+                    txn.rollback().await?;
+                    return Ok(ItemOutcome::Suppressed);
+                }
+                Resolution::Blocked => {
+                    txn.rollback().await?;
+                    return Ok(ItemOutcome::Rejected(ApiError::validation(
+                        "identities",
+                        "every identity is on the tenant's block list",
+                    )));
+                }
             }
-            Resolution::Blocked => {
-                txn.rollback().await?;
-                return Ok(ItemOutcome::Rejected(ApiError::validation(
-                    "identities",
-                    "every identity is on the tenant's block list",
-                )));
-            }
-        },
+        }
     };
     let row = touchpoint::ActiveModel {
         id: Set(Uuid::now_v7()),

@@ -8,6 +8,7 @@ mod cli;
 mod customers;
 mod http_spec;
 mod limits;
+mod merges;
 mod privacy;
 mod resolution;
 mod schema;

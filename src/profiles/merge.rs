@@ -1,0 +1,318 @@
+//! Merging customers and undoing it: every merge records its evidence and exactly which rows it moved, so an
+//! unmerge restores both customers as they were.
+use chrono::{DateTime, Utc};
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, Condition, ConnectionTrait, DatabaseTransaction, DbBackend, DbErr, EntityTrait,
+    QueryFilter, QueryOrder, QuerySelect, Set, sea_query::Expr,
+};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use crate::{
+    auth::{Caller, Scope, TenantId},
+    consent::{
+        ConsentStatus, RecordConsent,
+        ledger::{self, bump_consent_version},
+        policy,
+    },
+    error::{ApiError, ApiResult},
+    services::Services,
+    storage::entities::{consent_event, customer, identity, merge, touchpoint},
+};
+
+/// One merge as the domain hands it out.
+#[derive(Debug, Clone)]
+pub struct Merge {
+    pub id: Uuid,
+    pub survivor_id: Uuid,
+    pub merged_id: Uuid,
+    /// `manual` or `identity` (resolution found one identity pointing at both).
+    pub reason: String,
+    pub evidence: Value,
+    pub merged_by: String,
+    pub created_at: DateTime<Utc>,
+    pub undone_at: Option<DateTime<Utc>>,
+}
+
+impl From<merge::Model> for Merge {
+    fn from(m: merge::Model) -> Self {
+        Merge {
+            id: m.id,
+            survivor_id: m.survivor_id,
+            merged_id: m.merged_id,
+            reason: m.reason,
+            evidence: m.evidence,
+            merged_by: m.merged_by,
+            created_at: m.created_at,
+            undone_at: m.undone_at,
+        }
+    }
+}
+
+/// The ids of every row a merge moved or added.
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Moved {
+    identities: Vec<Uuid>,
+    touchpoints: Vec<Uuid>,
+    consent_events: Vec<Uuid>,
+    /// Decisions appended so the merged consents resolve to the most restrictive; removed by an unmerge.
+    added_consent_events: Vec<Uuid>,
+}
+
+async fn load(txn: &DatabaseTransaction, tenant: &TenantId, id: Uuid) -> Result<Option<customer::Model>, DbErr> {
+    let mut query = customer::of_tenant(tenant).filter(customer::Column::Id.eq(id));
+    if txn.get_database_backend() == DbBackend::Postgres {
+        // Two merges touching one customer serialise here.
+        query = query.lock_exclusive();
+    }
+    query.one(txn).await
+}
+
+async fn ids_of<E, C>(txn: &DatabaseTransaction, tenant: &TenantId, customer: Uuid) -> Result<Vec<Uuid>, DbErr>
+where
+    E: EntityTrait<Column = C>,
+    C: sea_orm::ColumnTrait + From<MergeColumn>,
+{
+    E::find()
+        .filter(C::from(MergeColumn::Tenant).eq(tenant.as_str()))
+        .filter(C::from(MergeColumn::CustomerId).eq(customer))
+        .select_only()
+        .column(C::from(MergeColumn::Id))
+        .into_tuple::<Uuid>()
+        .all(txn)
+        .await
+}
+
+/// The three columns every table a merge moves shares.
+#[derive(Clone, Copy)]
+pub enum MergeColumn {
+    Id,
+    Tenant,
+    CustomerId,
+}
+
+macro_rules! merge_columns {
+    ($($entity:ident),+) => {$(
+        impl From<MergeColumn> for $entity::Column {
+            fn from(c: MergeColumn) -> Self {
+                match c {
+                    MergeColumn::Id => $entity::Column::Id,
+                    MergeColumn::Tenant => $entity::Column::Tenant,
+                    MergeColumn::CustomerId => $entity::Column::CustomerId,
+                }
+            }
+        }
+    )+};
+}
+merge_columns!(identity, touchpoint, consent_event);
+
+async fn move_rows<E, C>(txn: &DatabaseTransaction, tenant: &TenantId, ids: &[Uuid], to: Uuid) -> Result<(), DbErr>
+where
+    E: EntityTrait<Column = C>,
+    C: sea_orm::ColumnTrait + From<MergeColumn>,
+{
+    for chunk in ids.chunks(500) {
+        E::update_many()
+            .col_expr(C::from(MergeColumn::CustomerId), Expr::value(to))
+            .filter(C::from(MergeColumn::Tenant).eq(tenant.as_str()))
+            .filter(C::from(MergeColumn::Id).is_in(chunk.iter().copied()))
+            .exec(txn)
+            .await?;
+    }
+    Ok(())
+}
+
+/// Merges `merged` into `survivor` inside the caller's transaction. `Err` in the inner result for refusals.
+pub(crate) async fn merge_in_txn(
+    txn: &DatabaseTransaction,
+    tenant: &TenantId,
+    actor: &str,
+    survivor: Uuid,
+    merged: Uuid,
+    reason: &str,
+    evidence: Value,
+) -> Result<ApiResult<merge::Model>, DbErr> {
+    if survivor == merged {
+        return Ok(Err(ApiError::validation("mergedId", "a customer cannot be merged into itself")));
+    }
+    let (Some(kept), Some(gone)) = (load(txn, tenant, survivor).await?, load(txn, tenant, merged).await?) else {
+        return Ok(Err(ApiError::not_found("customer")));
+    };
+    if kept.merged_into.is_some() || gone.merged_into.is_some() {
+        return Ok(Err(ApiError::Conflict("one of these customers was already merged away".into())));
+    }
+    let now = Utc::now();
+    let merge_id = Uuid::now_v7();
+    let mut moved = Moved {
+        identities: ids_of::<identity::Entity, _>(txn, tenant, merged).await?,
+        touchpoints: ids_of::<touchpoint::Entity, _>(txn, tenant, merged).await?,
+        consent_events: ids_of::<consent_event::Entity, _>(txn, tenant, merged).await?,
+        added_consent_events: Vec::new(),
+    };
+
+    // Consents that disagree resolve to the most restrictive (DOMAIN.md): decide before moving the ledger.
+    let mut states = ledger::states_at(txn, tenant, &[survivor, merged], None).await?;
+    let sides = vec![states.remove(&survivor).unwrap_or_default(), states.remove(&merged).unwrap_or_default()];
+    let (resolved, disagreements) = policy::most_restrictive(&sides, now);
+
+    move_rows::<identity::Entity, _>(txn, tenant, &moved.identities, survivor).await?;
+    move_rows::<touchpoint::Entity, _>(txn, tenant, &moved.touchpoints, survivor).await?;
+    move_rows::<consent_event::Entity, _>(txn, tenant, &moved.consent_events, survivor).await?;
+
+    let after = ledger::states_at(txn, tenant, &[survivor], None).await?.remove(&survivor).unwrap_or_default();
+    for wanted in &resolved {
+        let in_force = after.iter().find(|s| s.purpose == wanted.purpose && s.channel == wanted.channel);
+        if in_force.is_some_and(|s| s.id == wanted.id) {
+            continue;
+        }
+        let status = if wanted.status == ConsentStatus::Granted && !wanted.is_effective_at(now) {
+            ConsentStatus::Denied
+        } else {
+            wanted.status
+        };
+        let added = ledger::append(
+            txn,
+            tenant,
+            actor,
+            RecordConsent {
+                customer_id: survivor,
+                purpose: wanted.purpose.clone(),
+                channel: wanted.channel.clone(),
+                status,
+                captured_at: Some(now),
+                source: "merge".into(),
+                policy_version: wanted.policy_version.clone(),
+                legal_basis: wanted.legal_basis.clone(),
+                expires_at: wanted.expires_at.filter(|e| *e > now),
+                evidence: Some(json!({ "merge": merge_id, "mostRestrictiveOf": wanted.id })),
+            },
+        )
+        .await;
+        match added {
+            Ok(event) => moved.added_consent_events.push(event.id),
+            Err(err) => return Ok(Err(err)),
+        }
+    }
+
+    let mut gone: customer::ActiveModel = gone.into();
+    gone.merged_into = Set(Some(survivor));
+    gone.updated_at = Set(now);
+    gone.update(txn).await?;
+    bump_consent_version(txn, tenant, survivor).await?;
+    bump_consent_version(txn, tenant, merged).await?;
+
+    let mut evidence = evidence;
+    if let Some(map) = evidence.as_object_mut() {
+        map.insert(
+            "consentConflicts".into(),
+            json!(disagreements.iter().map(|(p, c)| json!({ "purpose": p, "channel": c })).collect::<Vec<_>>()),
+        );
+    }
+    let row = merge::ActiveModel {
+        id: Set(merge_id),
+        tenant: Set(tenant.as_str().to_owned()),
+        survivor_id: Set(survivor),
+        merged_id: Set(merged),
+        reason: Set(reason.to_owned()),
+        evidence: Set(evidence),
+        moved: Set(serde_json::to_value(&moved).unwrap_or(Value::Null)),
+        merged_by: Set(actor.chars().take(256).collect()),
+        created_at: Set(now),
+        undone_at: Set(None),
+    }
+    .insert(txn)
+    .await?;
+    metrics::counter!("kontakt_merges_total", "reason" => reason.to_owned()).increment(1);
+    Ok(Ok(row))
+}
+
+async fn forget_cached(svc: &Services, tenant: &TenantId, ids: [Uuid; 2]) {
+    for id in ids {
+        svc.cache.delete(&super::customers::cache_key(tenant, id)).await;
+    }
+}
+
+/// Merges one customer into another by hand (an agent who knows). Needs `profiles:write`.
+#[tracing::instrument(skip_all, fields(tenant = %caller.tenant(), survivor = %survivor, merged = %merged))]
+pub async fn merge_customers(
+    caller: &Caller,
+    svc: &Services,
+    survivor: Uuid,
+    merged: Uuid,
+    note: Option<String>,
+) -> ApiResult<Merge> {
+    caller.require(Scope::ProfilesWrite)?;
+    let txn = svc.db.begin_write().await?;
+    let evidence = json!({ "rule": "manual", "note": note.map(|n| n.chars().take(500).collect::<String>()) });
+    let row = match merge_in_txn(&txn, caller.tenant(), caller.subject(), survivor, merged, "manual", evidence).await? {
+        Ok(row) => row,
+        Err(err) => return Err(err),
+    };
+    txn.commit().await?;
+    forget_cached(svc, caller.tenant(), [survivor, merged]).await;
+    Ok(row.into())
+}
+
+/// Undoes a merge: every row it moved goes back, the consents it added go away, and the merged customer is
+/// itself again. Rows that arrived after the merge stay with the survivor. Needs `profiles:write`.
+#[tracing::instrument(skip_all, fields(tenant = %caller.tenant(), merge = %merge_id))]
+pub async fn unmerge(caller: &Caller, svc: &Services, merge_id: Uuid) -> ApiResult<Merge> {
+    caller.require(Scope::ProfilesWrite)?;
+    let tenant = caller.tenant();
+    let txn = svc.db.begin_write().await?;
+    let row = merge::of_tenant(tenant)
+        .filter(merge::Column::Id.eq(merge_id))
+        .one(&txn)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("merge {merge_id}")))?;
+    if row.undone_at.is_some() {
+        return Err(ApiError::Conflict("this merge was already undone".into()));
+    }
+    let survivor = load(&txn, tenant, row.survivor_id).await?.ok_or_else(|| ApiError::not_found("survivor"))?;
+    if survivor.merged_into.is_some() {
+        return Err(ApiError::Conflict("the survivor was merged again since; undo that merge first".into()));
+    }
+    let merged = load(&txn, tenant, row.merged_id).await?.ok_or_else(|| ApiError::not_found("merged customer"))?;
+    let moved: Moved = serde_json::from_value(row.moved.clone()).map_err(ApiError::internal)?;
+
+    consent_event::Entity::delete_many()
+        .filter(consent_event::Column::Tenant.eq(tenant.as_str()))
+        .filter(consent_event::Column::Id.is_in(moved.added_consent_events.iter().copied()))
+        .exec(&txn)
+        .await?;
+    move_rows::<identity::Entity, _>(&txn, tenant, &moved.identities, merged.id).await?;
+    move_rows::<touchpoint::Entity, _>(&txn, tenant, &moved.touchpoints, merged.id).await?;
+    move_rows::<consent_event::Entity, _>(&txn, tenant, &moved.consent_events, merged.id).await?;
+
+    let now = Utc::now();
+    let mut back: customer::ActiveModel = merged.into();
+    back.merged_into = Set(None);
+    back.updated_at = Set(now);
+    back.update(&txn).await?;
+    bump_consent_version(&txn, tenant, row.survivor_id).await?;
+    bump_consent_version(&txn, tenant, row.merged_id).await?;
+    let mut undone: merge::ActiveModel = row.into();
+    undone.undone_at = Set(Some(now));
+    let row = undone.update(&txn).await?;
+    txn.commit().await?;
+    forget_cached(svc, tenant, [row.survivor_id, row.merged_id]).await;
+    Ok(row.into())
+}
+
+/// The merges a customer took part in, newest first (at most 100). Needs `profiles:read`.
+pub async fn history(caller: &Caller, svc: &Services, customer_id: Uuid) -> ApiResult<Vec<Merge>> {
+    caller.require(Scope::ProfilesRead)?;
+    let rows = merge::of_tenant(caller.tenant())
+        .filter(
+            Condition::any()
+                .add(merge::Column::SurvivorId.eq(customer_id))
+                .add(merge::Column::MergedId.eq(customer_id)),
+        )
+        .order_by_desc(merge::Column::Id)
+        .limit(100)
+        .all(svc.db.conn())
+        .await?;
+    Ok(rows.into_iter().map(Merge::from).collect())
+}

@@ -1,0 +1,28 @@
+//! `merges` rows: one merge, its evidence, and the ids of every row it moved.
+use sea_orm::entity::prelude::*;
+
+#[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
+#[sea_orm(table_name = "merges")]
+pub struct Model {
+    #[sea_orm(primary_key, auto_increment = false)]
+    pub id: Uuid,
+    pub tenant: String,
+    pub survivor_id: Uuid,
+    pub merged_id: Uuid,
+    pub reason: String,
+    pub evidence: Json,
+    pub moved: Json,
+    pub merged_by: String,
+    pub created_at: DateTimeUtc,
+    pub undone_at: Option<DateTimeUtc>,
+}
+
+#[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+pub enum Relation {}
+
+impl ActiveModelBehavior for ActiveModel {}
+
+/// Every query on merges starts here, so none can forget the tenant.
+pub fn of_tenant(tenant: &crate::auth::TenantId) -> Select<Entity> {
+    Entity::find().filter(Column::Tenant.eq(tenant.as_str()))
+}
