@@ -1,7 +1,7 @@
 //! Erasure (GDPR art. 17): the customer, source data, identities, touchpoints and consents go in one transaction;
 //! cached copies go too; the identities are suppressed; a receipt without personal data remains.
 use chrono::{DateTime, Utc};
-use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, Set};
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QuerySelect, Set};
 use serde_json::json;
 use uuid::Uuid;
 
@@ -11,7 +11,7 @@ use crate::{
     error::{ApiError, ApiResult},
     profiles::{Identity, IdentityKind, customers},
     services::Services,
-    storage::entities::{consent_event, customer, erasure_receipt, identity, resolution_conflict, touchpoint},
+    storage::entities::{consent_event, customer, erasure_receipt, identity, merge, resolution_conflict, touchpoint},
 };
 
 /// What remains of an erasure: when, by whom, how many rows. No personal data.
@@ -33,6 +33,20 @@ pub async fn erase_customer(caller: &Caller, svc: &Services, customer_id: Uuid) 
         .one(&txn)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("customer {customer_id}")))?;
+    // Customers merged into this one are the same person: they go too (they keep names, never identities).
+    let mut people = vec![customer_id];
+    let mut frontier = vec![customer_id];
+    while !frontier.is_empty() && people.len() < 1000 {
+        let merged: Vec<Uuid> = customer::of_tenant(tenant)
+            .filter(customer::Column::MergedInto.is_in(frontier.clone()))
+            .select_only()
+            .column(customer::Column::Id)
+            .into_tuple()
+            .all(&txn)
+            .await?;
+        frontier = merged.into_iter().filter(|id| !people.contains(id)).collect();
+        people.extend(frontier.iter().copied());
+    }
     let stored = identity::of_tenant(tenant).filter(identity::Column::CustomerId.eq(customer_id)).all(&txn).await?;
     let identities: Vec<Identity> = stored
         .iter()
@@ -69,9 +83,18 @@ pub async fn erase_customer(caller: &Caller, svc: &Services, customer_id: Uuid) 
         .exec(&txn)
         .await?
         .rows_affected;
+    merge::Entity::delete_many()
+        .filter(merge::Column::Tenant.eq(tenant.as_str()))
+        .filter(
+            sea_orm::Condition::any()
+                .add(merge::Column::SurvivorId.is_in(people.clone()))
+                .add(merge::Column::MergedId.is_in(people.clone())),
+        )
+        .exec(&txn)
+        .await?;
     let customers = customer::Entity::delete_many()
         .filter(customer::Column::Tenant.eq(tenant.as_str()))
-        .filter(customer::Column::Id.eq(customer_id))
+        .filter(customer::Column::Id.is_in(people))
         .exec(&txn)
         .await?
         .rows_affected;

@@ -7,7 +7,7 @@ use crate::{
     auth::{Caller, Scope},
     error::{ApiError, ApiResult},
     services::Services,
-    storage::entities::{access_log, consent_event, customer, identity, touchpoint},
+    storage::entities::{access_log, consent_event, customer, identity, merge, touchpoint},
 };
 
 /// The whole record of a customer of the caller's tenant. Needs `privacy:admin`; the export itself is logged.
@@ -42,6 +42,15 @@ pub async fn export_customer(caller: &Caller, svc: &Services, customer_id: Uuid)
         .filter(access_log::Column::Tenant.eq(tenant.as_str()))
         .filter(access_log::Column::CustomerId.eq(customer_id))
         .order_by_asc(access_log::Column::Id)
+        .all(conn)
+        .await?;
+    let merges = merge::of_tenant(tenant)
+        .filter(
+            sea_orm::Condition::any()
+                .add(merge::Column::SurvivorId.eq(customer_id))
+                .add(merge::Column::MergedId.eq(customer_id)),
+        )
+        .order_by_asc(merge::Column::Id)
         .all(conn)
         .await?;
     svc.access_log.record(caller, [customer_id], "export");
@@ -79,6 +88,9 @@ pub async fn export_customer(caller: &Caller, svc: &Services, customer_id: Uuid)
             "id": a.id, "subject": a.subject, "purpose": a.purpose, "categories": a.categories,
             "requestId": a.request_id, "at": a.at,
         })).collect::<Vec<_>>(),
-        "merges": [],
+        "merges": merges.iter().map(|m| json!({
+            "id": m.id, "survivorId": m.survivor_id, "mergedId": m.merged_id, "reason": m.reason,
+            "evidence": m.evidence, "mergedBy": m.merged_by, "createdAt": m.created_at, "undoneAt": m.undone_at,
+        })).collect::<Vec<_>>(),
     }))
 }

@@ -141,6 +141,14 @@ async fn one_identity_pointing_at_two_customers_merges_them_with_evidence(app: T
     assert_eq!(merge["mergedId"], y.as_str());
     assert_eq!(merge["evidence"]["kind"], "anonymous_id", "the identity that pointed at the merged customer");
     assert!(!merge["evidence"].to_string().contains("x@example.com"), "evidence names the identity, not its value");
+
+    // Erasing the survivor erases the merged-away customer too: they are one person.
+    let admin = app.token("acme", &["profiles:read", "privacy:admin"], "privacy_admin");
+    let receipt =
+        app.data(&admin, "mutation($id: UUID!) { eraseCustomer(id: $id) { rows } }", json!({ "id": x })).await;
+    assert_eq!(receipt["eraseCustomer"]["rows"]["customers"], 2);
+    let (_, body) = app.gql(&admin, "query($id: UUID!) { customer(id: $id) { id } }", json!({ "id": y })).await;
+    assert_eq!(first_code(&body), "NOT_FOUND", "{body}");
 }
 
 on_every_backend!(
