@@ -11,7 +11,10 @@ use crate::{
     error::{ApiError, ApiResult},
     profiles::{Identity, IdentityKind, customers},
     services::Services,
-    storage::entities::{consent_event, customer, erasure_receipt, identity, merge, resolution_conflict, touchpoint},
+    storage::entities::{
+        consent_event, customer, erasure_receipt, identity, merge, resolution_conflict, source_record, touchpoint,
+        trait_value,
+    },
 };
 
 /// What remains of an erasure: when, by whom, how many rows. No personal data.
@@ -68,6 +71,18 @@ pub async fn erase_customer(caller: &Caller, svc: &Services, customer_id: Uuid) 
         .exec(&txn)
         .await?
         .rows_affected;
+    let records = source_record::Entity::delete_many()
+        .filter(source_record::Column::Tenant.eq(tenant.as_str()))
+        .filter(source_record::Column::CustomerId.is_in(people.clone()))
+        .exec(&txn)
+        .await?
+        .rows_affected;
+    let trait_rows = trait_value::Entity::delete_many()
+        .filter(trait_value::Column::Tenant.eq(tenant.as_str()))
+        .filter(trait_value::Column::CustomerId.is_in(people.clone()))
+        .exec(&txn)
+        .await?
+        .rows_affected;
     resolution_conflict::Entity::delete_many()
         .filter(resolution_conflict::Column::Tenant.eq(tenant.as_str()))
         .filter(
@@ -103,6 +118,8 @@ pub async fn erase_customer(caller: &Caller, svc: &Services, customer_id: Uuid) 
         "identities": identity_rows,
         "touchpoints": touchpoints,
         "consentEvents": consents,
+        "sourceRecords": records,
+        "traitValues": trait_rows,
         "suppressedIdentities": identities.len(),
     });
     let erased_at = Utc::now();

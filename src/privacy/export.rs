@@ -7,7 +7,7 @@ use crate::{
     auth::{Caller, Scope},
     error::{ApiError, ApiResult},
     services::Services,
-    storage::entities::{access_log, consent_event, customer, identity, merge, touchpoint},
+    storage::entities::{access_log, consent_event, customer, identity, merge, source_record, touchpoint, trait_value},
 };
 
 /// The whole record of a customer of the caller's tenant. Needs `privacy:admin`; the export itself is logged.
@@ -42,6 +42,16 @@ pub async fn export_customer(caller: &Caller, svc: &Services, customer_id: Uuid)
         .filter(access_log::Column::Tenant.eq(tenant.as_str()))
         .filter(access_log::Column::CustomerId.eq(customer_id))
         .order_by_asc(access_log::Column::Id)
+        .all(conn)
+        .await?;
+    let records = source_record::of_tenant(tenant)
+        .filter(source_record::Column::CustomerId.eq(customer_id))
+        .order_by_asc(source_record::Column::Id)
+        .all(conn)
+        .await?;
+    let trait_values = trait_value::of_tenant(tenant)
+        .filter(trait_value::Column::CustomerId.eq(customer_id))
+        .order_by_asc(trait_value::Column::Id)
         .all(conn)
         .await?;
     let merges = merge::of_tenant(tenant)
@@ -87,6 +97,14 @@ pub async fn export_customer(caller: &Caller, svc: &Services, customer_id: Uuid)
         "accessLog": accesses.iter().map(|a| json!({
             "id": a.id, "subject": a.subject, "purpose": a.purpose, "categories": a.categories,
             "requestId": a.request_id, "at": a.at,
+        })).collect::<Vec<_>>(),
+        "sourceRecords": records.iter().map(|r| json!({
+            "id": r.id, "source": r.source, "sourceRecordId": r.source_record_id, "identities": r.identities,
+            "traits": r.traits, "observedAt": r.observed_at, "receivedAt": r.received_at, "updatedAt": r.updated_at,
+        })).collect::<Vec<_>>(),
+        "traitHistory": trait_values.iter().map(|t| json!({
+            "id": t.id, "name": t.name, "value": t.value, "source": t.source, "recordId": t.record_id,
+            "observedAt": t.observed_at,
         })).collect::<Vec<_>>(),
         "merges": merges.iter().map(|m| json!({
             "id": m.id, "survivorId": m.survivor_id, "mergedId": m.merged_id, "reason": m.reason,

@@ -18,7 +18,7 @@ use crate::{
     },
     error::{ApiError, ApiResult},
     services::Services,
-    storage::entities::{consent_event, customer, identity, merge, touchpoint},
+    storage::entities::{consent_event, customer, identity, merge, source_record, touchpoint, trait_value},
 };
 
 /// One merge as the domain hands it out.
@@ -59,6 +59,10 @@ struct Moved {
     consent_events: Vec<Uuid>,
     /// Decisions appended so the merged consents resolve to the most restrictive; removed by an unmerge.
     added_consent_events: Vec<Uuid>,
+    #[serde(default)]
+    source_records: Vec<Uuid>,
+    #[serde(default)]
+    trait_values: Vec<Uuid>,
 }
 
 async fn load(txn: &DatabaseTransaction, tenant: &TenantId, id: Uuid) -> Result<Option<customer::Model>, DbErr> {
@@ -106,7 +110,7 @@ macro_rules! merge_columns {
         }
     )+};
 }
-merge_columns!(identity, touchpoint, consent_event);
+merge_columns!(identity, touchpoint, consent_event, source_record, trait_value);
 
 async fn move_rows<E, C>(txn: &DatabaseTransaction, tenant: &TenantId, ids: &[Uuid], to: Uuid) -> Result<(), DbErr>
 where
@@ -150,6 +154,8 @@ pub(crate) async fn merge_in_txn(
         touchpoints: ids_of::<touchpoint::Entity, _>(txn, tenant, merged).await?,
         consent_events: ids_of::<consent_event::Entity, _>(txn, tenant, merged).await?,
         added_consent_events: Vec::new(),
+        source_records: ids_of::<source_record::Entity, _>(txn, tenant, merged).await?,
+        trait_values: ids_of::<trait_value::Entity, _>(txn, tenant, merged).await?,
     };
 
     // Consents that disagree resolve to the most restrictive (DOMAIN.md): decide before moving the ledger.
@@ -160,6 +166,8 @@ pub(crate) async fn merge_in_txn(
     move_rows::<identity::Entity, _>(txn, tenant, &moved.identities, survivor).await?;
     move_rows::<touchpoint::Entity, _>(txn, tenant, &moved.touchpoints, survivor).await?;
     move_rows::<consent_event::Entity, _>(txn, tenant, &moved.consent_events, survivor).await?;
+    move_rows::<source_record::Entity, _>(txn, tenant, &moved.source_records, survivor).await?;
+    move_rows::<trait_value::Entity, _>(txn, tenant, &moved.trait_values, survivor).await?;
 
     let after = ledger::states_at(txn, tenant, &[survivor], None).await?.remove(&survivor).unwrap_or_default();
     for wanted in &resolved {
@@ -285,6 +293,8 @@ pub async fn unmerge(caller: &Caller, svc: &Services, merge_id: Uuid) -> ApiResu
     move_rows::<identity::Entity, _>(&txn, tenant, &moved.identities, merged.id).await?;
     move_rows::<touchpoint::Entity, _>(&txn, tenant, &moved.touchpoints, merged.id).await?;
     move_rows::<consent_event::Entity, _>(&txn, tenant, &moved.consent_events, merged.id).await?;
+    move_rows::<source_record::Entity, _>(&txn, tenant, &moved.source_records, merged.id).await?;
+    move_rows::<trait_value::Entity, _>(&txn, tenant, &moved.trait_values, merged.id).await?;
 
     let now = Utc::now();
     let mut back: customer::ActiveModel = merged.into();

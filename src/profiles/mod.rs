@@ -2,8 +2,10 @@
 pub mod customers;
 pub mod identity;
 pub mod merge;
+pub mod records;
 pub mod resolution;
 pub mod rules;
+pub mod traits;
 
 pub use customers::{Customer, CustomerFilter, CustomerIdentity, UpsertCustomer, UpsertOutcome};
 pub use identity::{Identity, IdentityKind};

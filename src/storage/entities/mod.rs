@@ -7,5 +7,8 @@ pub mod identity;
 pub mod merge;
 pub mod resolution_conflict;
 pub mod resolution_rules;
+pub mod source_record;
 pub mod suppression;
 pub mod touchpoint;
+pub mod trait_rules;
+pub mod trait_value;

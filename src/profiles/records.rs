@@ -1,0 +1,374 @@
+//! Source records: upserted by (tenant, source, source record id), kept as received, resolved into customers by
+//! the one resolution function; every changed trait value is kept with its source for survivorship and history.
+use chrono::{DateTime, SubsecRound, Utc};
+use sea_orm::{ActiveModelTrait, ColumnTrait, DatabaseTransaction, EntityTrait, QueryFilter, Set, sea_query::Expr};
+use serde_json::{Map, Value, json};
+use uuid::Uuid;
+
+use super::{
+    customers::{IdentityInput, cache_key},
+    identity::Identity,
+    resolution::{self, Resolution},
+    rules, traits,
+};
+use crate::{
+    auth::{Caller, Scope, TenantId},
+    error::{ApiError, ApiResult},
+    services::Services,
+    storage::entities::{customer, source_record, trait_value},
+};
+
+pub const MAX_BATCH: usize = 5000;
+
+/// A customer record as a source system holds it.
+#[derive(Debug, Clone)]
+pub struct CustomerRecordInput {
+    pub source: String,
+    pub source_record_id: String,
+    pub identities: Vec<IdentityInput>,
+    /// Core and custom traits by name.
+    pub traits: Map<String, Value>,
+    pub observed_at: Option<DateTime<Utc>>,
+}
+
+/// What happened to one record.
+#[derive(Debug)]
+pub enum RecordOutcome {
+    Created {
+        record_id: Uuid,
+        customer_id: Uuid,
+    },
+    Updated {
+        record_id: Uuid,
+        customer_id: Uuid,
+    },
+    /// The same record again: nothing changed.
+    Unchanged {
+        record_id: Uuid,
+        customer_id: Uuid,
+    },
+    Rejected(ApiError),
+    /// An identity belongs to an erased person: dropped and counted.
+    Suppressed,
+}
+
+struct Valid {
+    source: String,
+    key: String,
+    identities: Vec<Identity>,
+    identities_json: Value,
+    traits: Map<String, Value>,
+    observed_at: DateTime<Utc>,
+}
+
+fn validate(svc: &Services, trait_rules: &traits::TraitRules, input: &CustomerRecordInput) -> ApiResult<Valid> {
+    let source = input.source.trim();
+    if source.is_empty() || source.len() > 64 {
+        return Err(ApiError::validation("source", "1–64 characters"));
+    }
+    let key = input.source_record_id.trim();
+    if key.is_empty() || key.len() > 128 {
+        return Err(ApiError::validation("sourceRecordId", "1–128 characters"));
+    }
+    let mut identities = Vec::new();
+    for (i, raw) in input.identities.iter().enumerate() {
+        let identity = Identity::parse(
+            raw.kind,
+            &raw.value,
+            raw.source.as_deref(),
+            &svc.settings,
+            &format!("identities[{i}].value"),
+        )?;
+        if !identities.contains(&identity) {
+            identities.push(identity);
+        }
+    }
+    let identities_json = Value::Array(
+        identities
+            .iter()
+            .map(|i| json!({ "kind": i.kind().as_str(), "source": i.source(), "value": i.value() }))
+            .collect(),
+    );
+    let mut normalised = Map::new();
+    for (name, value) in &input.traits {
+        if let Some(value) = traits::normalise(trait_rules, &svc.settings, name, value, &format!("traits.{name}"))? {
+            normalised.insert(name.clone(), value);
+        }
+    }
+    let observed_at = input.observed_at.unwrap_or_else(Utc::now).trunc_subsecs(6);
+    if observed_at > Utc::now() + chrono::Duration::minutes(5) {
+        return Err(ApiError::validation("observedAt", "lies in the future"));
+    }
+    Ok(Valid {
+        source: source.to_owned(),
+        key: key.to_owned(),
+        identities,
+        identities_json,
+        traits: normalised,
+        observed_at,
+    })
+}
+
+/// Ingests a batch of records; one outcome per record, in order. Needs `profiles:write`.
+#[tracing::instrument(skip_all, fields(tenant = %caller.tenant(), records = items.len()))]
+pub async fn ingest_customer_records(
+    caller: &Caller,
+    svc: &Services,
+    items: Vec<CustomerRecordInput>,
+) -> ApiResult<Vec<RecordOutcome>> {
+    caller.require(Scope::ProfilesWrite)?;
+    if items.len() > MAX_BATCH {
+        return Err(ApiError::validation("records", format!("at most {MAX_BATCH} per batch")));
+    }
+    let trait_rules = traits::rules_for(svc.db.conn(), caller.tenant()).await?;
+    let resolution_rules = rules::for_tenant(svc, caller.tenant()).await?;
+    let mut outcomes = Vec::with_capacity(items.len());
+    for input in items {
+        let valid = match validate(svc, &trait_rules, &input) {
+            Ok(valid) => valid,
+            Err(err) => {
+                outcomes.push(RecordOutcome::Rejected(err));
+                continue;
+            }
+        };
+        let mut outcome = RecordOutcome::Rejected(ApiError::Conflict("could not settle concurrent writes".into()));
+        for _ in 0..3 {
+            match write(caller, svc, &trait_rules, &resolution_rules, &valid).await {
+                Err(err) if ApiError::is_unique_violation(&err) => continue,
+                Err(err) => {
+                    outcome = RecordOutcome::Rejected(err.into());
+                    break;
+                }
+                Ok(done) => {
+                    outcome = done;
+                    break;
+                }
+            }
+        }
+        if let RecordOutcome::Created { customer_id, .. } | RecordOutcome::Updated { customer_id, .. } = &outcome {
+            svc.cache.delete(&cache_key(caller.tenant(), *customer_id)).await;
+        }
+        outcomes.push(outcome);
+    }
+    Ok(outcomes)
+}
+
+async fn write(
+    caller: &Caller,
+    svc: &Services,
+    trait_rules: &traits::TraitRules,
+    resolution_rules: &rules::CompiledRules,
+    valid: &Valid,
+) -> Result<RecordOutcome, sea_orm::DbErr> {
+    let tenant = caller.tenant();
+    let now = Utc::now();
+    let txn = svc.db.begin_write().await?;
+    let existing = source_record::of_tenant(tenant)
+        .filter(source_record::Column::Source.eq(valid.source.as_str()))
+        .filter(source_record::Column::SourceRecordId.eq(valid.key.as_str()))
+        .one(&txn)
+        .await?;
+    let traits_json = Value::Object(valid.traits.clone());
+    if let Some(old) = &existing
+        && old.identities == valid.identities_json
+        && old.traits == traits_json
+        && old.observed_at == valid.observed_at
+    {
+        txn.rollback().await?;
+        return Ok(RecordOutcome::Unchanged { record_id: old.id, customer_id: old.customer_id });
+    }
+    let customer_id = if valid.identities.is_empty() {
+        match &existing {
+            Some(old) => old.customer_id,
+            None => {
+                txn.rollback().await?;
+                return Ok(RecordOutcome::Rejected(ApiError::validation(
+                    "identities",
+                    "a new record needs an identity",
+                )));
+            }
+        }
+    } else {
+        match resolution::resolve(
+            &txn,
+            tenant,
+            &svc.settings,
+            resolution_rules,
+            caller.subject(),
+            &valid.identities,
+            now,
+        )
+        .await?
+        {
+            Resolution::Resolved(resolved) => resolved.customer.id,
+            Resolution::Suppressed => {
+                txn.rollback().await?;
+                return Ok(RecordOutcome::Suppressed);
+            }
+            Resolution::Blocked => {
+                txn.rollback().await?;
+                return Ok(RecordOutcome::Rejected(ApiError::validation(
+                    "identities",
+                    "every identity is on the tenant's block list",
+                )));
+            }
+        }
+    };
+
+    let (record_id, created, old_traits) = match existing {
+        Some(old) => {
+            if old.customer_id != customer_id {
+                // The record now points elsewhere: its trait history follows it.
+                trait_value::Entity::update_many()
+                    .col_expr(trait_value::Column::CustomerId, Expr::value(customer_id))
+                    .filter(trait_value::Column::Tenant.eq(tenant.as_str()))
+                    .filter(trait_value::Column::RecordId.eq(old.id))
+                    .exec(&txn)
+                    .await?;
+            }
+            let id = old.id;
+            let old_traits = old.traits.clone();
+            let mut row: source_record::ActiveModel = old.into();
+            row.customer_id = Set(customer_id);
+            row.identities = Set(valid.identities_json.clone());
+            row.traits = Set(traits_json.clone());
+            row.observed_at = Set(valid.observed_at);
+            row.updated_at = Set(now);
+            row.update(&txn).await?;
+            (id, false, old_traits)
+        }
+        None => {
+            let row = source_record::ActiveModel {
+                id: Set(Uuid::now_v7()),
+                tenant: Set(tenant.as_str().to_owned()),
+                customer_id: Set(customer_id),
+                source: Set(valid.source.clone()),
+                source_record_id: Set(valid.key.clone()),
+                identities: Set(valid.identities_json.clone()),
+                traits: Set(traits_json.clone()),
+                observed_at: Set(valid.observed_at),
+                received_at: Set(now),
+                updated_at: Set(now),
+            }
+            .insert(&txn)
+            .await?;
+            (row.id, true, Value::Object(Map::new()))
+        }
+    };
+    let changed: Vec<trait_value::ActiveModel> = valid
+        .traits
+        .iter()
+        .filter(|(name, value)| old_traits.get(name.as_str()) != Some(*value))
+        .map(|(name, value)| trait_value::ActiveModel {
+            id: Set(Uuid::now_v7()),
+            tenant: Set(tenant.as_str().to_owned()),
+            customer_id: Set(customer_id),
+            record_id: Set(record_id),
+            source: Set(valid.source.clone()),
+            name: Set(name.clone()),
+            value: Set(value.clone()),
+            observed_at: Set(valid.observed_at),
+            recorded_at: Set(now),
+        })
+        .collect();
+    if !changed.is_empty() {
+        trait_value::Entity::insert_many(changed).exec(&txn).await?;
+    }
+    refresh_names(&txn, tenant, trait_rules, customer_id, now).await?;
+    txn.commit().await?;
+    Ok(if created {
+        RecordOutcome::Created { record_id, customer_id }
+    } else {
+        RecordOutcome::Updated { record_id, customer_id }
+    })
+}
+
+/// Keeps the customer's names equal to the winning `givenName` / `familyName` traits.
+async fn refresh_names(
+    txn: &DatabaseTransaction,
+    tenant: &TenantId,
+    trait_rules: &traits::TraitRules,
+    customer_id: Uuid,
+    now: DateTime<Utc>,
+) -> Result<(), sea_orm::DbErr> {
+    let values = trait_value::of_tenant(tenant)
+        .filter(trait_value::Column::CustomerId.eq(customer_id))
+        .filter(trait_value::Column::Name.is_in(["givenName", "familyName"]))
+        .all(txn)
+        .await?;
+    let winners = traits::winners(trait_rules, &values);
+    let name = |n: &str| winners.get(n).and_then(|v| v.value.as_str()).map(str::to_owned);
+    let (given, family) = (name("givenName"), name("familyName"));
+    if given.is_none() && family.is_none() {
+        return Ok(());
+    }
+    let Some(row) = customer::of_tenant(tenant).filter(customer::Column::Id.eq(customer_id)).one(txn).await? else {
+        return Ok(());
+    };
+    if row.given_name == given && row.family_name == family {
+        return Ok(());
+    }
+    let mut row: customer::ActiveModel = row.into();
+    if given.is_some() {
+        row.given_name = Set(given);
+    }
+    if family.is_some() {
+        row.family_name = Set(family);
+    }
+    row.updated_at = Set(now);
+    row.update(txn).await?;
+    Ok(())
+}
+
+/// A source record as the API shows it.
+#[derive(Debug, Clone)]
+pub struct SourceRecord {
+    pub id: Uuid,
+    pub customer_id: Uuid,
+    pub source: String,
+    pub source_record_id: String,
+    pub identities: Value,
+    pub traits: Value,
+    pub observed_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl From<source_record::Model> for SourceRecord {
+    fn from(m: source_record::Model) -> Self {
+        SourceRecord {
+            id: m.id,
+            customer_id: m.customer_id,
+            source: m.source,
+            source_record_id: m.source_record_id,
+            identities: m.identities,
+            traits: m.traits,
+            observed_at: m.observed_at,
+            updated_at: m.updated_at,
+        }
+    }
+}
+
+/// Which customer a source record belongs to now. Needs `profiles:read`.
+pub async fn find(caller: &Caller, svc: &Services, source: &str, key: &str) -> ApiResult<SourceRecord> {
+    caller.require(Scope::ProfilesRead)?;
+    let row = source_record::of_tenant(caller.tenant())
+        .filter(source_record::Column::Source.eq(source))
+        .filter(source_record::Column::SourceRecordId.eq(key))
+        .one(svc.db.conn())
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("source record {source}/{key}")))?;
+    Ok(row.into())
+}
+
+/// The source records of a customer (at most 100, newest first). Needs `profiles:read`.
+pub async fn of_customer(caller: &Caller, svc: &Services, customer_id: Uuid) -> ApiResult<Vec<SourceRecord>> {
+    use sea_orm::{QueryOrder, QuerySelect};
+    caller.require(Scope::ProfilesRead)?;
+    let rows = source_record::of_tenant(caller.tenant())
+        .filter(source_record::Column::CustomerId.eq(customer_id))
+        .order_by_desc(source_record::Column::Id)
+        .limit(100)
+        .all(svc.db.conn())
+        .await?;
+    Ok(rows.into_iter().map(SourceRecord::from).collect())
+}

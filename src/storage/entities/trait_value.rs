@@ -1,0 +1,27 @@
+//! `trait_values` rows: every value a source gave a trait, with when it was observed.
+use sea_orm::entity::prelude::*;
+
+#[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
+#[sea_orm(table_name = "trait_values")]
+pub struct Model {
+    #[sea_orm(primary_key, auto_increment = false)]
+    pub id: Uuid,
+    pub tenant: String,
+    pub customer_id: Uuid,
+    pub record_id: Uuid,
+    pub source: String,
+    pub name: String,
+    pub value: Json,
+    pub observed_at: DateTimeUtc,
+    pub recorded_at: DateTimeUtc,
+}
+
+#[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+pub enum Relation {}
+
+impl ActiveModelBehavior for ActiveModel {}
+
+/// Every query on trait values starts here, so none can forget the tenant.
+pub fn of_tenant(tenant: &crate::auth::TenantId) -> Select<Entity> {
+    Entity::find().filter(Column::Tenant.eq(tenant.as_str()))
+}
