@@ -9,5 +9,6 @@ mod customers;
 mod http_spec;
 mod limits;
 mod schema;
+mod seed;
 mod subscriptions;
 mod touchpoints;
