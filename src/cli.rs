@@ -1,4 +1,4 @@
-//! The `kontakt` command line: serve (default), migrate, token, schema.
+//! The `kontakt` command line: serve (default), migrate, token, schema, seed.
 use std::{io::Write, process::ExitCode};
 
 use clap::{Parser, Subcommand};
@@ -49,6 +49,11 @@ pub enum Command {
     },
     /// Print the GraphQL schema (SDL).
     Schema,
+    /// Fill a tenant with a realistic benchmark dataset and write a manifest for `kontakt-bench`.
+    Seed {
+        #[command(flatten)]
+        args: crate::seed::SeedArgs,
+    },
 }
 
 pub async fn run() -> ExitCode {
@@ -87,6 +92,11 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             db.migrate().await?;
             eprintln!("migrations applied");
             Ok(())
+        }
+        Command::Seed { args } => {
+            crate::telemetry::init_logging(config.log_format());
+            let db = Database::connect(&config).await?;
+            crate::seed::run(&db, args).await.map(|_| ())
         }
         Command::Serve => serve(config).await,
     }

@@ -10,6 +10,7 @@ pub mod http;
 pub mod pagination;
 pub mod privacy;
 pub mod profiles;
+pub mod seed;
 pub mod services;
 pub mod storage;
 pub mod telemetry;

@@ -12,6 +12,7 @@ mod merges;
 mod privacy;
 mod resolution;
 mod schema;
+mod seed;
 mod subscriptions;
 mod touchpoints;
 mod tracking;
