@@ -36,7 +36,7 @@ pub struct Config {
     pub database_schema: Option<String>,
 
     /// Largest number of pooled database connections.
-    #[arg(long, env = "KONTAKT_DATABASE_MAX_CONNECTIONS", default_value_t = 16, global = true)]
+    #[arg(long, env = "KONTAKT_DATABASE_MAX_CONNECTIONS", default_value_t = 32, global = true)]
     pub database_max_connections: u32,
 
     /// Run pending migrations when the server starts.

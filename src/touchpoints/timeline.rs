@@ -71,15 +71,17 @@ fn of_customer(tenant: &TenantId, permit: &Permit) -> Select<touchpoint::Entity>
     touchpoint::of_tenant(tenant).filter(touchpoint::Column::CustomerId.eq(permit.customer_id()))
 }
 
-/// Strictly older (`older = true`) or newer than the cursor position in (occurred_at, id) order.
+/// Strictly older (`older = true`) or newer than the cursor position in (occurred_at, id) order. The plain range
+/// on `occurred_at` lets the index bound the scan; the tie-break on `id` only looks at rows of the same instant,
+/// so a page deep in a long history costs what the first page costs.
 fn beyond(cursor: (DateTime<Utc>, Uuid), older: bool) -> Condition {
     let (at, id) = cursor;
-    let (time, tie) = if older {
-        (touchpoint::Column::OccurredAt.lt(at), touchpoint::Column::Id.lt(id))
+    let (bound, time, tie) = if older {
+        (touchpoint::Column::OccurredAt.lte(at), touchpoint::Column::OccurredAt.lt(at), touchpoint::Column::Id.lt(id))
     } else {
-        (touchpoint::Column::OccurredAt.gt(at), touchpoint::Column::Id.gt(id))
+        (touchpoint::Column::OccurredAt.gte(at), touchpoint::Column::OccurredAt.gt(at), touchpoint::Column::Id.gt(id))
     };
-    Condition::any().add(time).add(Condition::all().add(touchpoint::Column::OccurredAt.eq(at)).add(tie))
+    Condition::all().add(bound).add(Condition::any().add(time).add(tie))
 }
 
 /// A page of one customer's timeline, newest first. The permit proves the policy allowed this read.
@@ -280,14 +282,22 @@ pub async fn recent_for_many(
         let placeholder = |i: usize| if backend == DbBackend::Postgres { format!("${i}") } else { "?".to_owned() };
         let list: Vec<String> = (0..permitted.len()).map(|i| placeholder(i + 2)).collect();
         let limit = placeholder(permitted.len() + 2);
-        let sql = format!(
-            "SELECT * FROM (SELECT t.*, ROW_NUMBER() OVER (PARTITION BY t.customer_id ORDER BY t.occurred_at DESC, t.id DESC) AS rn \
-             FROM touchpoints t WHERE t.tenant = {} AND t.customer_id IN ({})) ranked WHERE rn <= {} \
-             ORDER BY customer_id, occurred_at DESC, id DESC",
-            placeholder(1),
-            list.join(", "),
-            limit
-        );
+        let sql = if backend == DbBackend::Postgres {
+            // One index-bounded LIMIT per customer, however long their histories are.
+            format!(
+                "SELECT t.* FROM (VALUES {}) AS c(id) CROSS JOIN LATERAL (SELECT * FROM touchpoints \
+                 WHERE tenant = $1 AND customer_id = c.id ORDER BY occurred_at DESC, id DESC LIMIT {limit}) t",
+                list.iter().map(|p| format!("({p}::uuid)")).collect::<Vec<_>>().join(", ")
+            )
+        } else {
+            format!(
+                "SELECT * FROM (SELECT t.*, ROW_NUMBER() OVER (PARTITION BY t.customer_id ORDER BY t.occurred_at DESC, \
+                 t.id DESC) AS rn FROM touchpoints t WHERE t.tenant = {} AND t.customer_id IN ({})) ranked \
+                 WHERE rn <= {limit} ORDER BY customer_id, occurred_at DESC, id DESC",
+                placeholder(1),
+                list.join(", ")
+            )
+        };
         let mut values: Vec<sea_orm::Value> = vec![caller.tenant().as_str().into()];
         values.extend(permitted.iter().map(|id| sea_orm::Value::from(*id)));
         values.push(((first + 1) as i64).into());
@@ -297,6 +307,9 @@ pub async fn recent_for_many(
             .await?;
         for row in rows {
             rows_by_customer.entry(row.customer_id).or_default().push(row);
+        }
+        for rows in rows_by_customer.values_mut() {
+            rows.sort_by(|a, b| (b.occurred_at, b.id).cmp(&(a.occurred_at, a.id)));
         }
     }
     let mut served = Vec::new();
