@@ -3,6 +3,7 @@ mod document;
 mod loaders;
 mod privacy;
 mod profiles;
+mod records;
 mod system;
 mod touchpoint_views;
 mod touchpoints;
@@ -19,6 +20,7 @@ use crate::{auth::Caller, config::Config, error::ApiError, services::Services};
 #[graphql(name = "Query")]
 pub struct QueryRoot(
     profiles::ProfilesQuery,
+    records::RecordsQuery,
     touchpoints::TouchpointsQuery,
     privacy::PrivacyQuery,
     system::SystemQuery,
@@ -28,6 +30,7 @@ pub struct QueryRoot(
 #[graphql(name = "Mutation")]
 pub struct MutationRoot(
     profiles::ProfilesMutation,
+    records::RecordsMutation,
     touchpoints::TouchpointsMutation,
     touchpoints::ConsentMutation,
     privacy::PrivacyMutation,

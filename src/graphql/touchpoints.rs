@@ -150,7 +150,7 @@ pub struct RecordTouchpointsPayload {
     suppressed: i32,
 }
 
-fn item_error(err: &ApiError) -> ItemError {
+pub(crate) fn item_error(err: &ApiError) -> ItemError {
     if let ApiError::Internal(cause) = err {
         tracing::error!(error = ?cause, "touchpoint item failed");
     }

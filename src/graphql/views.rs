@@ -9,6 +9,7 @@ use uuid::Uuid;
 
 use super::{
     loaders::{ConsentLoader, IdentityLoader, RecentKey, RecentTouchpointsLoader},
+    records::{CustomerTraitsView, SourceRecordView, TraitValueView},
     request,
     touchpoint_views::{ConsentView, JourneyView, TimelineFields, TimelineName, TouchpointView},
     touchpoints::TouchpointFilterInput,
@@ -21,6 +22,7 @@ use crate::{
     privacy::access_log,
     profiles::merge::{self, Merge},
     profiles::{Customer, CustomerIdentity, IdentityKind, customers::CustomerChange},
+    profiles::{records, traits},
     touchpoints::timeline::{self, TouchpointFilter},
 };
 
@@ -80,6 +82,28 @@ impl CustomerView {
     /// The merged-away id the read asked for, when it was answered by its survivor.
     async fn requested_id(&self) -> Option<Uuid> {
         self.customer.resolved_from
+    }
+
+    /// The winning value of each trait (by the tenant's survivorship rules). Personal traits masked without
+    /// `pii:read`.
+    async fn traits(&self, ctx: &Context<'_>) -> async_graphql::Result<CustomerTraitsView> {
+        let rc = request(ctx)?;
+        let values = traits::traits_of(&rc.caller, &rc.services, self.customer.id).await.gql()?;
+        Ok(CustomerTraitsView { values, disclosure: self.disclosure })
+    }
+
+    /// Every value a trait had, newest first, with its source, source record and observed-at time.
+    async fn trait_history(&self, ctx: &Context<'_>, name: String) -> async_graphql::Result<Vec<TraitValueView>> {
+        let rc = request(ctx)?;
+        let values = traits::history(&rc.caller, &rc.services, self.customer.id, &name).await.gql()?;
+        Ok(values.into_iter().map(|v| TraitValueView::new(v, self.disclosure)).collect())
+    }
+
+    /// The source records this customer is built from, newest first (at most 100).
+    async fn source_records(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<SourceRecordView>> {
+        let rc = request(ctx)?;
+        let list = records::of_customer(&rc.caller, &rc.services, self.customer.id).await.gql()?;
+        Ok(list.into_iter().map(|r| SourceRecordView::new(r, self.disclosure)).collect())
     }
 
     /// The merges this customer took part in, newest first, with their evidence.

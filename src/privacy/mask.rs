@@ -49,6 +49,31 @@ impl Disclosure {
     }
 }
 
+impl Disclosure {
+    /// A JSON document of personal data (a source record's identities or traits): every text masked.
+    pub fn json(&self, value: &serde_json::Value) -> serde_json::Value {
+        use serde_json::Value;
+        if self.reveal {
+            return value.clone();
+        }
+        match value {
+            Value::String(s) if s.contains('@') => Value::String(self.identity(IdentityKind::Email, s)),
+            Value::String(s) => Value::String(keep_first(s, 1)),
+            Value::Array(items) => Value::Array(items.iter().map(|v| self.json(v)).collect()),
+            Value::Object(map) => Value::Object(
+                map.iter()
+                    .map(|(k, v)| {
+                        // Field names and the kinds of identities are not personal; their values are.
+                        let keep = matches!(k.as_str(), "kind" | "source") && v.is_string();
+                        (k.clone(), if keep { v.clone() } else { self.json(v) })
+                    })
+                    .collect(),
+            ),
+            other => other.clone(),
+        }
+    }
+}
+
 fn keep_first(value: &str, n: usize) -> String {
     let head: String = value.chars().take(n).collect();
     format!("{head}***")

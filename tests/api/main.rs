@@ -10,6 +10,7 @@ mod http_spec;
 mod limits;
 mod merges;
 mod privacy;
+mod records;
 mod resolution;
 mod schema;
 mod seed;
