@@ -309,7 +309,7 @@ pub async fn recent_for_many(
             rows_by_customer.entry(row.customer_id).or_default().push(row);
         }
         for rows in rows_by_customer.values_mut() {
-            rows.sort_by(|a, b| (b.occurred_at, b.id).cmp(&(a.occurred_at, a.id)));
+            rows.sort_by_key(|r| std::cmp::Reverse((r.occurred_at, r.id)));
         }
     }
     let mut served = Vec::new();
