@@ -129,19 +129,7 @@ pub async fn upsert_customer(caller: &Caller, svc: &Services, input: UpsertCusto
     if input.identities.len() > MAX_IDENTITIES_PER_UPSERT {
         return Err(ApiError::validation("identities", format!("at most {MAX_IDENTITIES_PER_UPSERT}")));
     }
-    let mut identities: Vec<Identity> = Vec::with_capacity(input.identities.len());
-    for (i, raw) in input.identities.iter().enumerate() {
-        let identity = Identity::parse(
-            raw.kind,
-            &raw.value,
-            raw.source.as_deref(),
-            &svc.settings,
-            &format!("identities[{i}].value"),
-        )?;
-        if !identities.contains(&identity) {
-            identities.push(identity);
-        }
-    }
+    let identities = Identity::parse_all(&input.identities, &svc.settings)?;
     let given_name = parse_name("givenName", input.given_name.as_deref())?;
     let family_name = parse_name("familyName", input.family_name.as_deref())?;
 
@@ -200,21 +188,31 @@ async fn write_upsert(
             resolved.conflicting.len() + 1
         ))));
     }
-    let model = if resolved.created && given_name.is_none() && family_name.is_none() {
-        resolved.customer
-    } else {
-        let mut row: customer::ActiveModel = resolved.customer.into();
-        if given_name.is_some() {
-            row.given_name = Set(given_name.clone());
-        }
-        if family_name.is_some() {
-            row.family_name = Set(family_name.clone());
-        }
-        row.updated_at = Set(now);
-        row.update(&txn).await?
-    };
+    let model = set_names(&txn, resolved.customer, given_name, family_name, now).await?;
     txn.commit().await?;
     Ok(Ok(UpsertOutcome { customer: model.into(), created: resolved.created }))
+}
+
+/// Writes the names that were given (a `None` keeps the stored one).
+async fn set_names(
+    txn: &sea_orm::DatabaseTransaction,
+    row: customer::Model,
+    given_name: &Option<String>,
+    family_name: &Option<String>,
+    now: DateTime<Utc>,
+) -> Result<customer::Model, sea_orm::DbErr> {
+    if given_name.is_none() && family_name.is_none() {
+        return Ok(row);
+    }
+    let mut row: customer::ActiveModel = row.into();
+    if given_name.is_some() {
+        row.given_name = Set(given_name.clone());
+    }
+    if family_name.is_some() {
+        row.family_name = Set(family_name.clone());
+    }
+    row.updated_at = Set(now);
+    row.update(txn).await
 }
 
 /// One customer of the caller's tenant; `NOT_FOUND` for ids of other tenants.
@@ -372,19 +370,7 @@ pub struct IdentifyInput {
 /// written. Needs `profiles:write`.
 pub async fn identify(caller: &Caller, svc: &Services, input: IdentifyInput) -> ApiResult<Option<Customer>> {
     caller.require(Scope::ProfilesWrite)?;
-    let mut identities = Vec::with_capacity(input.identities.len());
-    for (i, raw) in input.identities.iter().enumerate() {
-        let identity = Identity::parse(
-            raw.kind,
-            &raw.value,
-            raw.source.as_deref(),
-            &svc.settings,
-            &format!("identities[{i}].value"),
-        )?;
-        if !identities.contains(&identity) {
-            identities.push(identity);
-        }
-    }
+    let identities = Identity::parse_all(&input.identities, &svc.settings)?;
     if identities.is_empty() {
         return Err(ApiError::validation("identities", "give at least one identity"));
     }
@@ -433,19 +419,7 @@ async fn write_identify(
                 return Ok(Err(ApiError::validation("identities", "every identity is on the tenant's block list")));
             }
         };
-    let model = if given_name.is_none() && family_name.is_none() {
-        resolved.customer
-    } else {
-        let mut row: customer::ActiveModel = resolved.customer.into();
-        if given_name.is_some() {
-            row.given_name = Set(given_name.clone());
-        }
-        if family_name.is_some() {
-            row.family_name = Set(family_name.clone());
-        }
-        row.updated_at = Set(now);
-        row.update(&txn).await?
-    };
+    let model = set_names(&txn, resolved.customer, given_name, family_name, now).await?;
     for consent in consents {
         let consent = crate::consent::RecordConsent { customer_id: model.id, ..consent.clone() };
         if let Err(err) =

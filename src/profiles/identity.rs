@@ -114,6 +114,22 @@ impl Identity {
         Ok(Identity { kind, source, value })
     }
 
+    /// Parses a list of identities as a caller gave them, dropping repeats; errors name `identities[i].value`.
+    pub fn parse_all(
+        inputs: &[super::customers::IdentityInput],
+        settings: &DomainSettings,
+    ) -> ApiResult<Vec<Identity>> {
+        let mut identities: Vec<Identity> = Vec::with_capacity(inputs.len());
+        for (i, raw) in inputs.iter().enumerate() {
+            let field = format!("identities[{i}].value");
+            let identity = Identity::parse(raw.kind, &raw.value, raw.source.as_deref(), settings, &field)?;
+            if !identities.contains(&identity) {
+                identities.push(identity);
+            }
+        }
+        Ok(identities)
+    }
+
     /// Rebuilds an identity read back from storage (already normalised when it was written).
     pub(crate) fn from_stored(kind: IdentityKind, source: String, value: String) -> Self {
         Identity { kind, source, value }

@@ -70,19 +70,7 @@ fn validate(svc: &Services, trait_rules: &traits::TraitRules, input: &CustomerRe
     if key.is_empty() || key.len() > 128 {
         return Err(ApiError::validation("sourceRecordId", "1–128 characters"));
     }
-    let mut identities = Vec::new();
-    for (i, raw) in input.identities.iter().enumerate() {
-        let identity = Identity::parse(
-            raw.kind,
-            &raw.value,
-            raw.source.as_deref(),
-            &svc.settings,
-            &format!("identities[{i}].value"),
-        )?;
-        if !identities.contains(&identity) {
-            identities.push(identity);
-        }
-    }
+    let identities = Identity::parse_all(&input.identities, &svc.settings)?;
     let identities_json = Value::Array(
         identities
             .iter()

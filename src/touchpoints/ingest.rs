@@ -74,14 +74,7 @@ struct Valid {
 }
 
 fn validate(svc: &Services, input: &TouchpointInput) -> ApiResult<Valid> {
-    let mut identities = Vec::with_capacity(input.identities.len());
-    for (i, raw) in input.identities.iter().enumerate() {
-        let field = format!("identities[{i}].value");
-        let identity = Identity::parse(raw.kind, &raw.value, raw.source.as_deref(), &svc.settings, &field)?;
-        if !identities.contains(&identity) {
-            identities.push(identity);
-        }
-    }
+    let identities = Identity::parse_all(&input.identities, &svc.settings)?;
     if input.customer_id.is_none() && identities.is_empty() {
         return Err(ApiError::validation("customer", "name the customer by customerId or by at least one identity"));
     }
