@@ -1,7 +1,9 @@
 //! Touchpoint ingestion: per-item validation, identity resolution and an idempotent write per item, so one bad
 //! item never sinks a batch and a replayed batch creates nothing twice.
+use std::collections::HashMap;
+
 use chrono::{DateTime, SubsecRound, Utc};
-use sea_orm::{ActiveModelTrait, ColumnTrait, DatabaseTransaction, QueryFilter, QuerySelect, Set};
+use sea_orm::{ActiveModelTrait, ColumnTrait, DatabaseTransaction, QueryFilter, QuerySelect, Set, TransactionTrait};
 use uuid::Uuid;
 
 use super::model::{Channel, Feedback, FeedbackMetric, JourneyStage, Touchpoint, TouchpointType};
@@ -143,6 +145,10 @@ fn validate(svc: &Services, input: &TouchpointInput) -> ApiResult<Valid> {
 }
 
 /// Records a batch; one outcome per item, in order. Needs `touchpoints:write`.
+///
+/// A batch is written in one transaction with a savepoint per item, so one bad item never sinks the others and the
+/// answer is sent only once everything it acknowledges is committed. If the batch collides with a concurrent one
+/// (a unique-index race or a deadlock), it is redone item by item, each in its own transaction.
 #[tracing::instrument(skip_all, fields(tenant = %caller.tenant(), items = items.len()))]
 pub async fn record_touchpoints(
     caller: &Caller,
@@ -153,10 +159,32 @@ pub async fn record_touchpoints(
     if items.len() > MAX_BATCH {
         return Err(ApiError::validation("touchpoints", format!("at most {MAX_BATCH} per batch")));
     }
-    let mut outcomes = Vec::with_capacity(items.len());
-    for input in items {
-        outcomes.push(record_one(caller, svc, input).await);
-    }
+    let rules = rules::for_tenant(svc, caller.tenant()).await?;
+    let valids: Vec<ApiResult<Valid>> = items.iter().map(|input| validate(svc, input)).collect();
+    let batched = if items.len() > 1 {
+        match record_batch(caller, svc, &rules, &items, &valids).await {
+            Ok(outcomes) => Some(outcomes),
+            Err(err) => {
+                tracing::info!(error = %err, "batch collided with a concurrent write; redoing it item by item");
+                None
+            }
+        }
+    } else {
+        None
+    };
+    let outcomes = match batched {
+        Some(outcomes) => outcomes,
+        None => {
+            let mut outcomes = Vec::with_capacity(items.len());
+            for (input, valid) in items.iter().zip(valids) {
+                outcomes.push(match valid {
+                    Ok(valid) => record_one(caller, svc, &rules, input, &valid).await,
+                    Err(err) => ItemOutcome::Rejected(err),
+                });
+            }
+            outcomes
+        }
+    };
     let created: Vec<&Touchpoint> =
         outcomes.iter().filter_map(|o| if let ItemOutcome::Created(tp) = o { Some(tp) } else { None }).collect();
     metrics::counter!("kontakt_touchpoints_ingested_total").increment(created.len() as u64);
@@ -173,11 +201,63 @@ pub async fn record_touchpoints(
     Ok(outcomes)
 }
 
-async fn record_one(caller: &Caller, svc: &Services, input: TouchpointInput) -> ItemOutcome {
-    let valid = match validate(svc, &input) {
-        Ok(valid) => valid,
-        Err(err) => return ItemOutcome::Rejected(err),
-    };
+/// The whole batch in one transaction: one query for the known idempotency keys, a savepoint per item.
+async fn record_batch(
+    caller: &Caller,
+    svc: &Services,
+    rules: &rules::CompiledRules,
+    items: &[TouchpointInput],
+    valids: &[ApiResult<Valid>],
+) -> Result<Vec<ItemOutcome>, sea_orm::DbErr> {
+    let tenant = caller.tenant();
+    let keys: Vec<String> = valids.iter().filter_map(|v| v.as_ref().ok().map(|v| v.key.clone())).collect();
+    let txn = svc.db.begin_write().await?;
+    let mut known: HashMap<String, Touchpoint> = HashMap::new();
+    for chunk in keys.chunks(500) {
+        let rows = touchpoint::of_tenant(tenant)
+            .filter(touchpoint::Column::IdempotencyKey.is_in(chunk.iter().cloned()))
+            .all(&txn)
+            .await?;
+        known.extend(rows.into_iter().filter_map(Touchpoint::from_row).map(|tp| (tp.idempotency_key.clone(), tp)));
+    }
+    let mut outcomes = Vec::with_capacity(items.len());
+    for (input, valid) in items.iter().zip(valids) {
+        let valid = match valid {
+            Ok(valid) => valid,
+            Err(err) => {
+                outcomes.push(ItemOutcome::Rejected(err.clone_for_item()));
+                continue;
+            }
+        };
+        if let Some(found) = known.get(&valid.key) {
+            outcomes.push(ItemOutcome::Duplicate(found.clone()));
+            continue;
+        }
+        let item = txn.begin().await?;
+        match write_in(&item, svc, caller, rules, input, valid).await {
+            Ok(ItemOutcome::Created(tp)) => {
+                item.commit().await?;
+                known.insert(tp.idempotency_key.clone(), tp.clone());
+                outcomes.push(ItemOutcome::Created(tp));
+            }
+            Ok(other) => {
+                item.rollback().await?;
+                outcomes.push(other);
+            }
+            Err(err) => return Err(err),
+        }
+    }
+    txn.commit().await?;
+    Ok(outcomes)
+}
+
+async fn record_one(
+    caller: &Caller,
+    svc: &Services,
+    rules: &rules::CompiledRules,
+    input: &TouchpointInput,
+    valid: &Valid,
+) -> ItemOutcome {
     let tenant = caller.tenant();
     match existing(svc, tenant, &valid.key).await {
         Ok(Some(found)) => return ItemOutcome::Duplicate(found),
@@ -185,7 +265,18 @@ async fn record_one(caller: &Caller, svc: &Services, input: TouchpointInput) -> 
         Err(err) => return ItemOutcome::Rejected(err),
     }
     for attempt in 1..=3 {
-        match write(svc, caller, &input, &valid).await {
+        let written = async {
+            let txn = svc.db.begin_write().await?;
+            let outcome = write_in(&txn, svc, caller, rules, input, valid).await?;
+            if matches!(outcome, ItemOutcome::Created(_)) {
+                txn.commit().await?;
+            } else {
+                txn.rollback().await?;
+            }
+            Ok::<_, sea_orm::DbErr>(outcome)
+        }
+        .await;
+        match written {
             Ok(result) => return result,
             Err(err) if ApiError::is_unique_violation(&err) => {
                 // Either a concurrent replay of the same key, or two writers creating the same identity.
@@ -208,45 +299,37 @@ async fn existing(svc: &Services, tenant: &TenantId, key: &str) -> ApiResult<Opt
     Ok(row.and_then(Touchpoint::from_row))
 }
 
-async fn write(
+/// Resolves the customer and writes one touchpoint (and the consents it carries) in `txn`, which the caller
+/// commits on `Created` and rolls back otherwise.
+async fn write_in(
+    txn: &DatabaseTransaction,
     svc: &Services,
     caller: &Caller,
+    rules: &rules::CompiledRules,
     input: &TouchpointInput,
     valid: &Valid,
 ) -> Result<ItemOutcome, sea_orm::DbErr> {
     let tenant = caller.tenant();
     let now = Utc::now();
-    let rules = match rules::for_tenant(svc, tenant).await {
-        Ok(rules) => rules,
-        Err(err) => return Ok(ItemOutcome::Rejected(err)),
-    };
-    let txn = svc.db.begin_write().await?;
     let customer_id = match input.customer_id {
         Some(id) => {
-            if !customer_exists(&txn, tenant, id).await? {
-                txn.rollback().await?;
+            if !customer_exists(txn, tenant, id).await? {
                 return Ok(ItemOutcome::Rejected(ApiError::validation("customerId", format!("no customer {id}"))));
             }
             id
         }
-        None => {
-            match resolution::resolve(&txn, tenant, &svc.settings, &rules, caller.subject(), &valid.identities, now)
-                .await?
-            {
-                Resolution::Resolved(resolved) => resolved.customer.id,
-                Resolution::Suppressed => {
-                    txn.rollback().await?;
-                    return Ok(ItemOutcome::Suppressed);
-                }
-                Resolution::Blocked => {
-                    txn.rollback().await?;
-                    return Ok(ItemOutcome::Rejected(ApiError::validation(
-                        "identities",
-                        "every identity is on the tenant's block list",
-                    )));
-                }
+        None => match resolution::resolve(txn, tenant, &svc.settings, rules, caller.subject(), &valid.identities, now)
+            .await?
+        {
+            Resolution::Resolved(resolved) => resolved.customer.id,
+            Resolution::Suppressed => return Ok(ItemOutcome::Suppressed),
+            Resolution::Blocked => {
+                return Ok(ItemOutcome::Rejected(ApiError::validation(
+                    "identities",
+                    "every identity is on the tenant's block list",
+                )));
             }
-        }
+        },
     };
     let row = touchpoint::ActiveModel {
         id: Set(Uuid::now_v7()),
@@ -267,16 +350,14 @@ async fn write(
         feedback_verbatim: Set(valid.feedback.as_ref().and_then(|f| f.verbatim.clone())),
         consent: Set(input.consent_context.clone()),
     }
-    .insert(&txn)
+    .insert(txn)
     .await?;
     for consent in &input.consents {
         let consent = RecordConsent { customer_id, ..consent.clone() };
-        if let Err(err) = ledger::append_if_changed(&txn, tenant, caller.subject(), consent).await {
-            txn.rollback().await?;
+        if let Err(err) = ledger::append_if_changed(txn, tenant, caller.subject(), consent).await {
             return Ok(ItemOutcome::Rejected(err));
         }
     }
-    txn.commit().await?;
     Ok(match Touchpoint::from_row(row) {
         Some(tp) => ItemOutcome::Created(tp),
         None => ItemOutcome::Rejected(ApiError::internal(anyhow::anyhow!("stored an unreadable touchpoint"))),

@@ -581,7 +581,72 @@ async fn the_touchpoint_stream_only_carries_consenting_customers(app: TestApp) {
     }
 }
 
+async fn concurrent_batches_sharing_identities_store_everything_once(app: TestApp) {
+    let mut tasks = Vec::new();
+    for b in 0..8 {
+        let client = app.client.clone();
+        let url = app.url("/graphql");
+        let token = writer(&app);
+        tasks.push(tokio::spawn(async move {
+            // Every batch names the same five people, so batches race on the same new identities.
+            let items: Vec<Value> = (0..20)
+                .map(|i| {
+                    touchpoint(
+                        &format!("cb{b}-{i}"),
+                        json!([{ "kind": "EMAIL", "value": format!("p{}@example.com", i % 5) }]),
+                        "PAGE_VIEW",
+                        30,
+                    )
+                })
+                .collect();
+            let mut batch = items.clone();
+            batch.push(items[0].clone()); // the same key twice in one batch
+            let body: Value = client
+                .post(url)
+                .bearer_auth(token)
+                .json(&json!({ "query": RECORD, "variables": { "t": batch } }))
+                .send()
+                .await
+                .expect("request")
+                .json()
+                .await
+                .expect("json");
+            body["data"]["recordTouchpoints"].clone()
+        }));
+    }
+    for task in tasks {
+        let result = task.await.expect("task");
+        assert_eq!((result["created"].as_i64(), result["duplicates"].as_i64()), (Some(20), Some(1)), "{result}");
+    }
+    let data = app.data(&app.admin(), "{ customers(first: 100) { edges { node { id } } } }", json!({})).await;
+    assert_eq!(data["customers"]["edges"].as_array().map(Vec::len), Some(5), "one customer per person");
+    let feed = app
+        .data(
+            &reader(&app, "support"),
+            "{ touchpoints(first: 100) { edges { cursor } pageInfo { hasNextPage } } }",
+            json!({}),
+        )
+        .await;
+    let first_page = feed["touchpoints"]["edges"].as_array().map(Vec::len).unwrap_or_default();
+    let more = feed["touchpoints"]["pageInfo"]["hasNextPage"] == true;
+    let total = if more {
+        let after = feed["touchpoints"]["edges"][99]["cursor"].clone();
+        let rest = app
+            .data(
+                &reader(&app, "support"),
+                "query($a: String) { touchpoints(first: 100, after: $a) { edges { cursor } } }",
+                json!({ "a": after }),
+            )
+            .await;
+        first_page + rest["touchpoints"]["edges"].as_array().map(Vec::len).unwrap_or_default()
+    } else {
+        first_page
+    };
+    assert_eq!(total, 160, "every touchpoint stored exactly once");
+}
+
 on_every_backend!(
+    concurrent_batches_sharing_identities_store_everything_once,
     a_page_of_customers_with_their_touchpoints_takes_a_fixed_number_of_statements,
     the_touchpoint_stream_only_carries_consenting_customers,
     an_anonymous_visitor_who_logs_in_keeps_their_history,
