@@ -96,7 +96,7 @@ impl ApiError {
             ApiError::Unauthenticated(m) => ApiError::Unauthenticated(m.clone()),
             ApiError::Forbidden(m) => ApiError::Forbidden(m.clone()),
             ApiError::ConsentRequired { purpose, reason, message } => {
-                ApiError::ConsentRequired { purpose: purpose.clone(), reason: *reason, message: message.clone() }
+                ApiError::ConsentRequired { purpose: purpose.clone(), reason, message: message.clone() }
             }
             ApiError::NotFound(m) => ApiError::NotFound(m.clone()),
             ApiError::Validation { field, message } => {
