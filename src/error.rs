@@ -90,24 +90,6 @@ impl ApiError {
         }
     }
 
-    /// A copy of a validation-time error for a per-item result (internal causes are not copied).
-    pub fn clone_for_item(&self) -> ApiError {
-        match self {
-            ApiError::Unauthenticated(m) => ApiError::Unauthenticated(m.clone()),
-            ApiError::Forbidden(m) => ApiError::Forbidden(m.clone()),
-            ApiError::ConsentRequired { purpose, reason, message } => {
-                ApiError::ConsentRequired { purpose: purpose.clone(), reason, message: message.clone() }
-            }
-            ApiError::NotFound(m) => ApiError::NotFound(m.clone()),
-            ApiError::Validation { field, message } => {
-                ApiError::Validation { field: field.clone(), message: message.clone() }
-            }
-            ApiError::Conflict(m) => ApiError::Conflict(m.clone()),
-            ApiError::Unavailable(m) => ApiError::Unavailable(m.clone()),
-            ApiError::Internal(cause) => ApiError::Internal(anyhow::anyhow!("{cause:#}")),
-        }
-    }
-
     /// True for database unique-constraint races, which callers may retry.
     pub fn is_unique_violation(err: &DbErr) -> bool {
         matches!(err.sql_err(), Some(SqlErr::UniqueConstraintViolation(_)))
