@@ -116,6 +116,11 @@ pub struct Config {
     #[arg(long, env = "KONTAKT_WRITE_KEYS", hide_env_values = true, global = true)]
     pub write_keys: Option<String>,
 
+    /// Browser origins allowed to call the API (CORS), comma-separated, e.g. `https://shop.example`. `*` allows
+    /// any origin (development only). Default: none.
+    #[arg(long, env = "KONTAKT_CORS_ORIGINS", global = true)]
+    pub cors_origins: Option<String>,
+
     /// Serve introspection (default: on in development, off in production).
     #[arg(long, env = "KONTAKT_INTROSPECTION", action = clap::ArgAction::Set, global = true)]
     pub introspection: Option<bool>,
@@ -236,6 +241,9 @@ impl Config {
             }
         }
         self.parsed_write_keys()?;
+        if self.is_production() && self.cors_origins.as_deref().is_some_and(|o| o.split(',').any(|o| o.trim() == "*")) {
+            anyhow::bail!("KONTAKT_CORS_ORIGINS=* is for development; list the origins in production");
+        }
         if self.jwt_leeway_secs > 300 {
             anyhow::bail!("KONTAKT_JWT_LEEWAY_SECS must be at most 300");
         }

@@ -9,7 +9,7 @@ use std::{sync::Arc, time::Instant};
 use axum::{
     Router,
     extract::{MatchedPath, Request},
-    http::{HeaderName, header},
+    http::{HeaderName, Method, header},
     middleware::{self, Next},
     response::Response,
     routing::get,
@@ -19,6 +19,7 @@ use tower::ServiceBuilder;
 use tower_http::{
     catch_panic::CatchPanicLayer,
     compression::CompressionLayer,
+    cors::{AllowOrigin, CorsLayer},
     decompression::RequestDecompressionLayer,
     request_id::{MakeRequestUuid, PropagateRequestIdLayer, RequestId, SetRequestIdLayer},
     sensitive_headers::SetSensitiveRequestHeadersLayer,
@@ -42,8 +43,25 @@ pub struct AppState {
     pub write_keys: Arc<tracking::WriteKeys>,
 }
 
+/// CORS for browser frontends: only the configured origins, only what the API needs.
+fn cors(config: &Config) -> CorsLayer {
+    let origins = config.cors_origins.as_deref().unwrap_or_default();
+    let allow = if origins.split(',').any(|o| o.trim() == "*") {
+        AllowOrigin::any()
+    } else {
+        AllowOrigin::list(origins.split(',').map(str::trim).filter(|o| !o.is_empty()).filter_map(|o| o.parse().ok()))
+    };
+    CorsLayer::new()
+        .allow_origin(allow)
+        .allow_methods([Method::GET, Method::POST])
+        .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE, header::ACCEPT])
+        .expose_headers([REQUEST_ID_HEADER])
+        .max_age(std::time::Duration::from_secs(600))
+}
+
 pub fn router(state: AppState) -> Router {
     let max_body = state.config.max_body_bytes;
+    let cors = cors(&state.config);
     Router::new()
         .route("/graphql", get(graphql::graphql_get).post(graphql::graphql_post))
         .route("/graphql/ws", get(ws::graphql_ws))
@@ -65,6 +83,7 @@ pub fn router(state: AppState) -> Router {
                 }))
                 .layer(PropagateRequestIdLayer::new(REQUEST_ID_HEADER))
                 .layer(CatchPanicLayer::new())
+                .layer(cors)
                 .layer(CompressionLayer::new()),
         )
         .with_state(state)

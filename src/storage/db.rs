@@ -39,6 +39,10 @@ impl Database {
         if let Some(schema) = &config.database_schema {
             options.set_schema_search_path(schema.clone());
         }
+        if !config.is_sqlite() {
+            // The database stops work a request has given up on, instead of finishing it for nobody.
+            options.statement_timeout(config.request_timeout());
+        }
         if config.is_sqlite()
             && let Some(path) = config.sqlite_path()
             && let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())

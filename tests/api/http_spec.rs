@@ -207,3 +207,26 @@ async fn health_checks(app: TestApp) {
 }
 
 on_every_backend!(health_checks);
+
+#[tokio::test]
+async fn browsers_from_configured_origins_pass_cors_and_others_do_not() {
+    let app =
+        spawn_with(Backend::Sqlite, |c| c.cors_origins = Some("https://shop.example".into())).await.expect("sqlite");
+    let preflight = |origin: &'static str| {
+        app.client
+            .request(reqwest::Method::OPTIONS, app.url("/graphql"))
+            .header("origin", origin)
+            .header("access-control-request-method", "POST")
+            .header("access-control-request-headers", "authorization, content-type")
+            .send()
+    };
+    let allowed = preflight("https://shop.example").await.expect("preflight");
+    assert_eq!(
+        allowed.headers().get("access-control-allow-origin").and_then(|v| v.to_str().ok()),
+        Some("https://shop.example")
+    );
+    let refused = preflight("https://evil.example").await.expect("preflight");
+    assert!(refused.headers().get("access-control-allow-origin").is_none());
+    let response = post(&app, Some(GRJ), json!({ "query": "{ __typename }" })).await;
+    assert_eq!(response.status(), StatusCode::OK, "CORS does not get in the way of non-browser callers");
+}
