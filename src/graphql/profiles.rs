@@ -55,6 +55,16 @@ pub struct CustomerFilterInput {
     has_identity_kind: Option<IdentityKind>,
     /// Only customers changed at or after this time.
     updated_since: Option<DateTime<Utc>>,
+    /// Only customers for whom some source gave this trait this value.
+    has_trait: Option<TraitFilterInput>,
+}
+
+#[derive(InputObject)]
+pub struct TraitFilterInput {
+    /// A core trait (`givenName`, `country`, …) or a declared custom trait.
+    name: String,
+    /// The value, as JSON (`"DK"`, `42`, `true`).
+    equals: async_graphql::Json<serde_json::Value>,
 }
 
 #[Object]
@@ -95,7 +105,11 @@ impl ProfilesQuery {
         let rc = request(ctx)?;
         let page = PageRequest::parse(first, after.as_deref()).gql()?;
         let filter = filter.unwrap_or_default();
-        let filter = CustomerFilter { identity_kind: filter.has_identity_kind, updated_since: filter.updated_since };
+        let filter = CustomerFilter {
+            identity_kind: filter.has_identity_kind,
+            updated_since: filter.updated_since,
+            has_trait: filter.has_trait.map(|t| (t.name, t.equals.0)),
+        };
         let listed = customers::list_customers(&rc.caller, &rc.services, &filter, page).await.gql()?;
         let fields = CustomerListFields {
             excluded_count: i32::try_from(listed.excluded).unwrap_or(i32::MAX),

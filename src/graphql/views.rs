@@ -22,7 +22,7 @@ use crate::{
     privacy::access_log,
     profiles::merge::{self, Merge},
     profiles::{Customer, CustomerIdentity, IdentityKind, customers::CustomerChange},
-    profiles::{records, traits},
+    profiles::{records, resolution, traits},
     touchpoints::timeline::{self, TouchpointFilter},
 };
 
@@ -104,6 +104,12 @@ impl CustomerView {
         let rc = request(ctx)?;
         let list = records::of_customer(&rc.caller, &rc.services, self.customer.id).await.gql()?;
         Ok(list.into_iter().map(|r| SourceRecordView::new(r, self.disclosure)).collect())
+    }
+
+    /// Why this customer is who it is: its identities, the merges that built it (with evidence) and the links
+    /// resolution refused to make.
+    async fn identity_graph(&self) -> IdentityGraphView {
+        IdentityGraphView { customer_id: self.customer.id, disclosure: self.disclosure }
     }
 
     /// The merges this customer took part in, newest first, with their evidence.
@@ -284,6 +290,54 @@ impl MergeView {
     async fn undone_at(&self) -> Option<DateTime<Utc>> {
         self.0.undone_at
     }
+}
+
+pub struct IdentityGraphView {
+    customer_id: Uuid,
+    disclosure: Disclosure,
+}
+
+#[Object(name = "IdentityGraph")]
+impl IdentityGraphView {
+    async fn identities(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<IdentityView>> {
+        let loader = ctx.data_unchecked::<DataLoader<IdentityLoader>>();
+        let identities = loader.load_one(self.customer_id).await.map_err(|e| e.as_ref().extend())?;
+        Ok(identities
+            .unwrap_or_default()
+            .into_iter()
+            .map(|identity| IdentityView { identity, disclosure: self.disclosure })
+            .collect())
+    }
+
+    async fn merges(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<MergeView>> {
+        let rc = request(ctx)?;
+        Ok(merge::history(&rc.caller, &rc.services, self.customer_id).await.gql()?.into_iter().map(MergeView).collect())
+    }
+
+    /// Links refused by the resolution rules (over a kind's limit, or an identity owned by another customer).
+    async fn conflicts(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<ResolutionConflictView>> {
+        let rc = request(ctx)?;
+        let conflicts = resolution::conflicts_of(&rc.caller, &rc.services, self.customer_id).await.gql()?;
+        Ok(conflicts
+            .into_iter()
+            .map(|c| ResolutionConflictView {
+                kind: c.kind,
+                reason: c.reason,
+                other_customer_id: c.other_customer_id,
+                at: c.at,
+            })
+            .collect())
+    }
+}
+
+#[derive(SimpleObject)]
+#[graphql(name = "ResolutionConflict")]
+pub struct ResolutionConflictView {
+    kind: IdentityKind,
+    /// `limit` or `owned_by_other`.
+    reason: String,
+    other_customer_id: Option<Uuid>,
+    at: DateTime<Utc>,
 }
 
 /// One read of a customer's personal data.

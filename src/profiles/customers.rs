@@ -2,7 +2,10 @@
 use std::{collections::HashMap, time::Duration};
 
 use chrono::{DateTime, Utc};
-use sea_orm::{ActiveModelTrait, ColumnTrait, QueryFilter, QueryOrder, QuerySelect, Set, sea_query::Query};
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, QueryFilter, QueryOrder, QuerySelect, Set,
+    sea_query::{Expr, ExprTrait, Query},
+};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -17,7 +20,7 @@ use crate::{
     error::{ApiError, ApiResult},
     pagination::{Page, PageRequest},
     services::Services,
-    storage::entities::{customer, identity},
+    storage::entities::{customer, identity, trait_value},
 };
 
 /// The unified person, as the domain hands it out. Personal fields are masked later, in `privacy`.
@@ -67,6 +70,8 @@ pub struct UpsertOutcome {
 pub struct CustomerFilter {
     pub identity_kind: Option<IdentityKind>,
     pub updated_since: Option<DateTime<Utc>>,
+    /// A trait name and a value some source gave it (compared as JSON).
+    pub has_trait: Option<(String, serde_json::Value)>,
 }
 
 /// What subscribers of a tenant's `customers` topic receive.
@@ -288,6 +293,21 @@ pub async fn list_customers(
                     .from(identity::Entity)
                     .and_where(identity::Column::Tenant.eq(caller.tenant().as_str()))
                     .and_where(identity::Column::Kind.eq(kind.as_str()))
+                    .to_owned(),
+            ),
+        );
+    }
+    if let Some((name, value)) = &filter.has_trait {
+        // JSON is compared in its canonical text form, which both backends store.
+        let text = serde_json::to_string(value).map_err(ApiError::internal)?;
+        query = query.filter(
+            customer::Column::Id.in_subquery(
+                Query::select()
+                    .column(trait_value::Column::CustomerId)
+                    .from(trait_value::Entity)
+                    .and_where(trait_value::Column::Tenant.eq(caller.tenant().as_str()))
+                    .and_where(trait_value::Column::Name.eq(name.as_str()))
+                    .and_where(Expr::col(trait_value::Column::Value).cast_as("text").eq(text))
                     .to_owned(),
             ),
         );

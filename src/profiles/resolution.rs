@@ -233,3 +233,41 @@ pub(crate) async fn find_identities(
     });
     identity::of_tenant(tenant).filter(any).all(conn).await
 }
+
+/// A link resolution refused to make for a customer.
+#[derive(Debug, Clone)]
+pub struct Conflict {
+    pub kind: IdentityKind,
+    /// `limit` (the kind's limit on one customer) or `owned_by_other` (the identity points at another customer).
+    pub reason: String,
+    pub other_customer_id: Option<Uuid>,
+    pub at: DateTime<Utc>,
+}
+
+/// The conflicts recorded for a customer, newest first (at most 100). Needs `profiles:read`.
+pub async fn conflicts_of(
+    caller: &crate::auth::Caller,
+    svc: &crate::services::Services,
+    customer_id: Uuid,
+) -> crate::error::ApiResult<Vec<Conflict>> {
+    use sea_orm::QueryOrder;
+    caller.require(crate::auth::Scope::ProfilesRead)?;
+    let rows = resolution_conflict::Entity::find()
+        .filter(resolution_conflict::Column::Tenant.eq(caller.tenant().as_str()))
+        .filter(resolution_conflict::Column::CustomerId.eq(customer_id))
+        .order_by_desc(resolution_conflict::Column::Id)
+        .limit(100)
+        .all(svc.db.conn())
+        .await?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|r| {
+            Some(Conflict {
+                kind: r.kind.parse().ok()?,
+                reason: r.reason,
+                other_customer_id: r.other_customer_id,
+                at: r.created_at,
+            })
+        })
+        .collect())
+}

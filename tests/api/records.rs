@@ -59,6 +59,23 @@ async fn a_store_record_joins_the_web_customer_and_traits_survive_by_rule(app: T
         .await;
     assert_eq!(lookup["sourceRecord"]["customerId"], customer.as_str());
 
+    let filtered = app
+        .data(
+            &app.admin(),
+            r#"{ customers(filter: {hasTrait: {name: "country", equals: "DK"}}) { edges { node { id } } } }"#,
+            json!({}),
+        )
+        .await;
+    assert_eq!(filtered["customers"]["edges"], json!([{ "node": { "id": customer } }]));
+    let none = app
+        .data(
+            &app.admin(),
+            r#"{ customers(filter: {hasTrait: {name: "country", equals: "SE"}}) { edges { node { id } } } }"#,
+            json!({}),
+        )
+        .await;
+    assert_eq!(none["customers"]["edges"], json!([]));
+
     // The tenant trusts the web shop over the till for names.
     let rules = json!({ "defaultRule": "MOST_RECENT", "rules": [{ "name": "givenName", "rule": "SOURCE_PRIORITY", "sources": ["webshop", "pos"] }], "custom": [] });
     app.data(

@@ -98,6 +98,20 @@ async fn a_record_over_a_limit_is_attached_by_its_strongest_identity(app: TestAp
         .collect();
     assert_eq!(emails, vec!["one@example.com"]);
 
+    // The second customer's identity graph says why the tablet did not glue them together.
+    let graph = app
+        .data(&app.admin(), "query($id: UUID!) { customer(id: $id) { identityGraph { identities { kind } conflicts { kind reason otherCustomerId } } } }", json!({ "id": two }))
+        .await;
+    let conflicts = graph["customer"]["identityGraph"]["conflicts"].as_array().expect("conflicts").clone();
+    assert!(
+        conflicts.contains(&json!({ "kind": "EMAIL", "reason": "limit", "otherCustomerId": one })),
+        "{conflicts:?}"
+    );
+    assert!(
+        conflicts.contains(&json!({ "kind": "DEVICE_ID", "reason": "owned_by_other", "otherCustomerId": one })),
+        "{conflicts:?}"
+    );
+
     // The same email again still finds its own customer.
     let again = record(
         &app,
