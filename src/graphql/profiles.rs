@@ -183,6 +183,15 @@ impl From<ResolutionRules> for rules::ResolutionRules {
     }
 }
 
+/// What a re-resolution changed.
+#[derive(SimpleObject)]
+pub struct ReresolutionReport {
+    identities_removed: i32,
+    merges_undone: i32,
+    /// Merges made through a blocked identity that could not be undone (the survivor was merged again since).
+    merges_kept: i32,
+}
+
 #[derive(Default)]
 pub struct ProfilesMutation;
 
@@ -199,6 +208,19 @@ impl ProfilesMutation {
     ) -> async_graphql::Result<MergeView> {
         let rc = request(ctx)?;
         Ok(MergeView(merge::merge_customers(&rc.caller, &rc.services, survivor_id, merged_id, note).await.gql()?))
+    }
+
+    /// Applies the tenant's current block list to customers already resolved: merges made through a now-blocked
+    /// identity are undone and the blocked identities removed. Needs `profiles:write`.
+    async fn reresolve_customers(&self, ctx: &Context<'_>) -> async_graphql::Result<ReresolutionReport> {
+        let rc = request(ctx)?;
+        let report = rules::reresolve(&rc.caller, &rc.services).await.gql()?;
+        let n = |v: usize| i32::try_from(v).unwrap_or(i32::MAX);
+        Ok(ReresolutionReport {
+            identities_removed: n(report.identities_removed),
+            merges_undone: n(report.merges_undone),
+            merges_kept: n(report.merges_kept),
+        })
     }
 
     /// Undoes a merge: both customers are restored with their own identities, touchpoints and consents.

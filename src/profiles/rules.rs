@@ -161,3 +161,90 @@ pub async fn update(caller: &Caller, svc: &Services, rules: ResolutionRules) -> 
     svc.rules.0.insert(caller.tenant().as_str().to_owned(), Arc::new(compiled)).await;
     Ok(rules)
 }
+
+/// What a re-resolution changed.
+#[derive(Debug, Clone, Default)]
+pub struct Reresolution {
+    /// Identities whose value the rules now block: removed.
+    pub identities_removed: usize,
+    /// Automatic merges that a now-blocked identity had made: undone.
+    pub merges_undone: usize,
+    /// Such merges that could not be undone (the survivor was merged again since).
+    pub merges_kept: usize,
+}
+
+/// Applies the tenant's current block list to customers already resolved: merges made through a now-blocked
+/// identity are undone, and the blocked identities are removed. Needs `profiles:write`.
+#[tracing::instrument(skip_all, fields(tenant = %caller.tenant()))]
+pub async fn reresolve(caller: &Caller, svc: &Services) -> ApiResult<Reresolution> {
+    use sea_orm::{ColumnTrait, QueryFilter, QueryOrder, QuerySelect};
+
+    use crate::storage::entities::{identity, merge};
+
+    caller.require(Scope::ProfilesWrite)?;
+    let tenant = caller.tenant();
+    let rules = for_tenant(svc, tenant).await?;
+    let mut blocked: Vec<uuid::Uuid> = Vec::new();
+    let mut after: Option<uuid::Uuid> = None;
+    loop {
+        let mut query = identity::of_tenant(tenant).order_by_asc(identity::Column::Id).limit(1000);
+        if let Some(after) = after {
+            query = query.filter(identity::Column::Id.gt(after));
+        }
+        let rows = query.all(svc.db.conn()).await?;
+        let Some(last) = rows.last() else { break };
+        after = Some(last.id);
+        for row in &rows {
+            if let Ok(kind) = row.kind.parse::<IdentityKind>() {
+                let stored = Identity::from_stored(kind, row.source.clone(), row.value.clone());
+                if rules.is_blocked(&stored) {
+                    blocked.push(row.id);
+                }
+            }
+        }
+    }
+    let mut report = Reresolution::default();
+    if blocked.is_empty() {
+        return Ok(report);
+    }
+    let merges = merge::of_tenant(tenant)
+        .filter(merge::Column::Reason.eq("identity"))
+        .filter(merge::Column::UndoneAt.is_null())
+        .order_by_desc(merge::Column::Id)
+        .all(svc.db.conn())
+        .await?;
+    for m in merges {
+        let through = m.evidence.get("identityId").and_then(|v| v.as_str()).and_then(|v| v.parse::<uuid::Uuid>().ok());
+        if through.is_some_and(|id| blocked.contains(&id)) {
+            match super::merge::unmerge(caller, svc, m.id).await {
+                Ok(_) => report.merges_undone += 1,
+                Err(ApiError::Conflict(_)) => report.merges_kept += 1,
+                Err(other) => return Err(other),
+            }
+        }
+    }
+    let txn = svc.db.begin_write().await?;
+    let mut owners: Vec<uuid::Uuid> = Vec::new();
+    for chunk in blocked.chunks(500) {
+        owners.extend(
+            identity::of_tenant(tenant)
+                .filter(identity::Column::Id.is_in(chunk.iter().copied()))
+                .select_only()
+                .column(identity::Column::CustomerId)
+                .into_tuple::<uuid::Uuid>()
+                .all(&txn)
+                .await?,
+        );
+        report.identities_removed += identity::Entity::delete_many()
+            .filter(identity::Column::Tenant.eq(tenant.as_str()))
+            .filter(identity::Column::Id.is_in(chunk.iter().copied()))
+            .exec(&txn)
+            .await?
+            .rows_affected as usize;
+    }
+    txn.commit().await?;
+    for owner in owners {
+        svc.cache.delete(&super::customers::cache_key(tenant, owner)).await;
+    }
+    Ok(report)
+}

@@ -164,7 +164,56 @@ async fn rules_are_validated_and_belong_to_their_tenant(app: TestApp) {
     assert_eq!(first_code(&body), "FORBIDDEN");
 }
 
+async fn a_value_blocked_after_the_fact_undoes_the_merges_it_made(app: TestApp) {
+    let a = record(
+        &app,
+        json!([touchpoint("r1", json!([{ "kind": "EMAIL", "value": "ra@example.com" }]), "PAGE_VIEW", 9)]),
+    )
+    .await;
+    let b = record(
+        &app,
+        json!([touchpoint("r2", json!([{ "kind": "ANONYMOUS_ID", "value": "kiosk-7" }]), "PAGE_VIEW", 8)]),
+    )
+    .await;
+    let (a, b) = (a["results"][0]["customerId"].clone(), b["results"][0]["customerId"].clone());
+    // One record names both: the kiosk's anonymous id merges b into a.
+    let both = record(
+        &app,
+        json!([touchpoint(
+            "r3",
+            json!([{ "kind": "EMAIL", "value": "ra@example.com" }, { "kind": "ANONYMOUS_ID", "value": "kiosk-7" }]),
+            "PAGE_VIEW",
+            1
+        )]),
+    )
+    .await;
+    assert_eq!(both["results"][0]["customerId"], a);
+    let token = app.token("acme", &["profiles:read", "profiles:write", "touchpoints:read"], "support");
+    let mut rules = app.data(&token, RULES, json!({})).await["resolutionRules"].clone();
+    rules["blockedValues"].as_array_mut().expect("list").push(json!("kiosk-7"));
+    app.data(&token, UPDATE, json!({ "r": rules })).await;
+    let report = app
+        .data(&token, "mutation { reresolveCustomers { identitiesRemoved mergesUndone mergesKept } }", json!({}))
+        .await;
+    assert_eq!(report["reresolveCustomers"], json!({ "identitiesRemoved": 1, "mergesUndone": 1, "mergesKept": 0 }));
+    let split = app
+        .data(
+            &token,
+            "query($id: UUID!) { customer(id: $id) { id touchpoints { totalCount } identities { kind } } }",
+            json!({ "id": b }),
+        )
+        .await;
+    assert_eq!(split["customer"]["id"], b, "b is itself again");
+    assert_eq!(split["customer"]["touchpoints"]["totalCount"], 1);
+    assert_eq!(split["customer"]["identities"], json!([]), "the blocked identity is gone");
+    let (_, body) = app
+        .gql(&token, r#"{ customerByIdentity(identity: {kind: ANONYMOUS_ID, value: "kiosk-7"}) { id } }"#, json!({}))
+        .await;
+    assert_eq!(first_code(&body), "NOT_FOUND");
+}
+
 on_every_backend!(
+    a_value_blocked_after_the_fact_undoes_the_merges_it_made,
     blocked_values_never_link_anyone,
     a_record_over_a_limit_is_attached_by_its_strongest_identity,
     a_store_record_with_phone_and_email_joins_the_web_customer,
