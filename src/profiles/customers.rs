@@ -195,6 +195,7 @@ async fn write_upsert(
     }
     let model = set_names(&txn, resolved.customer, given_name, family_name, now).await?;
     txn.commit().await?;
+    resolution::forget_cached(svc, tenant, model.id, &resolved.merged).await;
     Ok(Ok(UpsertOutcome { customer: model.into(), created: resolved.created }))
 }
 
@@ -439,6 +440,7 @@ async fn write_identify(
                 return Ok(Err(ApiError::validation("identities", "every identity is on the tenant's block list")));
             }
         };
+    let merged = resolved.merged.clone();
     let model = set_names(&txn, resolved.customer, given_name, family_name, now).await?;
     for consent in consents {
         let consent = crate::consent::RecordConsent { customer_id: model.id, ..consent.clone() };
@@ -450,5 +452,6 @@ async fn write_identify(
         }
     }
     txn.commit().await?;
+    resolution::forget_cached(svc, caller.tenant(), model.id, &merged).await;
     Ok(Ok(Some(model.into())))
 }

@@ -165,6 +165,7 @@ async fn write(
         txn.rollback().await?;
         return Ok(RecordOutcome::Unchanged { record_id: old.id, customer_id: old.customer_id });
     }
+    let mut merged = Vec::new();
     let customer_id = if valid.identities.is_empty() {
         match &existing {
             Some(old) => old.customer_id,
@@ -188,7 +189,10 @@ async fn write(
         )
         .await?
         {
-            Resolution::Resolved(resolved) => resolved.customer.id,
+            Resolution::Resolved(resolved) => {
+                merged = resolved.merged;
+                resolved.customer.id
+            }
             Resolution::Suppressed => {
                 txn.rollback().await?;
                 return Ok(RecordOutcome::Suppressed);
@@ -264,6 +268,7 @@ async fn write(
     }
     refresh_names(&txn, tenant, trait_rules, customer_id, now).await?;
     txn.commit().await?;
+    resolution::forget_cached(svc, tenant, customer_id, &merged).await;
     Ok(if created {
         RecordOutcome::Created { record_id, customer_id }
     } else {

@@ -34,6 +34,8 @@ pub struct Resolved {
     pub blocked: usize,
     /// Links not made because they would break a per-kind limit (recorded as conflicts).
     pub over_limit: usize,
+    /// Customers merged into this one; callers drop their cached profiles once the transaction commits.
+    pub merged: Vec<Uuid>,
 }
 
 /// The outcome of resolving a record's identities.
@@ -152,6 +154,7 @@ pub(crate) async fn resolve(
     others.sort_by_key(|(id, _)| *id);
     others.dedup_by_key(|(id, _)| *id);
     let mut conflicting = Vec::new();
+    let mut merged = Vec::new();
     for (other, link) in others {
         let theirs = kind_counts(txn, tenant, other).await?;
         let fits = theirs.iter().all(|(kind, n)| {
@@ -168,6 +171,7 @@ pub(crate) async fn resolve(
                     for (kind, n) in theirs {
                         *counts.entry(kind).or_default() += n;
                     }
+                    merged.push(other);
                     continue;
                 }
                 Err(err) => tracing::warn!(error = %err, "automatic merge refused"),
@@ -193,7 +197,7 @@ pub(crate) async fn resolve(
             .collect();
         resolution_conflict::Entity::insert_many(rows).exec(txn).await?;
     }
-    Ok(Resolution::Resolved(Box::new(Resolved { customer, created, conflicting, blocked, over_limit })))
+    Ok(Resolution::Resolved(Box::new(Resolved { customer, created, conflicting, blocked, over_limit, merged })))
 }
 
 /// How many identities of each kind a customer has.
@@ -212,6 +216,13 @@ async fn kind_counts(
         .all(txn)
         .await?;
     Ok(rows.into_iter().map(|(k, n)| (k, n as usize)).collect())
+}
+
+/// Drops the cached profiles of a resolution's customer and of the customers merged into it (after commit).
+pub(crate) async fn forget_cached(svc: &crate::services::Services, tenant: &TenantId, customer: Uuid, merged: &[Uuid]) {
+    for id in std::iter::once(&customer).chain(merged) {
+        svc.cache.delete(&super::customers::cache_key(tenant, *id)).await;
+    }
 }
 
 /// The stored identities equal to any of `identities` (already normalised).

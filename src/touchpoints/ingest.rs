@@ -221,9 +221,12 @@ async fn record_one(
     for attempt in 1..=3 {
         let written = async {
             let txn = svc.db.begin_write().await?;
-            let outcome = write_in(&txn, svc, caller, rules, input, valid).await?;
-            if matches!(outcome, ItemOutcome::Created(_)) {
+            let (outcome, merged) = write_in(&txn, svc, caller, rules, input, valid).await?;
+            if let ItemOutcome::Created(tp) = &outcome {
                 txn.commit().await?;
+                if !merged.is_empty() {
+                    resolution::forget_cached(svc, tenant, tp.customer_id, &merged).await;
+                }
             } else {
                 txn.rollback().await?;
             }
@@ -254,7 +257,7 @@ async fn existing(svc: &Services, tenant: &TenantId, key: &str) -> ApiResult<Opt
 }
 
 /// Resolves the customer and writes one touchpoint (and the consents it carries) in `txn`, which the caller
-/// commits on `Created` and rolls back otherwise.
+/// commits on `Created` and rolls back otherwise. Also returns the customers resolution merged.
 async fn write_in(
     txn: &DatabaseTransaction,
     svc: &Services,
@@ -262,26 +265,29 @@ async fn write_in(
     rules: &rules::CompiledRules,
     input: &TouchpointInput,
     valid: &Valid,
-) -> Result<ItemOutcome, sea_orm::DbErr> {
+) -> Result<(ItemOutcome, Vec<Uuid>), sea_orm::DbErr> {
     let tenant = caller.tenant();
     let now = Utc::now();
+    let mut merged = Vec::new();
     let customer_id = match input.customer_id {
         Some(id) => {
             if !customer_exists(txn, tenant, id).await? {
-                return Ok(ItemOutcome::Rejected(ApiError::validation("customerId", format!("no customer {id}"))));
+                let err = ApiError::validation("customerId", format!("no customer {id}"));
+                return Ok((ItemOutcome::Rejected(err), merged));
             }
             id
         }
         None => match resolution::resolve(txn, tenant, &svc.settings, rules, caller.subject(), &valid.identities, now)
             .await?
         {
-            Resolution::Resolved(resolved) => resolved.customer.id,
-            Resolution::Suppressed => return Ok(ItemOutcome::Suppressed),
+            Resolution::Resolved(resolved) => {
+                merged = resolved.merged;
+                resolved.customer.id
+            }
+            Resolution::Suppressed => return Ok((ItemOutcome::Suppressed, merged)),
             Resolution::Blocked => {
-                return Ok(ItemOutcome::Rejected(ApiError::validation(
-                    "identities",
-                    "every identity is on the tenant's block list",
-                )));
+                let err = ApiError::validation("identities", "every identity is on the tenant's block list");
+                return Ok((ItemOutcome::Rejected(err), merged));
             }
         },
     };
@@ -309,13 +315,14 @@ async fn write_in(
     for consent in &input.consents {
         let consent = RecordConsent { customer_id, ..consent.clone() };
         if let Err(err) = ledger::append_if_changed(txn, tenant, caller.subject(), consent).await {
-            return Ok(ItemOutcome::Rejected(err));
+            return Ok((ItemOutcome::Rejected(err), merged));
         }
     }
-    Ok(match Touchpoint::from_row(row) {
+    let outcome = match Touchpoint::from_row(row) {
         Some(tp) => ItemOutcome::Created(tp),
         None => ItemOutcome::Rejected(ApiError::internal(anyhow::anyhow!("stored an unreadable touchpoint"))),
-    })
+    };
+    Ok((outcome, merged))
 }
 
 async fn customer_exists(txn: &DatabaseTransaction, tenant: &TenantId, id: Uuid) -> Result<bool, sea_orm::DbErr> {

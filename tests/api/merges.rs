@@ -123,6 +123,8 @@ async fn one_identity_pointing_at_two_customers_merges_them_with_evidence(app: T
         y["results"][0]["customerId"].as_str().expect("y").to_owned(),
     );
     assert_ne!(x, y);
+    // Warm the cached profile of the customer about to be merged away.
+    assert_eq!(snapshot(&app, &y).await["id"], y.as_str());
     let both = record(
         &app,
         json!([touchpoint(
@@ -134,6 +136,12 @@ async fn one_identity_pointing_at_two_customers_merges_them_with_evidence(app: T
     )
     .await;
     assert_eq!(both["results"][0]["customerId"], x.as_str(), "the email is the stronger identity");
+    let via_y = snapshot(&app, &y).await;
+    assert_eq!(
+        (via_y["id"].as_str(), via_y["mergedInto"].as_str()),
+        (Some(x.as_str()), Some(x.as_str())),
+        "no stale cached profile"
+    );
     let data = app.data(&officer(&app), "query($id: UUID!) { customer(id: $id) { touchpoints { totalCount } mergeHistory { reason mergedId evidence } } }", json!({ "id": x })).await;
     assert_eq!(data["customer"]["touchpoints"]["totalCount"], 3, "the anonymous history came along");
     let merge = &data["customer"]["mergeHistory"][0];
