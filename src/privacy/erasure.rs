@@ -109,7 +109,7 @@ pub async fn erase_customer(caller: &Caller, svc: &Services, customer_id: Uuid) 
         .await?;
     let customers = customer::Entity::delete_many()
         .filter(customer::Column::Tenant.eq(tenant.as_str()))
-        .filter(customer::Column::Id.is_in(people))
+        .filter(customer::Column::Id.is_in(people.clone()))
         .exec(&txn)
         .await?
         .rows_affected;
@@ -133,7 +133,10 @@ pub async fn erase_customer(caller: &Caller, svc: &Services, customer_id: Uuid) 
     };
     let id = erasure_receipt::Entity::insert(receipt).exec(&txn).await?.last_insert_id;
     txn.commit().await?;
-    svc.cache.delete(&customers::cache_key(tenant, customer_id)).await;
+    // Every id of the person: a merged-away id's cache entry holds the survivor's profile.
+    for id in &people {
+        svc.cache.delete(&customers::cache_key(tenant, *id)).await;
+    }
     svc.access_log.record(caller, [customer_id], "erasure");
     Ok(ErasureReceipt { id, erased_at, rows })
 }

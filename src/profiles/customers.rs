@@ -251,7 +251,11 @@ pub async fn get_customer(caller: &Caller, svc: &Services, id: Uuid) -> ApiResul
     if customer.id != id {
         customer.resolved_from = Some(id);
     }
-    if let Ok(bytes) = serde_json::to_vec(&customer) {
+    // Only a customer's own id is cached: every write invalidates exactly that key, so a merged-away id (which
+    // answers with the survivor) is always read fresh and can never serve a stale or restricted profile.
+    if customer.resolved_from.is_none()
+        && let Ok(bytes) = serde_json::to_vec(&customer)
+    {
         svc.cache.set(&key, bytes, PROFILE_CACHE_TTL).await;
     }
     policy::check_profile_visible(caller, customer.restricted)?;
