@@ -1,7 +1,9 @@
 //! Source records: upserted by (tenant, source, source record id), kept as received, resolved into customers by
 //! the one resolution function; every changed trait value is kept with its source for survivorship and history.
 use chrono::{DateTime, SubsecRound, Utc};
-use sea_orm::{ActiveModelTrait, ColumnTrait, DatabaseTransaction, EntityTrait, QueryFilter, Set, sea_query::Expr};
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, DatabaseTransaction, EntityTrait, QueryFilter, QuerySelect, Set, sea_query::Expr,
+};
 use serde_json::{Map, Value, json};
 use uuid::Uuid;
 
@@ -350,12 +352,23 @@ pub async fn find(caller: &Caller, svc: &Services, source: &str, key: &str) -> A
         .one(svc.db.conn())
         .await?
         .ok_or_else(|| ApiError::not_found(format!("source record {source}/{key}")))?;
+    // A record is the customer's personal data: the same restriction and access log as a profile read.
+    let restricted = customer::of_tenant(caller.tenant())
+        .filter(customer::Column::Id.eq(row.customer_id))
+        .select_only()
+        .column(customer::Column::Restricted)
+        .into_tuple::<bool>()
+        .one(svc.db.conn())
+        .await?
+        .unwrap_or(false);
+    crate::consent::policy::check_profile_visible(caller, restricted)?;
+    svc.access_log.record(caller, [row.customer_id], "source_record");
     Ok(row.into())
 }
 
 /// The source records of a customer (at most 100, newest first). Needs `profiles:read`.
 pub async fn of_customer(caller: &Caller, svc: &Services, customer_id: Uuid) -> ApiResult<Vec<SourceRecord>> {
-    use sea_orm::{QueryOrder, QuerySelect};
+    use sea_orm::QueryOrder;
     caller.require(Scope::ProfilesRead)?;
     let rows = source_record::of_tenant(caller.tenant())
         .filter(source_record::Column::CustomerId.eq(customer_id))
