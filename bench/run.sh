@@ -15,11 +15,13 @@
 #   REDIS_URL=redis://127.0.0.1:6379                 optional: the server's cache and pub/sub in Redis
 #   BENCH_OUT=<target dir>/bench                     where the manifest, logs and results go
 #   SKIP_BUILD=1                                     use the release binaries already built
+#   BENCH_PROFILE=release                            cargo profile to build and run (`profiling`: no LTO, incremental)
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 TARGET="${CARGO_TARGET_DIR:-$ROOT/target}"
-BIN="$TARGET/release"
+PROFILE="${BENCH_PROFILE:-release}"
+BIN="$TARGET/$PROFILE"
 OUT="${BENCH_OUT:-$TARGET/bench}"
 PGHOST="${PGHOST:-127.0.0.1}"
 PGPORT="${PGPORT:-5432}"
@@ -38,7 +40,7 @@ fi
 
 if [[ -z "${SKIP_BUILD:-}" ]]; then
     log "building release binaries"
-    (cd "$ROOT" && cargo build --release -p kontakt -p kontakt-bench)
+    (cd "$ROOT" && cargo build --profile "$PROFILE" -p kontakt -p kontakt-bench)
 fi
 
 # One environment for seed, serve and token: the same database and the same signing secret.

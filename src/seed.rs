@@ -321,6 +321,8 @@ async fn copy_touchpoints(
             .with_context(|| format!("DROP INDEX {name}"))?;
     }
     sqlx::query("SET LOCAL maintenance_work_mem = '256MB'").execute(&mut *tx).await?;
+    // The server's per-statement timeout (KONTAKT_REQUEST_TIMEOUT) is for requests, not for a bulk load.
+    sqlx::query("SET LOCAL statement_timeout = 0").execute(&mut *tx).await?;
     let mut copy = tx.copy_in_raw(COPY_TOUCHPOINTS).await.context("starting COPY")?;
     while let Some(batch) = rx.recv().await {
         let Batch::Copy { text, rows } = batch else {
