@@ -223,8 +223,8 @@ impl ProfilesMutation {
         })
     }
 
-    /// Undoes a merge: both customers are restored with their own identities, touchpoints and consents.
-    /// Needs `profiles:write`.
+    /// Undoes a merge: both customers are restored with their own identities, touchpoints and consents, and the
+    /// touchpoints and source records that arrived since go where their identities now point. Needs `profiles:write`.
     async fn unmerge_customer(&self, ctx: &Context<'_>, merge_id: Uuid) -> async_graphql::Result<MergeView> {
         let rc = request(ctx)?;
         Ok(MergeView(merge::unmerge(&rc.caller, &rc.services, merge_id).await.gql()?))
