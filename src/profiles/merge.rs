@@ -1,5 +1,7 @@
 //! Merging customers and undoing it: every merge records its evidence and exactly which rows it moved, so an
 //! unmerge restores both customers as they were; rows that arrived since go where their identities now point.
+use std::collections::HashSet;
+
 use chrono::{DateTime, Utc};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, Condition, ConnectionTrait, DatabaseTransaction, DbBackend, DbErr, EntityTrait,
@@ -64,6 +66,11 @@ struct Moved {
     source_records: Vec<Uuid>,
     #[serde(default)]
     trait_values: Vec<Uuid>,
+}
+
+/// The identities a merge moved to its survivor (empty if its record is unreadable).
+pub(crate) fn moved_identities(row: &merge::Model) -> HashSet<Uuid> {
+    serde_json::from_value::<Moved>(row.moved.clone()).map(|m| m.identities.into_iter().collect()).unwrap_or_default()
 }
 
 async fn load(txn: &DatabaseTransaction, tenant: &TenantId, id: Uuid) -> Result<Option<customer::Model>, DbErr> {

@@ -265,7 +265,8 @@ pub(crate) async fn find_identities(
 #[derive(Debug, Clone)]
 pub struct Conflict {
     pub kind: IdentityKind,
-    /// `limit` (the kind's limit on one customer) or `owned_by_other` (the identity points at another customer).
+    /// `limit` (the kind's limit on one customer), `owned_by_other` (the identity points at another customer) or
+    /// `limit_lowered` (unlinked by a re-resolution after the kind's limit was lowered).
     pub reason: String,
     pub other_customer_id: Option<Uuid>,
     pub at: DateTime<Utc>,
