@@ -362,7 +362,7 @@ async fn insert_touchpoints(
         let models: Vec<touchpoint::ActiveModel> =
             rows.into_iter().map(|m| m.into_active_model().reset_all()).collect();
         let txn = db.begin_write().await?;
-        written += insert_chunked(&txn, backend, models, 17).await?;
+        written += insert_chunked(&txn, backend, models, 18).await?;
         txn.commit().await?;
         bar.inc(count);
     }
@@ -953,6 +953,7 @@ impl Generator {
             feedback_score: feedback.as_ref().map(|(_, s, _)| *s),
             feedback_verbatim: feedback.and_then(|(_, _, v)| v),
             consent: None,
+            identity_id: None,
         }
     }
 

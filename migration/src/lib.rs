@@ -10,6 +10,7 @@ mod m20261122_000006_create_privacy_records;
 mod m20261122_000007_create_resolution_rules;
 mod m20261122_000008_create_merges;
 mod m20261122_000009_create_source_records;
+mod m20261122_000010_add_touchpoint_identity;
 
 pub struct Migrator;
 
@@ -26,6 +27,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261122_000007_create_resolution_rules::Migration),
             Box::new(m20261122_000008_create_merges::Migration),
             Box::new(m20261122_000009_create_source_records::Migration),
+            Box::new(m20261122_000010_add_touchpoint_identity::Migration),
         ]
     }
 }

@@ -186,10 +186,16 @@ impl From<ResolutionRules> for rules::ResolutionRules {
 /// What a re-resolution changed.
 #[derive(SimpleObject)]
 pub struct ReresolutionReport {
+    /// Identities whose value is now blocked: removed.
     identities_removed: i32,
+    /// Automatic merges undone: made through a now-blocked identity, or bringing a customer identities of a kind
+    /// beyond its limit.
     merges_undone: i32,
-    /// Merges made through a blocked identity that could not be undone (the survivor was merged again since).
+    /// Such merges that could not be undone (the survivor was merged again since).
     merges_kept: i32,
+    /// Identities unlinked from customers still over a kind's limit (newest first); each is a conflict with reason
+    /// `limit_lowered` in the customer's `identityGraph`.
+    identities_unlinked: i32,
 }
 
 #[derive(Default)]
@@ -210,8 +216,10 @@ impl ProfilesMutation {
         Ok(MergeView(merge::merge_customers(&rc.caller, &rc.services, survivor_id, merged_id, note).await.gql()?))
     }
 
-    /// Applies the tenant's current block list to customers already resolved: merges made through a now-blocked
-    /// identity are undone and the blocked identities removed. Needs `profiles:write`.
+    /// Applies the tenant's current rules to customers already resolved: merges made through a now-blocked identity
+    /// are undone and the blocked identities removed; a customer over a kind's limit first gets back the automatic
+    /// merges that brought it identities of that kind (newest first, while still over), then its newest excess
+    /// identities of that kind are unlinked (its touchpoints stay). Needs `profiles:write`.
     async fn reresolve_customers(&self, ctx: &Context<'_>) -> async_graphql::Result<ReresolutionReport> {
         let rc = request(ctx)?;
         let report = rules::reresolve(&rc.caller, &rc.services).await.gql()?;
@@ -220,11 +228,12 @@ impl ProfilesMutation {
             identities_removed: n(report.identities_removed),
             merges_undone: n(report.merges_undone),
             merges_kept: n(report.merges_kept),
+            identities_unlinked: n(report.identities_unlinked),
         })
     }
 
-    /// Undoes a merge: both customers are restored with their own identities, touchpoints and consents.
-    /// Needs `profiles:write`.
+    /// Undoes a merge: both customers are restored with their own identities, touchpoints and consents, and the
+    /// touchpoints and source records that arrived since go where their identities now point. Needs `profiles:write`.
     async fn unmerge_customer(&self, ctx: &Context<'_>, merge_id: Uuid) -> async_graphql::Result<MergeView> {
         let rc = request(ctx)?;
         Ok(MergeView(merge::unmerge(&rc.caller, &rc.services, merge_id).await.gql()?))

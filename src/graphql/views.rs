@@ -314,7 +314,8 @@ impl IdentityGraphView {
         Ok(merge::history(&rc.caller, &rc.services, self.customer_id).await.gql()?.into_iter().map(MergeView).collect())
     }
 
-    /// Links refused by the resolution rules (over a kind's limit, or an identity owned by another customer).
+    /// Links refused by the resolution rules (over a kind's limit, or an identity owned by another customer), and
+    /// links undone by a re-resolution after a lowered limit.
     async fn conflicts(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<ResolutionConflictView>> {
         let rc = request(ctx)?;
         let conflicts = resolution::conflicts_of(&rc.caller, &rc.services, self.customer_id).await.gql()?;
@@ -334,7 +335,7 @@ impl IdentityGraphView {
 #[graphql(name = "ResolutionConflict")]
 pub struct ResolutionConflictView {
     kind: IdentityKind,
-    /// `limit` or `owned_by_other`.
+    /// `limit`, `owned_by_other`, or `limit_lowered` (unlinked by a re-resolution after the kind's limit was lowered).
     reason: String,
     other_customer_id: Option<Uuid>,
     at: DateTime<Utc>,

@@ -1,14 +1,17 @@
 //! Merging customers and undoing it: every merge records its evidence and exactly which rows it moved, so an
-//! unmerge restores both customers as they were.
+//! unmerge restores both customers as they were; rows that arrived since go where their identities now point.
+use std::collections::HashSet;
+
 use chrono::{DateTime, Utc};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, Condition, ConnectionTrait, DatabaseTransaction, DbBackend, DbErr, EntityTrait,
-    QueryFilter, QueryOrder, QuerySelect, Set, sea_query::Expr,
+    QueryFilter, QueryOrder, QuerySelect, QueryTrait, Set, Statement, sea_query::Expr,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
+use super::rules::{self, CompiledRules};
 use crate::{
     auth::{Caller, Scope, TenantId},
     consent::{
@@ -63,6 +66,11 @@ struct Moved {
     source_records: Vec<Uuid>,
     #[serde(default)]
     trait_values: Vec<Uuid>,
+}
+
+/// The identities a merge moved to its survivor (empty if its record is unreadable).
+pub(crate) fn moved_identities(row: &merge::Model) -> HashSet<Uuid> {
+    serde_json::from_value::<Moved>(row.moved.clone()).map(|m| m.identities.into_iter().collect()).unwrap_or_default()
 }
 
 async fn load(txn: &DatabaseTransaction, tenant: &TenantId, id: Uuid) -> Result<Option<customer::Model>, DbErr> {
@@ -264,11 +272,15 @@ pub async fn merge_customers(
 }
 
 /// Undoes a merge: every row it moved goes back, the consents it added go away, and the merged customer is
-/// itself again. Rows that arrived after the merge stay with the survivor. Needs `profiles:write`.
+/// itself again. Rows that arrived after the merge go where their identities now point: a touchpoint follows the
+/// identity it was attached through, a source record its strongest identity on either customer (by the tenant's
+/// priority of kinds), with its trait values. Identities linked after the merge stay with the survivor. Needs
+/// `profiles:write`.
 #[tracing::instrument(skip_all, fields(tenant = %caller.tenant(), merge = %merge_id))]
 pub async fn unmerge(caller: &Caller, svc: &Services, merge_id: Uuid) -> ApiResult<Merge> {
     caller.require(Scope::ProfilesWrite)?;
     let tenant = caller.tenant();
+    let rules = rules::for_tenant(svc, tenant).await?;
     let txn = svc.db.begin_write().await?;
     let row = merge::of_tenant(tenant)
         .filter(merge::Column::Id.eq(merge_id))
@@ -295,6 +307,13 @@ pub async fn unmerge(caller: &Caller, svc: &Services, merge_id: Uuid) -> ApiResu
     move_rows::<consent_event::Entity, _>(&txn, tenant, &moved.consent_events, merged.id).await?;
     move_rows::<source_record::Entity, _>(&txn, tenant, &moved.source_records, merged.id).await?;
     move_rows::<trait_value::Entity, _>(&txn, tenant, &moved.trait_values, merged.id).await?;
+    if follow_identities(&txn, tenant, &rules, row.survivor_id, merged.id, row.created_at).await? {
+        let trait_rules = super::traits::rules_for(&txn, tenant).await?;
+        let now = Utc::now();
+        for id in [row.survivor_id, merged.id] {
+            super::records::refresh_names(&txn, tenant, &trait_rules, id, now).await?;
+        }
+    }
 
     let now = Utc::now();
     let mut back: customer::ActiveModel = merged.into();
@@ -309,6 +328,84 @@ pub async fn unmerge(caller: &Caller, svc: &Services, merge_id: Uuid) -> ApiResu
     txn.commit().await?;
     forget_cached(svc, tenant, [row.survivor_id, row.merged_id]).await;
     Ok(row.into())
+}
+
+/// Moves the rows that reached `survivor` after `since` (the merge) and belong with `restored` by their identities,
+/// in four statements: touchpoints whose attaching identity is now the restored customer's; source records whose
+/// strongest identity held by either customer is the restored customer's (ties: the older customer, as resolution
+/// decides); then the trait values of every record now on the restored customer. Returns whether records moved.
+async fn follow_identities(
+    txn: &DatabaseTransaction,
+    tenant: &TenantId,
+    rules: &CompiledRules,
+    survivor: Uuid,
+    restored: Uuid,
+    since: DateTime<Utc>,
+) -> Result<bool, DbErr> {
+    let restored_identities = identity::of_tenant(tenant)
+        .filter(identity::Column::CustomerId.eq(restored))
+        .select_only()
+        .column(identity::Column::Id)
+        .into_query();
+    touchpoint::Entity::update_many()
+        .col_expr(touchpoint::Column::CustomerId, Expr::value(restored))
+        .filter(touchpoint::Column::Tenant.eq(tenant.as_str()))
+        .filter(touchpoint::Column::CustomerId.eq(survivor))
+        .filter(touchpoint::Column::ReceivedAt.gt(since))
+        .filter(touchpoint::Column::IdentityId.in_subquery(restored_identities))
+        .exec(txn)
+        .await?;
+
+    let backend = txn.get_database_backend();
+    let postgres = backend == DbBackend::Postgres;
+    let p = |i: usize| if postgres { format!("${i}") } else { format!("?{i}") };
+    // The record's identities as stored: `[{kind, source, value}]`, source null unless the kind has one.
+    let (elements, field): (&str, fn(&str) -> String) = if postgres {
+        ("json_array_elements(source_records.identities::json) AS e(item)", |f| format!("e.item->>'{f}'"))
+    } else {
+        ("json_each(source_records.identities) AS e", |f| format!("json_extract(e.value, '$.{f}')"))
+    };
+    // Kind names come from the closed `IdentityKind` set, never from input.
+    let ranks: String = rules
+        .rules
+        .priority
+        .iter()
+        .enumerate()
+        .map(|(rank, kind)| format!("WHEN '{}' THEN {rank} ", kind.as_str()))
+        .collect();
+    let sql = format!(
+        "UPDATE source_records SET customer_id = {restored} \
+         WHERE tenant = {tenant} AND customer_id = {survivor} AND updated_at > {since} \
+         AND (SELECT i.customer_id FROM {elements} \
+              JOIN identities i ON i.tenant = source_records.tenant AND i.kind = {kind} \
+                AND i.source = COALESCE({source}, '') AND i.value = {value} \
+              WHERE i.customer_id IN ({restored}, {survivor}) \
+              ORDER BY CASE i.kind {ranks}ELSE {last} END, i.customer_id LIMIT 1) = {restored}",
+        restored = p(1),
+        tenant = p(2),
+        survivor = p(3),
+        since = p(4),
+        kind = field("kind"),
+        source = field("source"),
+        value = field("value"),
+        last = rules.rules.priority.len(),
+    );
+    let values: Vec<sea_orm::Value> = vec![restored.into(), tenant.as_str().into(), survivor.into(), since.into()];
+    let records = txn.execute_raw(Statement::from_sql_and_values(backend, sql, values)).await?.rows_affected();
+
+    let restored_records = source_record::of_tenant(tenant)
+        .filter(source_record::Column::CustomerId.eq(restored))
+        .select_only()
+        .column(source_record::Column::Id)
+        .into_query();
+    trait_value::Entity::update_many()
+        .col_expr(trait_value::Column::CustomerId, Expr::value(restored))
+        .filter(trait_value::Column::Tenant.eq(tenant.as_str()))
+        .filter(trait_value::Column::CustomerId.eq(survivor))
+        .filter(trait_value::Column::RecordId.in_subquery(restored_records))
+        .exec(txn)
+        .await?;
+    Ok(records > 0)
 }
 
 /// The merges a customer took part in, newest first (at most 100). Needs `profiles:read`.

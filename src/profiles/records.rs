@@ -279,7 +279,7 @@ async fn write(
 }
 
 /// Keeps the customer's names equal to the winning `givenName` / `familyName` traits.
-async fn refresh_names(
+pub(crate) async fn refresh_names(
     txn: &DatabaseTransaction,
     tenant: &TenantId,
     trait_rules: &traits::TraitRules,

@@ -36,6 +36,8 @@ pub struct Resolved {
     pub over_limit: usize,
     /// Customers merged into this one; callers drop their cached profiles once the transaction commits.
     pub merged: Vec<Uuid>,
+    /// The record's strongest identity that is linked to `customer`: the identity the record was attached through.
+    pub via: Option<Uuid>,
 }
 
 /// The outcome of resolving a record's identities.
@@ -126,6 +128,7 @@ pub(crate) async fn resolve(
     };
 
     let mut new_links = Vec::new();
+    let mut new_ids: Vec<(&Identity, Uuid)> = Vec::new();
     let mut over_limit = 0;
     for identity in usable.iter().filter(|i| !is_match(i)) {
         if would_break(&counts, identity.kind()) {
@@ -134,8 +137,10 @@ pub(crate) async fn resolve(
             continue;
         }
         *counts.entry(identity.kind().as_str().to_owned()).or_default() += 1;
+        let id = Uuid::now_v7();
+        new_ids.push((*identity, id));
         new_links.push(identity::ActiveModel {
-            id: Set(Uuid::now_v7()),
+            id: Set(id),
             tenant: Set(tenant.as_str().to_owned()),
             customer_id: Set(customer.id),
             kind: Set(identity.kind().as_str().to_owned()),
@@ -182,6 +187,17 @@ pub(crate) async fn resolve(
             conflicts.push((Some(other), kind, "owned_by_other"));
         }
     }
+    // Attached through the strongest identity now on the customer: matched on it (or on a customer merged into
+    // it just now), or newly linked to it.
+    let via = usable.iter().find_map(|i| {
+        let matched = matches.iter().find(|m| {
+            m.kind == i.kind().as_str()
+                && m.source == i.stored_source()
+                && m.value == i.value()
+                && (m.customer_id == customer.id || merged.contains(&m.customer_id))
+        });
+        matched.map(|m| m.id).or_else(|| new_ids.iter().find(|(n, _)| n == i).map(|(_, id)| *id))
+    });
     if !conflicts.is_empty() {
         let rows: Vec<resolution_conflict::ActiveModel> = conflicts
             .into_iter()
@@ -197,7 +213,7 @@ pub(crate) async fn resolve(
             .collect();
         resolution_conflict::Entity::insert_many(rows).exec(txn).await?;
     }
-    Ok(Resolution::Resolved(Box::new(Resolved { customer, created, conflicting, blocked, over_limit, merged })))
+    Ok(Resolution::Resolved(Box::new(Resolved { customer, created, conflicting, blocked, over_limit, merged, via })))
 }
 
 /// How many identities of each kind a customer has.
@@ -249,7 +265,8 @@ pub(crate) async fn find_identities(
 #[derive(Debug, Clone)]
 pub struct Conflict {
     pub kind: IdentityKind,
-    /// `limit` (the kind's limit on one customer) or `owned_by_other` (the identity points at another customer).
+    /// `limit` (the kind's limit on one customer), `owned_by_other` (the identity points at another customer) or
+    /// `limit_lowered` (unlinked by a re-resolution after the kind's limit was lowered).
     pub reason: String,
     pub other_customer_id: Option<Uuid>,
     pub at: DateTime<Utc>,

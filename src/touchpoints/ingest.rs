@@ -269,6 +269,8 @@ async fn write_in(
     let tenant = caller.tenant();
     let now = Utc::now();
     let mut merged = Vec::new();
+    // The identity the touchpoint is attached through: an unmerge sends later touchpoints where it points.
+    let mut via = None;
     let customer_id = match input.customer_id {
         Some(id) => {
             if !customer_exists(txn, tenant, id).await? {
@@ -282,6 +284,7 @@ async fn write_in(
         {
             Resolution::Resolved(resolved) => {
                 merged = resolved.merged;
+                via = resolved.via;
                 resolved.customer.id
             }
             Resolution::Suppressed => return Ok((ItemOutcome::Suppressed, merged)),
@@ -309,6 +312,7 @@ async fn write_in(
         feedback_score: Set(valid.feedback.as_ref().map(|f| f.score)),
         feedback_verbatim: Set(valid.feedback.as_ref().and_then(|f| f.verbatim.clone())),
         consent: Set(input.consent_context.clone()),
+        identity_id: Set(via),
     }
     .insert(txn)
     .await?;

@@ -159,7 +159,122 @@ async fn one_identity_pointing_at_two_customers_merges_them_with_evidence(app: T
     assert_eq!(first_code(&body), "NOT_FOUND", "{body}");
 }
 
+const INGEST: &str = "mutation($r: [CustomerRecordInput!]!) { ingestCustomerRecords(records: $r) {
+    results { status customerId error { field message } } } }";
+
+/// The idempotency keys of a customer's touchpoints, sorted.
+async fn touchpoint_keys(app: &TestApp, id: &str) -> Vec<String> {
+    let data = app
+        .data(
+            &officer(app),
+            "query($id: UUID!) { customer(id: $id) { id touchpoints(first: 50) { edges { node { idempotencyKey } } } } }",
+            json!({ "id": id }),
+        )
+        .await;
+    assert_eq!(data["customer"]["id"], id, "{data}");
+    let mut keys: Vec<String> = data["customer"]["touchpoints"]["edges"]
+        .as_array()
+        .expect("edges")
+        .iter()
+        .filter_map(|e| e["node"]["idempotencyKey"].as_str().map(str::to_owned))
+        .collect();
+    keys.sort();
+    keys
+}
+
+async fn record_owner(app: &TestApp, source: &str, key: &str) -> String {
+    let data = app
+        .data(
+            &officer(app),
+            "query($s: String!, $k: String!) { sourceRecord(source: $s, sourceRecordId: $k) { customerId } }",
+            json!({ "s": source, "k": key }),
+        )
+        .await;
+    data["sourceRecord"]["customerId"].as_str().expect("customerId").to_owned()
+}
+
+async fn rows_that_arrive_after_a_merge_follow_their_identities_when_it_is_undone(app: TestApp) {
+    let email = json!([{ "kind": "EMAIL", "value": "later-a@example.com" }]);
+    let phone = json!([{ "kind": "PHONE", "value": "+4520998871" }]);
+    let a = record(&app, json!([touchpoint("la0", email.clone(), "PAGE_VIEW", 60)])).await;
+    let b = record(&app, json!([touchpoint("lb0", phone.clone(), "STORE_VISIT", 50)])).await;
+    let (a, b) = (
+        a["results"][0]["customerId"].as_str().expect("a").to_owned(),
+        b["results"][0]["customerId"].as_str().expect("b").to_owned(),
+    );
+    assert_ne!(a, b);
+    let merged = app
+        .data(
+            &officer(&app),
+            "mutation($s: UUID!, $m: UUID!) { mergeCustomers(survivorId: $s, mergedId: $m) { id } }",
+            json!({ "s": a, "m": b }),
+        )
+        .await["mergeCustomers"]["id"]
+        .clone();
+
+    // After the merge, B's phone and A's email both lead to the survivor.
+    let later = record(
+        &app,
+        json!([
+            touchpoint("lb1", phone.clone(), "PURCHASE", 5),
+            touchpoint("la1", email.clone(), "PAGE_VIEW", 4),
+            touchpoint(
+                "lab",
+                json!([{ "kind": "PHONE", "value": "+4520998871" }, { "kind": "EMAIL", "value": "later-a@example.com" }]),
+                "CUSTOM",
+                3
+            )
+        ]),
+    )
+    .await;
+    for result in later["results"].as_array().expect("results") {
+        assert_eq!(result["customerId"], a.as_str(), "{later}");
+    }
+    let records = app
+        .data(
+            &app.admin(),
+            INGEST,
+            json!({ "r": [
+                { "source": "crm", "sourceRecordId": "LB-1", "identities": phone, "traits": { "givenName": "Bo" } },
+                { "source": "crm", "sourceRecordId": "LA-1", "identities": email, "traits": { "givenName": "Ann" } },
+                { "source": "pos", "sourceRecordId": "LAB-1",
+                  "identities": [{ "kind": "PHONE", "value": "+4520998871" }, { "kind": "EMAIL", "value": "later-a@example.com" }],
+                  "traits": { "country": "DK" } }
+            ] }),
+        )
+        .await;
+    for result in records["ingestCustomerRecords"]["results"].as_array().expect("results") {
+        assert_eq!(result["customerId"], a.as_str(), "{records}");
+    }
+    assert_eq!(touchpoint_keys(&app, &a).await, ["la0", "la1", "lab", "lb0", "lb1"]);
+
+    app.data(
+        &officer(&app),
+        "mutation($id: UUID!) { unmergeCustomer(mergeId: $id) { undoneAt } }",
+        json!({ "id": merged }),
+    )
+    .await;
+    assert_eq!(touchpoint_keys(&app, &b).await, ["lb0", "lb1"], "B's later touchpoint follows B's phone");
+    assert_eq!(
+        touchpoint_keys(&app, &a).await,
+        ["la0", "la1", "lab"],
+        "A's own, and the one attached through A's email (the stronger identity), stay"
+    );
+    assert_eq!(record_owner(&app, "crm", "LB-1").await, b, "a later record follows its identity");
+    assert_eq!(record_owner(&app, "crm", "LA-1").await, a);
+    assert_eq!(record_owner(&app, "pos", "LAB-1").await, a, "its strongest identity is A's email");
+    let names = "query($id: UUID!) { customer(id: $id) { givenName traits { givenName }
+        traitHistory(name: \"givenName\") { value } } }";
+    let b_now = app.data(&app.admin(), names, json!({ "id": b })).await["customer"].clone();
+    assert_eq!(b_now["traits"]["givenName"], "Bo", "the record's trait values came along: {b_now}");
+    assert_eq!(b_now["givenName"], "Bo", "{b_now}");
+    let a_now = app.data(&app.admin(), names, json!({ "id": a })).await["customer"].clone();
+    assert_eq!(a_now["traitHistory"], json!([{ "value": "Ann" }]), "{a_now}");
+    assert_eq!(a_now["givenName"], "Ann", "{a_now}");
+}
+
 on_every_backend!(
     a_manual_merge_and_its_unmerge_round_trip_exactly,
     one_identity_pointing_at_two_customers_merges_them_with_evidence,
+    rows_that_arrive_after_a_merge_follow_their_identities_when_it_is_undone,
 );

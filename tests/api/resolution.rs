@@ -212,7 +212,140 @@ async fn a_value_blocked_after_the_fact_undoes_the_merges_it_made(app: TestApp) 
     assert_eq!(first_code(&body), "NOT_FOUND");
 }
 
+const REPORT: &str = "mutation { reresolveCustomers { identitiesRemoved mergesUndone mergesKept identitiesUnlinked } }";
+
+async fn lower_limit(app: &TestApp, token: &str, kind: &str, max: u32) {
+    let mut rules = app.data(token, RULES, json!({})).await["resolutionRules"].clone();
+    let mut found = false;
+    for limit in rules["limits"].as_array_mut().expect("limits") {
+        if limit["kind"] == kind {
+            limit["max"] = json!(max);
+            found = true;
+        }
+    }
+    assert!(found, "{rules}");
+    app.data(token, UPDATE, json!({ "r": rules })).await;
+}
+
+/// The customer's values of one identity kind, sorted.
+async fn values_of(app: &TestApp, customer: &str, kind: &str) -> Vec<String> {
+    let data = app
+        .data(
+            &app.admin(),
+            "query($id: UUID!) { customer(id: $id) { id identities { kind value } } }",
+            json!({ "id": customer }),
+        )
+        .await;
+    assert_eq!(data["customer"]["id"], customer, "{data}");
+    let mut values: Vec<String> = data["customer"]["identities"]
+        .as_array()
+        .expect("identities")
+        .iter()
+        .filter(|i| i["kind"] == kind)
+        .filter_map(|i| i["value"].as_str().map(str::to_owned))
+        .collect();
+    values.sort();
+    values
+}
+
+fn email(value: &str) -> serde_json::Value {
+    json!({ "kind": "EMAIL", "value": value })
+}
+
+async fn a_limit_lowered_after_the_fact_unlinks_the_newest_excess_identities(app: TestApp) {
+    let token = app.token("acme", &["profiles:read", "profiles:write", "touchpoints:read"], "support");
+    let customer = app.upsert(&app.admin(), json!([email("l1@example.com")]), None).await;
+    for value in ["l2@example.com", "l3@example.com", "l4@example.com"] {
+        let id = app.upsert(&app.admin(), json!([email("l1@example.com"), email(value)]), None).await;
+        assert_eq!(id, customer, "{value} joins the customer");
+    }
+    let visit = record(&app, json!([touchpoint("lim-1", json!([email("l4@example.com")]), "PAGE_VIEW", 1)])).await;
+    assert_eq!(visit["results"][0]["customerId"], customer.as_str());
+    assert_eq!(values_of(&app, &customer, "EMAIL").await.len(), 4);
+
+    lower_limit(&app, &token, "EMAIL", 2).await;
+    let report = app.data(&token, REPORT, json!({})).await;
+    assert_eq!(
+        report["reresolveCustomers"],
+        json!({ "identitiesRemoved": 0, "mergesUndone": 0, "mergesKept": 0, "identitiesUnlinked": 2 })
+    );
+    assert_eq!(values_of(&app, &customer, "EMAIL").await, ["l1@example.com", "l2@example.com"], "the oldest stay");
+    let graph = app
+        .data(
+            &token,
+            "query($id: UUID!) { customer(id: $id) { touchpoints { totalCount }
+                identityGraph { conflicts { kind reason otherCustomerId } } } }",
+            json!({ "id": customer }),
+        )
+        .await;
+    assert_eq!(graph["customer"]["touchpoints"]["totalCount"], 1, "the customer keeps its touchpoints");
+    let conflicts = graph["customer"]["identityGraph"]["conflicts"].as_array().expect("conflicts");
+    let lowered = json!({ "kind": "EMAIL", "reason": "limit_lowered", "otherCustomerId": null });
+    assert_eq!(conflicts.iter().filter(|c| **c == lowered).count(), 2, "{conflicts:?}");
+
+    let again = app.data(&token, REPORT, json!({})).await;
+    assert_eq!(
+        again["reresolveCustomers"],
+        json!({ "identitiesRemoved": 0, "mergesUndone": 0, "mergesKept": 0, "identitiesUnlinked": 0 }),
+        "nothing left to apply"
+    );
+
+    // An unlinked email no longer leads to the customer: alone, it makes a customer of its own.
+    let own = app.upsert(&app.admin(), json!([email("l4@example.com")]), None).await;
+    assert_ne!(own, customer, "the unlinked email landed on the customer it was unlinked from");
+    let found = app
+        .data(&token, r#"{ customerByIdentity(identity: {kind: EMAIL, value: "l4@example.com"}) { id } }"#, json!({}))
+        .await;
+    assert_eq!(found["customerByIdentity"]["id"], own.as_str());
+    // Named beside a kept email, the record finds the customer, and the limit keeps the unlinked one off it.
+    let beside = app.upsert(&app.admin(), json!([email("l1@example.com"), email("l3@example.com")]), None).await;
+    assert_eq!(beside, customer);
+    assert_eq!(values_of(&app, &customer, "EMAIL").await, ["l1@example.com", "l2@example.com"]);
+    let (_, body) = app
+        .gql(&token, r#"{ customerByIdentity(identity: {kind: EMAIL, value: "l3@example.com"}) { id } }"#, json!({}))
+        .await;
+    assert_eq!(first_code(&body), "NOT_FOUND", "{body}");
+}
+
+async fn a_lowered_limit_first_undoes_the_automatic_merges_that_broke_it(app: TestApp) {
+    let token = app.token("acme", &["profiles:read", "profiles:write", "touchpoints:read"], "support");
+    let x = app.upsert(&app.admin(), json!([email("x1@example.com")]), None).await;
+    for value in ["x2@example.com", "x3@example.com"] {
+        assert_eq!(app.upsert(&app.admin(), json!([email("x1@example.com"), email(value)]), None).await, x);
+    }
+    let cookie = json!({ "kind": "ANONYMOUS_ID", "value": "cookie-lm" });
+    let y = record(&app, json!([touchpoint("lm-y", json!([email("y1@example.com"), cookie]), "PAGE_VIEW", 9)])).await;
+    let y = y["results"][0]["customerId"].as_str().expect("y").to_owned();
+    assert_ne!(x, y);
+    // One visit names x's email and y's cookie: y is merged into x, which then holds four emails.
+    let both =
+        record(&app, json!([touchpoint("lm-xy", json!([email("x1@example.com"), cookie]), "PAGE_VIEW", 1)])).await;
+    assert_eq!(both["results"][0]["customerId"], x.as_str());
+    assert_eq!(values_of(&app, &x, "EMAIL").await.len(), 4);
+
+    lower_limit(&app, &token, "EMAIL", 2).await;
+    let report = app.data(&token, REPORT, json!({})).await;
+    assert_eq!(
+        report["reresolveCustomers"],
+        json!({ "identitiesRemoved": 0, "mergesUndone": 1, "mergesKept": 0, "identitiesUnlinked": 1 }),
+        "the merge that brought y's email is undone first, then x's newest email goes"
+    );
+    assert_eq!(values_of(&app, &x, "EMAIL").await, ["x1@example.com", "x2@example.com"]);
+    assert_eq!(values_of(&app, &y, "EMAIL").await, ["y1@example.com"], "y is itself again");
+    assert_eq!(values_of(&app, &y, "ANONYMOUS_ID").await, ["cookie-lm"]);
+    let history = app
+        .data(
+            &token,
+            "query($id: UUID!) { customer(id: $id) { mergeHistory { reason undoneAt } } }",
+            json!({ "id": x }),
+        )
+        .await;
+    assert!(history["customer"]["mergeHistory"][0]["undoneAt"].is_string(), "{history}");
+}
+
 on_every_backend!(
+    a_limit_lowered_after_the_fact_unlinks_the_newest_excess_identities,
+    a_lowered_limit_first_undoes_the_automatic_merges_that_broke_it,
     a_value_blocked_after_the_fact_undoes_the_merges_it_made,
     blocked_values_never_link_anyone,
     a_record_over_a_limit_is_attached_by_its_strongest_identity,

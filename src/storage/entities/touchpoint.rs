@@ -22,6 +22,9 @@ pub struct Model {
     pub feedback_score: Option<i16>,
     pub feedback_verbatim: Option<String>,
     pub consent: Option<Json>,
+    /// The identity the touchpoint was attached through (none when named by customer id, or seeded); it may name
+    /// an identity removed since (blocked, unlinked), which then matches nothing.
+    pub identity_id: Option<Uuid>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
