@@ -44,7 +44,8 @@ if [[ -z "${SKIP_BUILD:-}" ]]; then
 fi
 
 # One environment for seed, serve and token: the same database and the same signing secret.
-export DATABASE_URL="postgres://$PGUSER@$PGHOST:$PGPORT/$BENCH_DB"
+# The database is on this machine: no TLS on loopback (a remote database keeps sslmode=require in its URL).
+export DATABASE_URL="postgres://$PGUSER@$PGHOST:$PGPORT/$BENCH_DB?sslmode=${PGSSLMODE:-disable}"
 export KONTAKT_JWT_SECRET="${KONTAKT_JWT_SECRET:-bench-secret-$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')}"
 export KONTAKT_LISTEN="127.0.0.1:$PORT"
 export KONTAKT_LOG_FORMAT=json

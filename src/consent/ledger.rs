@@ -241,6 +241,12 @@ pub(crate) async fn states_at(
     }
     let rows =
         query.order_by_asc(consent_event::Column::CapturedAt).order_by_asc(consent_event::Column::Id).all(conn).await?;
+    Ok(latest_states(rows))
+}
+
+/// The decision in force per customer and (purpose, channel): the last of `rows`, which come in ledger order
+/// (captured at, then id).
+pub(crate) fn latest_states(rows: impl IntoIterator<Item = consent_event::Model>) -> HashMap<Uuid, Vec<ConsentState>> {
     let mut latest: HashMap<(Uuid, String, String), ConsentEvent> = HashMap::new();
     for row in rows {
         let key = (row.customer_id, row.purpose.clone(), row.channel.clone());
@@ -255,7 +261,7 @@ pub(crate) async fn states_at(
     for list in states.values_mut() {
         list.sort_by(|a, b| (&a.purpose, &a.channel).cmp(&(&b.purpose, &b.channel)));
     }
-    Ok(states)
+    states
 }
 
 /// A page of one customer's ledger, newest first.

@@ -3,15 +3,18 @@
 use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
-use sea_orm::{ColumnTrait, ConnectionTrait, QueryFilter, QuerySelect};
+use sea_orm::{
+    ColumnTrait, ConnectionTrait, DbErr, EntityTrait, JoinType, QueryFilter, QueryOrder, QuerySelect, RelationDef,
+    sea_query::{Expr, ExprTrait, IntoCondition},
+};
 use uuid::Uuid;
 
 use super::ledger::{self, ConsentState};
 use crate::{
-    auth::{Caller, Scope},
+    auth::{Caller, Scope, TenantId},
     error::{ApiError, ApiResult},
     services::Services,
-    storage::entities::customer,
+    storage::entities::{consent_event, customer},
 };
 
 /// What kind of data a read would serve.
@@ -137,6 +140,38 @@ pub(crate) async fn load_states(
         .into_iter()
         .map(|(id, restricted)| (id, PrivacyState { restricted, consents: consents.remove(&id).unwrap_or_default() }))
         .collect())
+}
+
+/// A customer row and its privacy state read together, in one statement (the row left-joined with its consent
+/// ledger): what a single-customer read decides with. Always from the database, never from a cache.
+pub(crate) async fn load_customer(
+    conn: &impl ConnectionTrait,
+    tenant: &TenantId,
+    id: Uuid,
+) -> Result<Option<(customer::Model, PrivacyState)>, DbErr> {
+    let ledger: RelationDef = consent_event::Entity::belongs_to(customer::Entity)
+        .from(consent_event::Column::CustomerId)
+        .to(customer::Column::Id)
+        .on_condition(|ledger, customer| {
+            Expr::col((ledger, consent_event::Column::Tenant))
+                .equals((customer, customer::Column::Tenant))
+                .into_condition()
+        })
+        .into();
+    let rows = customer::of_tenant(tenant)
+        .filter(customer::Column::Id.eq(id))
+        .join_rev(JoinType::LeftJoin, ledger)
+        .select_also(consent_event::Entity)
+        .order_by_asc(consent_event::Column::CapturedAt)
+        .order_by_asc(consent_event::Column::Id)
+        .all(conn)
+        .await?;
+    let mut rows = rows.into_iter();
+    let Some((row, first)) = rows.next() else { return Ok(None) };
+    let events = first.into_iter().chain(rows.filter_map(|(_, event)| event));
+    let consents = ledger::latest_states(events).remove(&row.id).unwrap_or_default();
+    let state = PrivacyState { restricted: row.restricted, consents };
+    Ok(Some((row, state)))
 }
 
 /// Decides for one customer, reading its current state from the database (never from a cache, so a

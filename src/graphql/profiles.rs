@@ -78,8 +78,8 @@ impl ProfilesQuery {
     /// One customer by id. `NOT_FOUND` when it does not exist in the caller's tenant.
     async fn customer(&self, ctx: &Context<'_>, id: Uuid) -> async_graphql::Result<Option<CustomerView>> {
         let rc = request(ctx)?;
-        let customer = customers::get_customer(&rc.caller, &rc.services, id).await.gql()?;
-        Ok(Some(CustomerView::new(customer, Disclosure::for_caller(&rc.caller))))
+        let profile = customers::read_profile(&rc.caller, &rc.services, id).await.gql()?;
+        Ok(Some(CustomerView::read(profile, Disclosure::for_caller(&rc.caller))))
     }
 
     /// The customer an identity points at (the identity is normalised first).
@@ -89,8 +89,8 @@ impl ProfilesQuery {
         identity: IdentityInput,
     ) -> async_graphql::Result<Option<CustomerView>> {
         let rc = request(ctx)?;
-        let customer = customers::find_by_identity(&rc.caller, &rc.services, identity.into()).await.gql()?;
-        Ok(Some(CustomerView::new(customer, Disclosure::for_caller(&rc.caller))))
+        let profile = customers::find_by_identity(&rc.caller, &rc.services, identity.into()).await.gql()?;
+        Ok(Some(CustomerView::read(profile, Disclosure::for_caller(&rc.caller))))
     }
 
     /// The tenant's customers, oldest first, keyset-paged.

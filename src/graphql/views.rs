@@ -4,6 +4,8 @@ use async_graphql::{
     connection::{Connection, Edge, EmptyFields},
     dataloader::DataLoader,
 };
+use std::sync::Arc;
+
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
@@ -15,13 +17,16 @@ use super::{
     touchpoints::TouchpointFilterInput,
 };
 use crate::{
-    consent::ledger,
+    consent::{PrivacyState, ledger},
     error::{ApiError, GqlResult},
     pagination::{PageRequest, Window, decode_time_cursor, encode_cursor, encode_time_cursor},
     privacy::Disclosure,
     privacy::access_log,
     profiles::merge::{self, Merge},
-    profiles::{Customer, CustomerIdentity, IdentityKind, customers::CustomerChange},
+    profiles::{
+        Customer, CustomerIdentity, IdentityKind,
+        customers::{CustomerChange, Profile},
+    },
     profiles::{records, resolution, traits},
     touchpoints::timeline::{self, TouchpointFilter},
 };
@@ -29,11 +34,18 @@ use crate::{
 pub struct CustomerView {
     customer: Customer,
     disclosure: Disclosure,
+    /// Set for a single-customer read: the privacy state this request read with the customer, which its consents
+    /// and every decision on its personalization data use. Lists leave it unset and batch through the loaders.
+    privacy: Option<Arc<PrivacyState>>,
 }
 
 impl CustomerView {
     pub fn new(customer: Customer, disclosure: Disclosure) -> Self {
-        CustomerView { customer, disclosure }
+        CustomerView { customer, disclosure, privacy: None }
+    }
+
+    pub fn read(profile: Profile, disclosure: Disclosure) -> Self {
+        CustomerView { customer: profile.customer, disclosure, privacy: Some(Arc::new(profile.privacy)) }
     }
 }
 
@@ -125,6 +137,9 @@ impl CustomerView {
 
     /// The consent decisions in force now, one per purpose (and channel).
     async fn consents(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<ConsentView>> {
+        if let Some(privacy) = &self.privacy {
+            return Ok(privacy.consents.iter().cloned().map(ConsentView::from).collect());
+        }
         let loader = ctx.data_unchecked::<DataLoader<ConsentLoader>>();
         let states = loader.load_one(self.customer.id).await.map_err(|e| e.as_ref().extend())?;
         Ok(states.unwrap_or_default().into_iter().map(ConsentView::from).collect())
@@ -170,9 +185,15 @@ impl CustomerView {
         let rc = request(ctx)?;
         let window = Window::parse(first, after.as_deref(), last, before.as_deref(), decode_time_cursor).gql()?;
         let filter: TouchpointFilter = filter.unwrap_or_default().into();
-        let (permit, page) = match window {
+        let (permit, page) = match (window, &self.privacy) {
+            // A single-customer read decides with the privacy state it read with the customer.
+            (window, Some(privacy)) => {
+                timeline::read_timeline_with(&rc.caller, &rc.services, self.customer.id, privacy, &filter, window)
+                    .await
+                    .gql()?
+            }
             // The common case (a list of customers with their latest touchpoints) is batched across customers.
-            Window::Forward { first, after: None } if filter.is_empty() => {
+            (Window::Forward { first, after: None }, None) if filter.is_empty() => {
                 let loader = ctx.data_unchecked::<DataLoader<RecentTouchpointsLoader>>();
                 let key = RecentKey { customer: self.customer.id, first };
                 let loaded = loader.load_one(key).await.map_err(|e| e.as_ref().extend())?;
@@ -182,7 +203,9 @@ impl CustomerView {
                     None => return Err(ApiError::not_found(format!("customer {}", self.customer.id)).extend()),
                 }
             }
-            _ => timeline::read_timeline(&rc.caller, &rc.services, self.customer.id, &filter, window).await.gql()?,
+            (window, None) => {
+                timeline::read_timeline(&rc.caller, &rc.services, self.customer.id, &filter, window).await.gql()?
+            }
         };
         let mut connection = Connection::with_additional_fields(
             page.has_previous_page,
@@ -226,7 +249,11 @@ impl CustomerView {
     /// the customer consented to the caller's purpose. Needs `touchpoints:read`.
     async fn journey(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<JourneyView>> {
         let rc = request(ctx)?;
-        let journey = timeline::read_journey(&rc.caller, &rc.services, self.customer.id).await.gql()?;
+        let journey = match &self.privacy {
+            Some(privacy) => timeline::read_journey_with(&rc.caller, &rc.services, self.customer.id, privacy).await,
+            None => timeline::read_journey(&rc.caller, &rc.services, self.customer.id).await,
+        }
+        .gql()?;
         Ok(Some(JourneyView(journey)))
     }
 }

@@ -57,7 +57,9 @@ impl AccessLog {
         let (stop, mut stopped) = watch::channel(false);
         let task = tokio::spawn(async move {
             let mut buffer = Vec::with_capacity(BATCH);
-            loop {
+            // The stop signal is checked through `borrow()` after every wait: a `changed()` seen while gathering a
+            // batch must still end the loop (the senders live as long as the services, so the queue never closes).
+            while !*stopped.borrow() {
                 tokio::select! {
                     n = rx.recv_many(&mut buffer, BATCH) => {
                         if n == 0 {
@@ -75,15 +77,13 @@ impl AccessLog {
                         }
                         write(&db, &mut buffer).await;
                     }
-                    _ = stopped.changed() => {
-                        while let Ok(entry) = rx.try_recv() {
-                            buffer.push(entry);
-                        }
-                        write(&db, &mut buffer).await;
-                        break;
-                    }
+                    _ = stopped.changed() => {}
                 }
             }
+            while let Ok(entry) = rx.try_recv() {
+                buffer.push(entry);
+            }
+            write(&db, &mut buffer).await;
         });
         (AccessLog { tx }, AccessLogWriter { stop, task })
     }

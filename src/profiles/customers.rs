@@ -221,57 +221,52 @@ async fn set_names(
     row.update(txn).await
 }
 
-/// One customer of the caller's tenant; `NOT_FOUND` for ids of other tenants.
+/// One customer as a single read serves it: the row and its privacy state, read together from the database.
+#[derive(Debug, Clone)]
+pub struct Profile {
+    pub customer: Customer,
+    /// Restriction and consents in force, as read by this request: what its decisions are made with.
+    pub privacy: policy::PrivacyState,
+}
+
+/// One customer of the caller's tenant; `NOT_FOUND` for ids of other tenants. A merged-away id answers with its
+/// survivor. One statement reads the row with its consent ledger (`policy::load_customer`), so the profile and
+/// every decision about its personalization data in this request rest on the same fresh state, and no cache sits
+/// between a withdrawal or a restriction and the next read.
 #[tracing::instrument(skip_all, fields(tenant = %caller.tenant(), customer = %id))]
-pub async fn get_customer(caller: &Caller, svc: &Services, id: Uuid) -> ApiResult<Customer> {
+pub async fn read_profile(caller: &Caller, svc: &Services, id: Uuid) -> ApiResult<Profile> {
     caller.require(Scope::ProfilesRead)?;
-    let key = cache_key(caller.tenant(), id);
-    if let Some(bytes) = svc.cache.get(&key).await
-        && let Ok(customer) = serde_json::from_slice::<Customer>(&bytes)
-    {
-        policy::check_profile_visible(caller, customer.restricted)?;
-        svc.access_log.record(caller, [id], "profile");
-        return Ok(customer);
-    }
-    let mut row = customer::of_tenant(caller.tenant())
-        .filter(customer::Column::Id.eq(id))
-        .one(svc.db.conn())
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("customer {id}")))?;
+    let not_found = || ApiError::not_found(format!("customer {id}"));
+    let conn = svc.db.conn();
+    let (mut row, mut privacy) = policy::load_customer(conn, caller.tenant(), id).await?.ok_or_else(not_found)?;
     // A merged-away id answers with the survivor (following a chain of merges, boundedly).
     for _ in 0..8 {
         let Some(survivor) = row.merged_into else { break };
-        row = customer::of_tenant(caller.tenant())
-            .filter(customer::Column::Id.eq(survivor))
-            .one(svc.db.conn())
-            .await?
-            .ok_or_else(|| ApiError::not_found(format!("customer {id}")))?;
+        (row, privacy) = policy::load_customer(conn, caller.tenant(), survivor).await?.ok_or_else(not_found)?;
     }
     let mut customer = Customer::from(row);
     if customer.id != id {
         customer.resolved_from = Some(id);
     }
-    // Only a customer's own id is cached: every write invalidates exactly that key, so a merged-away id (which
-    // answers with the survivor) is always read fresh and can never serve a stale or restricted profile.
-    if customer.resolved_from.is_none()
-        && let Ok(bytes) = serde_json::to_vec(&customer)
-    {
-        svc.cache.set(&key, bytes, PROFILE_CACHE_TTL).await;
-    }
     policy::check_profile_visible(caller, customer.restricted)?;
     svc.access_log.record(caller, [id], "profile");
-    Ok(customer)
+    Ok(Profile { customer, privacy })
+}
+
+/// One customer of the caller's tenant (see `read_profile`).
+pub async fn get_customer(caller: &Caller, svc: &Services, id: Uuid) -> ApiResult<Customer> {
+    Ok(read_profile(caller, svc, id).await?.customer)
 }
 
 /// The customer an identity points at, after normalising the identity the same way writes do.
 #[tracing::instrument(skip_all, fields(tenant = %caller.tenant()))]
-pub async fn find_by_identity(caller: &Caller, svc: &Services, input: IdentityInput) -> ApiResult<Customer> {
+pub async fn find_by_identity(caller: &Caller, svc: &Services, input: IdentityInput) -> ApiResult<Profile> {
     caller.require(Scope::ProfilesRead)?;
     let identity = Identity::parse(input.kind, &input.value, input.source.as_deref(), &svc.settings, "value")?;
     let found = resolution::find_identities(svc.db.conn(), caller.tenant(), std::slice::from_ref(&identity)).await?;
     let owner =
         found.first().map(|m| m.customer_id).ok_or_else(|| ApiError::not_found("customer with that identity"))?;
-    get_customer(caller, svc, owner).await
+    read_profile(caller, svc, owner).await
 }
 
 /// A page of the tenant's customers in creation order (UUIDv7), keyset-paged on (tenant, id).

@@ -80,6 +80,9 @@ pub(crate) async fn resolve(
     let is_match = |i: &Identity| {
         matches.iter().any(|m| m.kind == i.kind().as_str() && m.source == i.stored_source() && m.value == i.value())
     };
+    // Among identities of the same kind's rank, a matched one is stronger than a new one, so the answer does not
+    // depend on the order in which a record names them.
+    usable.sort_by_key(|i| (rules.rank(i.kind()), !is_match(i)));
     // The owner is reached through the strongest matched identity (ties: the oldest customer).
     let owner = matches
         .iter()

@@ -13,7 +13,7 @@ use uuid::Uuid;
 use super::model::{Channel, JourneyStage, Touchpoint, TouchpointType};
 use crate::{
     auth::{Caller, Scope, TenantId},
-    consent::{DataCategory, Permit, policy},
+    consent::{DataCategory, Permit, PrivacyState, policy},
     error::{ApiError, ApiResult},
     pagination::{Page, PageRequest, Window},
     services::Services,
@@ -250,8 +250,32 @@ pub async fn read_timeline(
 ) -> ApiResult<(Permit, Page<Touchpoint>)> {
     caller.require(Scope::TouchpointsRead)?;
     let permit = policy::authorize(caller, svc, customer_id, DataCategory::BehaviouralHistory).await?;
+    serve_timeline(caller, svc, permit, filter, window).await
+}
+
+/// `read_timeline` for a customer whose privacy state this request read with its row (`customers::read_profile`).
+pub async fn read_timeline_with(
+    caller: &Caller,
+    svc: &Services,
+    customer_id: Uuid,
+    state: &PrivacyState,
+    filter: &TouchpointFilter,
+    window: Window<(DateTime<Utc>, Uuid)>,
+) -> ApiResult<(Permit, Page<Touchpoint>)> {
+    caller.require(Scope::TouchpointsRead)?;
+    let permit = policy::decide(caller, customer_id, state, DataCategory::BehaviouralHistory, Utc::now())?;
+    serve_timeline(caller, svc, permit, filter, window).await
+}
+
+async fn serve_timeline(
+    caller: &Caller,
+    svc: &Services,
+    permit: Permit,
+    filter: &TouchpointFilter,
+    window: Window<(DateTime<Utc>, Uuid)>,
+) -> ApiResult<(Permit, Page<Touchpoint>)> {
     let page = timeline(caller.tenant(), svc, &permit, filter, window).await?;
-    svc.access_log.record(caller, [customer_id], "touchpoints");
+    svc.access_log.record(caller, [permit.customer_id()], "touchpoints");
     Ok((permit, page))
 }
 
@@ -259,8 +283,24 @@ pub async fn read_timeline(
 pub async fn read_journey(caller: &Caller, svc: &Services, customer_id: Uuid) -> ApiResult<Journey> {
     caller.require(Scope::TouchpointsRead)?;
     let permit = policy::authorize(caller, svc, customer_id, DataCategory::DerivedInsights).await?;
+    serve_journey(caller, svc, permit).await
+}
+
+/// `read_journey` for a customer whose privacy state this request read with its row.
+pub async fn read_journey_with(
+    caller: &Caller,
+    svc: &Services,
+    customer_id: Uuid,
+    state: &PrivacyState,
+) -> ApiResult<Journey> {
+    caller.require(Scope::TouchpointsRead)?;
+    let permit = policy::decide(caller, customer_id, state, DataCategory::DerivedInsights, Utc::now())?;
+    serve_journey(caller, svc, permit).await
+}
+
+async fn serve_journey(caller: &Caller, svc: &Services, permit: Permit) -> ApiResult<Journey> {
     let journey = journey(caller.tenant(), svc, &permit).await?;
-    svc.access_log.record(caller, [customer_id], "journey");
+    svc.access_log.record(caller, [permit.customer_id()], "journey");
     Ok(journey)
 }
 

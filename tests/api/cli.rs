@@ -5,6 +5,7 @@ use std::{
     time::Duration,
 };
 
+use sea_orm::ConnectionTrait;
 use serde_json::{Value, json};
 
 const BIN: &str = env!("CARGO_BIN_EXE_kontakt");
@@ -54,7 +55,15 @@ fn every_command_explains_itself() {
 async fn a_token_from_the_cli_opens_the_server_started_in_the_same_folder() {
     let dir = tempfile::tempdir().expect("dir");
     let output = kontakt(dir.path())
-        .args(["token", "--tenant", "shop-1", "--scopes", "profiles:read,pii:read", "--purpose", "analytics"])
+        .args([
+            "token",
+            "--tenant",
+            "shop-1",
+            "--scopes",
+            "profiles:read,profiles:write,pii:read",
+            "--purpose",
+            "analytics",
+        ])
         .output()
         .expect("run");
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
@@ -102,16 +111,53 @@ async fn a_token_from_the_cli_opens_the_server_started_in_the_same_folder() {
         .expect("json");
     assert_eq!(
         body["data"]["viewer"],
-        json!({ "tenant": "shop-1", "purpose": "analytics", "scopes": ["profiles:read", "pii:read"] })
+        json!({ "tenant": "shop-1", "purpose": "analytics", "scopes": ["profiles:read", "profiles:write", "pii:read"] })
     );
 
-    // SIGTERM: a graceful stop with exit code 0.
+    // A profile read queues an access-log entry; the stop comes while the writer is still gathering its batch.
+    let upsert = "mutation { upsertCustomer(input: { identities: [{ kind: EMAIL, value: \"cli@example.com\" }] }) \
+                  { customer { id } } }";
+    let body: Value = client
+        .post(&url)
+        .bearer_auth(token)
+        .json(&json!({ "query": upsert }))
+        .send()
+        .await
+        .expect("upsert")
+        .json()
+        .await
+        .expect("json");
+    let id = body["data"]["upsertCustomer"]["customer"]["id"].as_str().expect("customer id").to_owned();
+    let read = json!({ "query": "query($id: UUID!) { customer(id: $id) { id } }", "variables": { "id": id } });
+    let body: Value =
+        client.post(&url).bearer_auth(token).json(&read).send().await.expect("read").json().await.expect("json");
+    assert_eq!(body["data"]["customer"]["id"], id.as_str());
+
+    // SIGTERM: a graceful stop with exit code 0, after the queued access log is written.
     let status = Command::new("kill").args(["-TERM", &server.id().to_string()]).status().expect("kill");
     assert!(status.success());
-    let exit = tokio::time::timeout(Duration::from_secs(10), tokio::task::spawn_blocking(move || server.wait()))
-        .await
-        .expect("stops within 10 s")
-        .expect("join")
-        .expect("wait");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let exit = loop {
+        if let Some(exit) = server.try_wait().expect("wait") {
+            break exit;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = server.kill();
+            panic!("the server did not stop within 10 s of SIGTERM");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     assert!(exit.success(), "graceful shutdown exits 0, got {exit:?}");
+    let db = sea_orm::Database::connect(format!("sqlite://{}", dir.path().join("kontakt.db").display()))
+        .await
+        .expect("open the SQLite file");
+    let logged = db
+        .query_one_raw(sea_orm::Statement::from_string(
+            sea_orm::DbBackend::Sqlite,
+            "SELECT COUNT(*) AS n FROM access_log WHERE categories = 'profile'",
+        ))
+        .await
+        .expect("count")
+        .and_then(|row| row.try_get::<i64>("", "n").ok());
+    assert_eq!(logged, Some(1), "the read queued just before the stop was written");
 }
