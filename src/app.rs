@@ -95,7 +95,13 @@ async fn build_services(config: &Config, db: Database) -> anyhow::Result<(Servic
             crate::auth::keys::load_or_create_dev_key(std::path::Path::new(&path))?
         }
     };
-    let settings = Arc::new(DomainSettings { default_phone_region, suppression_key: suppression_key.into_bytes() });
+    let profile_cache_ttl =
+        (config.profile_cache_ttl_secs > 0).then(|| Duration::from_secs(config.profile_cache_ttl_secs));
+    let settings = Arc::new(DomainSettings {
+        default_phone_region,
+        suppression_key: suppression_key.into_bytes(),
+        profile_cache_ttl,
+    });
     let (access_log, access_log_writer) = AccessLog::start(db.clone());
     let services = match &config.redis_url {
         Some(url) => {

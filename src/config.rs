@@ -87,6 +87,11 @@ pub struct Config {
     #[arg(long, env = "KONTAKT_MAX_COMPLEXITY", default_value_t = 5000, global = true)]
     pub max_complexity: usize,
 
+    /// Seconds the profile cache keeps a customer's identities and latest touchpoints (Redis when configured,
+    /// otherwise in process); 0 turns it off. Consents and restriction are never cached.
+    #[arg(long, env = "KONTAKT_PROFILE_CACHE_TTL_SECS", default_value_t = 30, global = true)]
+    pub profile_cache_ttl_secs: u64,
+
     /// Most aliases a query may use.
     #[arg(long, env = "KONTAKT_MAX_ALIASES", default_value_t = 30, global = true)]
     pub max_aliases: usize,

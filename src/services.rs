@@ -13,6 +13,8 @@ pub struct DomainSettings {
     pub default_phone_region: Option<phonenumber::country::Id>,
     /// Key of the HMAC that suppresses erased identities.
     pub suppression_key: Vec<u8>,
+    /// How long the profile cache keeps identities and latest touchpoint pages; `None`: no profile cache.
+    pub profile_cache_ttl: Option<std::time::Duration>,
 }
 
 /// Passed to every domain function beside the `Caller`.

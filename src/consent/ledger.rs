@@ -128,7 +128,7 @@ pub async fn record_consent(caller: &Caller, svc: &Services, input: RecordConsen
     }
     let event = append(&txn, caller.tenant(), caller.subject(), input).await?;
     txn.commit().await?;
-    svc.cache.delete(&crate::profiles::customers::cache_key(caller.tenant(), event.customer_id)).await;
+    crate::profiles::cache::forget(svc, caller.tenant(), [event.customer_id]).await;
     Ok(event)
 }
 

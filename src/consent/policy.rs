@@ -54,6 +54,8 @@ impl Permit {
 pub struct PrivacyState {
     pub restricted: bool,
     pub consents: Vec<ConsentState>,
+    /// `customers.consent_version`: moves with every consent or restriction change (for consent-safe caches).
+    pub consent_version: i64,
 }
 
 /// Splits a caller purpose such as `marketing:email` into the consent purpose and channel.
@@ -127,18 +129,21 @@ pub(crate) async fn load_states(
     caller: &Caller,
     customer_ids: &[Uuid],
 ) -> ApiResult<HashMap<Uuid, PrivacyState>> {
-    let restricted: Vec<(Uuid, bool)> = customer::of_tenant(caller.tenant())
+    let restricted: Vec<(Uuid, bool, i64)> = customer::of_tenant(caller.tenant())
         .filter(customer::Column::Id.is_in(customer_ids.iter().copied()))
         .select_only()
         .column(customer::Column::Id)
         .column(customer::Column::Restricted)
+        .column(customer::Column::ConsentVersion)
         .into_tuple()
         .all(conn)
         .await?;
     let mut consents = ledger::states_at(conn, caller.tenant(), customer_ids, None).await?;
     Ok(restricted
         .into_iter()
-        .map(|(id, restricted)| (id, PrivacyState { restricted, consents: consents.remove(&id).unwrap_or_default() }))
+        .map(|(id, restricted, consent_version)| {
+            (id, PrivacyState { restricted, consents: consents.remove(&id).unwrap_or_default(), consent_version })
+        })
         .collect())
 }
 
@@ -170,7 +175,7 @@ pub(crate) async fn load_customer(
     let Some((row, first)) = rows.next() else { return Ok(None) };
     let events = first.into_iter().chain(rows.filter_map(|(_, event)| event));
     let consents = ledger::latest_states(events).remove(&row.id).unwrap_or_default();
-    let state = PrivacyState { restricted: row.restricted, consents };
+    let state = PrivacyState { restricted: row.restricted, consents, consent_version: row.consent_version };
     Ok(Some((row, state)))
 }
 

@@ -25,7 +25,7 @@ use crate::{
     profiles::merge::{self, Merge},
     profiles::{
         Customer, CustomerIdentity, IdentityKind,
-        customers::{CustomerChange, Profile},
+        customers::{self, CustomerChange, Profile},
     },
     profiles::{records, resolution, traits},
     touchpoints::timeline::{self, TouchpointFilter},
@@ -68,13 +68,14 @@ impl CustomerView {
 
     /// Every identifier that points at this customer (values masked unless the token has `pii:read`).
     async fn identities(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<IdentityView>> {
-        let loader = ctx.data_unchecked::<DataLoader<IdentityLoader>>();
-        let identities = loader.load_one(self.customer.id).await.map_err(|e| e.as_ref().extend())?;
-        Ok(identities
-            .unwrap_or_default()
-            .into_iter()
-            .map(|identity| IdentityView { identity, disclosure: self.disclosure })
-            .collect())
+        let identities = if self.privacy.is_some() {
+            let rc = request(ctx)?;
+            customers::identities_of_one(rc.caller.tenant(), &rc.services, self.customer.id).await.gql()?
+        } else {
+            let loader = ctx.data_unchecked::<DataLoader<IdentityLoader>>();
+            loader.load_one(self.customer.id).await.map_err(|e| e.as_ref().extend())?.unwrap_or_default()
+        };
+        Ok(identities.into_iter().map(|identity| IdentityView { identity, disclosure: self.disclosure }).collect())
     }
 
     async fn created_at(&self) -> DateTime<Utc> {

@@ -9,7 +9,7 @@ use super::suppression;
 use crate::{
     auth::{Caller, Scope},
     error::{ApiError, ApiResult},
-    profiles::{Identity, IdentityKind, customers},
+    profiles::{Identity, IdentityKind},
     services::Services,
     storage::entities::{
         consent_event, customer, erasure_receipt, identity, merge, resolution_conflict, source_record, touchpoint,
@@ -135,7 +135,7 @@ pub async fn erase_customer(caller: &Caller, svc: &Services, customer_id: Uuid) 
     txn.commit().await?;
     // Every id of the person: a merged-away id's cache entry holds the survivor's profile.
     for id in &people {
-        svc.cache.delete(&customers::cache_key(tenant, *id)).await;
+        crate::profiles::cache::forget(svc, tenant, [*id]).await;
     }
     svc.access_log.record(caller, [customer_id], "erasure");
     Ok(ErasureReceipt { id, erased_at, rows })

@@ -26,6 +26,6 @@ pub async fn set_restriction(caller: &Caller, svc: &Services, customer_id: Uuid,
     row.update(&txn).await?;
     bump_consent_version(&txn, caller.tenant(), customer_id).await?;
     txn.commit().await?;
-    svc.cache.delete(&crate::profiles::customers::cache_key(caller.tenant(), customer_id)).await;
+    crate::profiles::cache::forget(svc, caller.tenant(), [customer_id]).await;
     Ok(())
 }

@@ -1,5 +1,5 @@
 //! Customers: upsert by identities, reads by id and identity, keyset-paged lists, and batched identity loads.
-use std::{collections::HashMap, time::Duration};
+use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 use sea_orm::{
@@ -84,14 +84,9 @@ pub struct CustomerChange {
 
 const MAX_IDENTITIES_PER_UPSERT: usize = 50;
 const MAX_NAME_LEN: usize = 200;
-const PROFILE_CACHE_TTL: Duration = Duration::from_secs(60);
 
 pub fn changes_topic(tenant: &TenantId) -> String {
     format!("customers:{tenant}")
-}
-
-pub(crate) fn cache_key(tenant: &TenantId, id: Uuid) -> String {
-    format!("customer:{tenant}:{id}")
 }
 
 impl From<customer::Model> for Customer {
@@ -150,7 +145,7 @@ pub async fn upsert_customer(caller: &Caller, svc: &Services, input: UpsertCusto
         }
     };
 
-    svc.cache.delete(&cache_key(caller.tenant(), outcome.customer.id)).await;
+    crate::profiles::cache::forget(svc, caller.tenant(), [outcome.customer.id]).await;
     let change =
         CustomerChange { customer_id: outcome.customer.id, created: outcome.created, at: outcome.customer.updated_at };
     if let Ok(payload) = serde_json::to_string(&change)
@@ -361,6 +356,28 @@ pub async fn identities_of(
     Ok(by_customer)
 }
 
+/// The identities of one customer a read has just served (`read_profile`): from the profile cache when it holds
+/// them, otherwise from the database (then cached).
+pub async fn identities_of_one(
+    tenant: &TenantId,
+    svc: &Services,
+    customer_id: Uuid,
+) -> ApiResult<Vec<CustomerIdentity>> {
+    let rows = match super::cache::identities(svc, tenant, customer_id).await {
+        Some(rows) => rows,
+        None => {
+            let rows = identity::of_tenant(tenant)
+                .filter(identity::Column::CustomerId.eq(customer_id))
+                .order_by_asc(identity::Column::Id)
+                .all(svc.db.conn())
+                .await?;
+            super::cache::remember_identities(svc, tenant, customer_id, &rows).await;
+            rows
+        }
+    };
+    Ok(rows.into_iter().filter_map(to_customer_identity).collect())
+}
+
 /// Changes to the caller's tenant's customers as they happen (on every instance, through pub/sub).
 pub async fn watch_changes(
     caller: &Caller,
@@ -406,7 +423,7 @@ pub async fn identify(caller: &Caller, svc: &Services, input: IdentifyInput) -> 
         }
     };
     if let Some(customer) = &customer {
-        svc.cache.delete(&cache_key(caller.tenant(), customer.id)).await;
+        crate::profiles::cache::forget(svc, caller.tenant(), [customer.id]).await;
     }
     Ok(customer)
 }

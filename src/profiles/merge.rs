@@ -246,7 +246,7 @@ pub(crate) async fn merge_in_txn(
 
 async fn forget_cached(svc: &Services, tenant: &TenantId, ids: [Uuid; 2]) {
     for id in ids {
-        svc.cache.delete(&super::customers::cache_key(tenant, id)).await;
+        crate::profiles::cache::forget(svc, tenant, [id]).await;
     }
 }
 

@@ -1,4 +1,5 @@
 //! Profiles and identity: customers, their normalised identities, and the reads frontends make.
+pub mod cache;
 pub mod customers;
 pub mod identity;
 pub mod merge;

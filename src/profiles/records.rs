@@ -8,7 +8,7 @@ use serde_json::{Map, Value, json};
 use uuid::Uuid;
 
 use super::{
-    customers::{IdentityInput, cache_key},
+    customers::IdentityInput,
     identity::Identity,
     resolution::{self, Resolution},
     rules, traits,
@@ -136,7 +136,7 @@ pub async fn ingest_customer_records(
             }
         }
         if let RecordOutcome::Created { customer_id, .. } | RecordOutcome::Updated { customer_id, .. } = &outcome {
-            svc.cache.delete(&cache_key(caller.tenant(), *customer_id)).await;
+            crate::profiles::cache::forget(svc, caller.tenant(), [*customer_id]).await;
         }
         outcomes.push(outcome);
     }

@@ -240,7 +240,7 @@ async fn kind_counts(
 /// Drops the cached profiles of a resolution's customer and of the customers merged into it (after commit).
 pub(crate) async fn forget_cached(svc: &crate::services::Services, tenant: &TenantId, customer: Uuid, merged: &[Uuid]) {
     for id in std::iter::once(&customer).chain(merged) {
-        svc.cache.delete(&super::customers::cache_key(tenant, *id)).await;
+        crate::profiles::cache::forget(svc, tenant, [*id]).await;
     }
 }
 

@@ -270,7 +270,7 @@ async fn remove_blocked(
     }
     txn.commit().await?;
     for owner in owners {
-        svc.cache.delete(&super::customers::cache_key(tenant, owner)).await;
+        crate::profiles::cache::forget(svc, tenant, [owner]).await;
     }
     Ok(())
 }
@@ -444,7 +444,7 @@ async fn unlink_over_limits(
     }
     txn.commit().await?;
     for customer in touched {
-        svc.cache.delete(&super::customers::cache_key(tenant, customer)).await;
+        crate::profiles::cache::forget(svc, tenant, [customer]).await;
     }
     Ok(())
 }

@@ -224,9 +224,9 @@ async fn record_one(
             let (outcome, merged) = write_in(&txn, svc, caller, rules, input, valid).await?;
             if let ItemOutcome::Created(tp) = &outcome {
                 txn.commit().await?;
-                if !merged.is_empty() {
-                    resolution::forget_cached(svc, tenant, tp.customer_id, &merged).await;
-                }
+                // The customer's cached identities and latest page no longer hold (a new touchpoint, maybe a new
+                // identity or a merge).
+                resolution::forget_cached(svc, tenant, tp.customer_id, &merged).await;
             } else {
                 txn.rollback().await?;
             }

@@ -16,6 +16,7 @@ use crate::{
     consent::{DataCategory, Permit, PrivacyState, policy},
     error::{ApiError, ApiResult},
     pagination::{Page, PageRequest, Window},
+    profiles::cache as profile_cache,
     services::Services,
     storage::entities::touchpoint,
 };
@@ -264,7 +265,31 @@ pub async fn read_timeline_with(
 ) -> ApiResult<(Permit, Page<Touchpoint>)> {
     caller.require(Scope::TouchpointsRead)?;
     let permit = policy::decide(caller, customer_id, state, DataCategory::BehaviouralHistory, Utc::now())?;
-    serve_timeline(caller, svc, permit, filter, window).await
+    let Window::Forward { first, after: None } = window else {
+        return serve_timeline(caller, svc, permit, filter, window).await;
+    };
+    if !filter.is_empty() {
+        return serve_timeline(caller, svc, permit, filter, window).await;
+    }
+    // The latest page, what a profile shows: from the profile cache when it holds it under this consent version.
+    let tenant = caller.tenant();
+    let rows = match profile_cache::recent(svc, tenant, &permit, state.consent_version, first).await {
+        Some(rows) => rows,
+        None => {
+            let rows = of_customer(tenant, &permit)
+                .order_by(touchpoint::Column::OccurredAt, Order::Desc)
+                .order_by(touchpoint::Column::Id, Order::Desc)
+                .limit(first as u64 + 1)
+                .all(svc.db.conn())
+                .await?;
+            profile_cache::remember_recent(svc, tenant, &permit, state.consent_version, first, &rows).await;
+            rows
+        }
+    };
+    let has_next_page = rows.len() > first;
+    let items = rows.into_iter().take(first).filter_map(Touchpoint::from_row).collect();
+    svc.access_log.record(caller, [customer_id], "touchpoints");
+    Ok((permit, Page { items, has_next_page, has_previous_page: false }))
 }
 
 async fn serve_timeline(

@@ -309,6 +309,55 @@ async fn a_withdrawal_is_refused_on_the_very_next_read(app: TestApp) {
     assert_eq!(data["customer"]["consents"], json!([{ "status": "WITHDRAWN", "effective": false }]));
 }
 
+/// The profile cache serves a warm profile read with one statement (the customer row and its consents), and never
+/// a stale page or identity list: ingestion drops what it changes.
+async fn the_profile_cache_serves_warm_reads_and_never_a_stale_page(app: TestApp) {
+    let email = json!({ "kind": "EMAIL", "value": "cache@example.com" });
+    let result = record(&app, json!([touchpoint("c1", json!([email]), "PAGE_VIEW", 30)])).await;
+    let customer = result["results"][0]["customerId"].as_str().expect("id").to_owned();
+    grant(&app, &customer, "personalization", "GRANTED").await;
+    let token = app.token("acme", &["profiles:read", "touchpoints:read", "pii:read"], "personalization");
+    let query = "query($id: UUID!, $n: Int) { customer(id: $id) { identities { kind value } consents { status } \
+                 touchpoints(first: $n) { edges { node { idempotencyKey } } pageInfo { hasNextPage } } } }";
+    let keys = |data: &Value| -> Vec<String> {
+        data["customer"]["touchpoints"]["edges"]
+            .as_array()
+            .expect("edges")
+            .iter()
+            .filter_map(|e| e["node"]["idempotencyKey"].as_str().map(str::to_owned))
+            .collect()
+    };
+    let cold = app.data(&token, query, json!({ "id": customer, "n": 5 })).await;
+    assert_eq!(keys(&cold), vec!["c1"]);
+    let before = app.statements().await;
+    let warm = app.data(&token, query, json!({ "id": customer, "n": 5 })).await;
+    let warm_statements = app.statements().await - before;
+    assert_eq!(warm, cold, "a warm read answers what the cold one did");
+    assert_eq!(warm_statements, 1, "a warm profile read reads only the customer row with its consents");
+
+    // A new touchpoint naming a new device as well: the next read shows both, not the cached page.
+    let device = json!({ "kind": "DEVICE_ID", "value": "tablet-7" });
+    record(&app, json!([touchpoint("c2", json!([email, device]), "PURCHASE", 1)])).await;
+    let fresh = app.data(&token, query, json!({ "id": customer, "n": 5 })).await;
+    assert_eq!(keys(&fresh), vec!["c2", "c1"], "newest first, the new one included");
+    let kinds: Vec<&str> = fresh["customer"]["identities"]
+        .as_array()
+        .expect("identities")
+        .iter()
+        .filter_map(|i| i["kind"].as_str())
+        .collect();
+    assert_eq!(kinds, vec!["EMAIL", "DEVICE_ID"]);
+
+    // A smaller page is cut from a larger cached one; a larger page than the cached one is read again.
+    let one = app.data(&token, query, json!({ "id": customer, "n": 1 })).await;
+    assert_eq!(keys(&one), vec!["c2"]);
+    assert_eq!(one["customer"]["touchpoints"]["pageInfo"]["hasNextPage"], true);
+    record(&app, json!([touchpoint("c3", json!([email]), "PAGE_VIEW", 0)])).await;
+    let ten = app.data(&token, query, json!({ "id": customer, "n": 10 })).await;
+    assert_eq!(keys(&ten), vec!["c3", "c2", "c1"]);
+    assert_eq!(ten["customer"]["touchpoints"]["pageInfo"]["hasNextPage"], false);
+}
+
 /// Every (caller purpose × consent state × restriction × pii:read) combination, for the gated and masked fields.
 async fn the_policy_table_holds_for_every_combination(app: TestApp) {
     let states = ["NONE", "GRANTED", "DENIED", "WITHDRAWN", "EXPIRED"];
@@ -655,6 +704,7 @@ on_every_backend!(
     the_journey_summarises_stages_and_channels,
     the_feed_leaves_out_customers_without_consent_and_says_how_many,
     a_withdrawal_is_refused_on_the_very_next_read,
+    the_profile_cache_serves_warm_reads_and_never_a_stale_page,
     the_policy_table_holds_for_every_combination,
     scopes_and_tenants_guard_touchpoints_and_consent,
 );
