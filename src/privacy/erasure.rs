@@ -26,16 +26,15 @@ pub struct ErasureReceipt {
 }
 
 /// Erases a customer of the caller's tenant. Needs `privacy:admin`.
-#[tracing::instrument(skip_all, fields(tenant = %caller.tenant(), customer = %customer_id))]
-pub async fn erase_customer(caller: &Caller, svc: &Services, customer_id: Uuid) -> ApiResult<ErasureReceipt> {
+#[tracing::instrument(skip_all, fields(tenant = %caller.tenant(), customer = %requested_id))]
+pub async fn erase_customer(caller: &Caller, svc: &Services, requested_id: Uuid) -> ApiResult<ErasureReceipt> {
     caller.require(Scope::PrivacyAdmin)?;
     let tenant = caller.tenant();
     let txn = svc.db.begin_write().await?;
-    customer::of_tenant(tenant)
-        .filter(customer::Column::Id.eq(customer_id))
-        .one(&txn)
+    // A merged-away id stands for the person it was merged into: erasing it erases them, not only the stub.
+    let customer_id = crate::profiles::customers::current_id(&txn, tenant, requested_id)
         .await?
-        .ok_or_else(|| ApiError::not_found(format!("customer {customer_id}")))?;
+        .ok_or_else(|| ApiError::not_found(format!("customer {requested_id}")))?;
     // Customers merged into this one are the same person: they go too (they keep names, never identities).
     let mut people = vec![customer_id];
     let mut frontier = vec![customer_id];

@@ -11,11 +11,15 @@ use crate::{
 };
 
 /// The whole record of a customer of the caller's tenant. Needs `privacy:admin`; the export itself is logged.
-#[tracing::instrument(skip_all, fields(tenant = %caller.tenant(), customer = %customer_id))]
-pub async fn export_customer(caller: &Caller, svc: &Services, customer_id: Uuid) -> ApiResult<Value> {
+#[tracing::instrument(skip_all, fields(tenant = %caller.tenant(), customer = %requested_id))]
+pub async fn export_customer(caller: &Caller, svc: &Services, requested_id: Uuid) -> ApiResult<Value> {
     caller.require(Scope::PrivacyAdmin)?;
     let tenant = caller.tenant();
     let conn = svc.db.conn();
+    // A merged-away id stands for the person it was merged into: export them, whose rows the merge moved.
+    let customer_id = crate::profiles::customers::current_id(conn, tenant, requested_id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("customer {requested_id}")))?;
     let profile = customer::of_tenant(tenant)
         .filter(customer::Column::Id.eq(customer_id))
         .one(conn)
@@ -67,6 +71,7 @@ pub async fn export_customer(caller: &Caller, svc: &Services, customer_id: Uuid)
     Ok(json!({
         "format": "kontakt.customer-export/1",
         "exportedAt": chrono::Utc::now(),
+        "requestedId": requested_id,
         "customer": {
             "id": profile.id,
             "givenName": profile.given_name,

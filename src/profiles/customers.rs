@@ -248,6 +248,32 @@ pub async fn read_profile(caller: &Caller, svc: &Services, id: Uuid) -> ApiResul
     Ok(Profile { customer, privacy })
 }
 
+/// The customer an id stands for now: itself, or the customer it was merged into (following a chain of merges,
+/// boundedly). `None` when the id is not a customer of the tenant. Privacy operations (export, erasure) act on the
+/// person, so a request naming an old, merged-away id reaches everything held about them.
+pub(crate) async fn current_id(
+    conn: &impl sea_orm::ConnectionTrait,
+    tenant: &TenantId,
+    id: Uuid,
+) -> Result<Option<Uuid>, sea_orm::DbErr> {
+    let mut current = id;
+    for _ in 0..8 {
+        let merged_into: Option<Option<Uuid>> = customer::of_tenant(tenant)
+            .filter(customer::Column::Id.eq(current))
+            .select_only()
+            .column(customer::Column::MergedInto)
+            .into_tuple()
+            .one(conn)
+            .await?;
+        match merged_into {
+            None => return Ok(None),
+            Some(None) => return Ok(Some(current)),
+            Some(Some(survivor)) => current = survivor,
+        }
+    }
+    Ok(Some(current))
+}
+
 /// One customer of the caller's tenant (see `read_profile`).
 pub async fn get_customer(caller: &Caller, svc: &Services, id: Uuid) -> ApiResult<Customer> {
     Ok(read_profile(caller, svc, id).await?.customer)

@@ -256,9 +256,52 @@ async fn privacy_operations_need_privacy_admin_and_stay_in_their_tenant(app: Tes
     assert_eq!(data["customer"]["id"], id.as_str(), "nothing was erased by the refused calls");
 }
 
+/// A request naming an old, merged-away id reaches the whole person: the export is the survivor's, with everything
+/// the merge moved to it, and the erasure takes the survivor and the stub, not the stub alone.
+async fn a_merged_away_id_exports_and_erases_the_whole_person(app: TestApp) {
+    let survivor = person(&app, "stays@example.com", "+4520998801").await;
+    let merged = person(&app, "goes@example.com", "+4520998802").await;
+    let agent = app.token("acme", &["profiles:read", "profiles:write"], "support");
+    app.data(
+        &agent,
+        "mutation($s: UUID!, $m: UUID!) { mergeCustomers(survivorId: $s, mergedId: $m, note: \"same person\") { id } }",
+        json!({ "s": survivor, "m": merged }),
+    )
+    .await;
+
+    let data = app.data(&officer(&app), "query($id: UUID!) { exportCustomer(id: $id) }", json!({ "id": merged })).await;
+    let doc = &data["exportCustomer"];
+    assert_eq!(doc["requestedId"], merged.as_str());
+    assert_eq!(doc["customer"]["id"], survivor.as_str(), "the export is the person's, not the stub's");
+    let emails: HashSet<&str> = doc["identities"]
+        .as_array()
+        .expect("identities")
+        .iter()
+        .filter(|i| i["kind"].as_str().is_some_and(|k| k.eq_ignore_ascii_case("email")))
+        .filter_map(|i| i["value"].as_str())
+        .collect();
+    assert_eq!(emails, HashSet::from(["stays@example.com", "goes@example.com"]));
+    assert_eq!(doc["touchpoints"].as_array().map(Vec::len), Some(4), "both sides' touchpoints");
+
+    app.data(&officer(&app), "mutation($id: UUID!) { eraseCustomer(id: $id) { id } }", json!({ "id": merged })).await;
+    for id in [&survivor, &merged] {
+        let (_, body) =
+            app.gql(&officer(&app), "query($id: UUID!) { customer(id: $id) { id } }", json!({ "id": id })).await;
+        assert_eq!(first_code(&body), "NOT_FOUND", "{id} is gone: {body}");
+    }
+    let ids = [survivor.parse::<uuid::Uuid>().expect("uuid"), merged.parse::<uuid::Uuid>().expect("uuid")];
+    let left = touchpoint::Entity::find()
+        .filter(touchpoint::Column::CustomerId.is_in(ids))
+        .all(&app.db().await)
+        .await
+        .expect("query");
+    assert!(left.is_empty(), "no touchpoint of the person is left");
+}
+
 on_every_backend!(
     reads_are_logged_with_who_why_and_the_request,
     export_holds_everything_the_database_holds,
     erasure_leaves_nothing_findable_and_suppresses_the_person,
+    a_merged_away_id_exports_and_erases_the_whole_person,
     privacy_operations_need_privacy_admin_and_stay_in_their_tenant,
 );
