@@ -19,6 +19,8 @@ use crate::{
 const QUEUE: usize = 50_000;
 const BATCH: usize = 500;
 const FLUSH_EVERY: Duration = Duration::from_millis(200);
+/// `access_log.categories` holds at most 256 characters.
+const MAX_CATEGORIES_LEN: usize = 255;
 
 /// One recorded read.
 #[derive(Debug, Clone)]
@@ -114,7 +116,7 @@ async fn write(db: &Database, buffer: &mut Vec<access_log::Model>) {
     if buffer.is_empty() {
         return;
     }
-    let rows: Vec<access_log::ActiveModel> = buffer.drain(..).map(Into::into).collect();
+    let rows: Vec<access_log::ActiveModel> = coalesce(buffer.drain(..)).into_iter().map(Into::into).collect();
     let n = rows.len();
     // Chunks stay well under every backend's bind-parameter limit.
     for chunk in rows.chunks(BATCH) {
@@ -124,6 +126,39 @@ async fn write(db: &Database, buffer: &mut Vec<access_log::Model>) {
         }
     }
     metrics::counter!("kontakt_access_log_written_total").increment(n as u64);
+}
+
+/// One entry per request and customer: the categories one request read of one customer (its profile, then its
+/// touchpoints…) become one row listing them, in the order they were read. Entries without a request id stay apart.
+fn coalesce(entries: impl IntoIterator<Item = access_log::Model>) -> Vec<access_log::Model> {
+    let mut out: Vec<access_log::Model> = Vec::new();
+    let mut index: std::collections::HashMap<(String, Uuid, String), usize> = std::collections::HashMap::new();
+    for entry in entries {
+        let Some(request_id) = entry.request_id.clone() else {
+            out.push(entry);
+            continue;
+        };
+        match index.get(&(entry.tenant.clone(), entry.customer_id, request_id.clone())) {
+            Some(&at)
+                if out[at].subject == entry.subject
+                    && out[at].purpose == entry.purpose
+                    && out[at].categories.len() + entry.categories.len() < MAX_CATEGORIES_LEN =>
+            {
+                let row = &mut out[at];
+                for category in entry.categories.split(',') {
+                    if !row.categories.split(',').any(|c| c == category) {
+                        row.categories.push(',');
+                        row.categories.push_str(category);
+                    }
+                }
+            }
+            _ => {
+                index.insert((entry.tenant.clone(), entry.customer_id, request_id), out.len());
+                out.push(entry);
+            }
+        }
+    }
+    out
 }
 
 /// A page of one customer's access log, newest first. Needs `privacy:admin`.
@@ -159,4 +194,48 @@ pub async fn for_customer(
         has_next_page,
         has_previous_page: page.after.is_some(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(customer: Uuid, request: Option<&str>, categories: &str) -> access_log::Model {
+        access_log::Model {
+            id: Uuid::now_v7(),
+            tenant: "acme".into(),
+            customer_id: customer,
+            subject: "engine".into(),
+            purpose: "personalization".into(),
+            categories: categories.into(),
+            request_id: request.map(str::to_owned),
+            at: Utc::now(),
+        }
+    }
+
+    #[test]
+    fn one_row_per_request_and_customer() {
+        let (a, b) = (Uuid::now_v7(), Uuid::now_v7());
+        let rows = coalesce([
+            entry(a, Some("r1"), "profile"),
+            entry(b, Some("r1"), "profile"),
+            entry(a, Some("r1"), "touchpoints"),
+            entry(a, Some("r1"), "touchpoints"),
+            entry(a, Some("r2"), "profile"),
+            entry(a, None, "export"),
+            entry(a, None, "export"),
+        ]);
+        let got: Vec<(Uuid, Option<&str>, &str)> =
+            rows.iter().map(|r| (r.customer_id, r.request_id.as_deref(), r.categories.as_str())).collect();
+        assert_eq!(
+            got,
+            vec![
+                (a, Some("r1"), "profile,touchpoints"),
+                (b, Some("r1"), "profile"),
+                (a, Some("r2"), "profile"),
+                (a, None, "export"),
+                (a, None, "export"),
+            ]
+        );
+    }
 }
