@@ -125,7 +125,60 @@ async fn custom_traits_must_be_declared_and_typed(app: TestApp) {
     assert_eq!(first_code(&body), "FORBIDDEN");
 }
 
+/// Fifty records from five sources, ingested by fifty concurrent calls, all naming one email (written differently):
+/// one customer, holding all fifty records, on every backend.
+async fn fifty_concurrent_ingests_sharing_an_email_make_one_customer(app: TestApp) {
+    let token = app.admin();
+    let mut tasks = Vec::new();
+    for i in 0..50 {
+        let client = app.client.clone();
+        let url = app.url("/graphql");
+        let token = token.clone();
+        let email = if i % 2 == 0 { "Shared.Shopper@Example.com" } else { " shared.shopper@example.com " };
+        tasks.push(tokio::spawn(async move {
+            let records = json!([{ "source": format!("store-{}", i % 5), "sourceRecordId": format!("R-{i}"),
+                "identities": [{ "kind": "EMAIL", "value": email }, { "kind": "DEVICE_ID", "value": format!("till-{i}") }],
+                "traits": { "givenName": "Sam" }, "observedAt": ago(1) }]);
+            let response: Value = client
+                .post(url)
+                .bearer_auth(token)
+                .json(&json!({ "query": INGEST, "variables": { "r": records } }))
+                .send()
+                .await
+                .expect("request")
+                .json()
+                .await
+                .expect("json");
+            assert!(response.get("errors").is_none(), "{response}");
+            let result = &response["data"]["ingestCustomerRecords"]["results"][0];
+            assert_eq!(result["status"], "CREATED", "{response}");
+            result["customerId"].as_str().expect("customer id").to_owned()
+        }));
+    }
+    let mut ids = std::collections::HashSet::new();
+    for task in tasks {
+        ids.insert(task.await.expect("task"));
+    }
+    assert_eq!(ids.len(), 1, "one customer, got {ids:?}");
+    let customer = ids.into_iter().next().expect("one");
+    let data = app.data(&token, "{ customers(first: 100) { edges { node { id } } } }", json!({})).await;
+    assert_eq!(data["customers"]["edges"].as_array().map(Vec::len), Some(1), "{data}");
+    let data = app
+        .data(
+            &token,
+            "query($id: UUID!) { customer(id: $id) { sourceRecords { sourceRecordId } } }",
+            json!({ "id": customer }),
+        )
+        .await;
+    assert_eq!(data["customer"]["sourceRecords"].as_array().map(Vec::len), Some(50), "{data}");
+    let found = app
+        .data(&token, "{ sourceRecord(source: \"store-3\", sourceRecordId: \"R-13\") { customerId } }", json!({}))
+        .await;
+    assert_eq!(found["sourceRecord"]["customerId"], customer.as_str());
+}
+
 on_every_backend!(
     a_store_record_joins_the_web_customer_and_traits_survive_by_rule,
-    custom_traits_must_be_declared_and_typed
+    custom_traits_must_be_declared_and_typed,
+    fifty_concurrent_ingests_sharing_an_email_make_one_customer,
 );
