@@ -133,9 +133,7 @@ pub async fn erase_customer(caller: &Caller, svc: &Services, requested_id: Uuid)
     let id = erasure_receipt::Entity::insert(receipt).exec(&txn).await?.last_insert_id;
     txn.commit().await?;
     // Every id of the person: a merged-away id's cache entry holds the survivor's profile.
-    for id in &people {
-        crate::profiles::cache::forget(svc, tenant, [*id]).await;
-    }
+    crate::profiles::cache::forget(svc, tenant, people.iter().copied()).await;
     svc.access_log.record(caller, [customer_id], "erasure");
     Ok(ErasureReceipt { id, erased_at, rows })
 }

@@ -27,15 +27,13 @@ fn recent_key(tenant: &TenantId, id: Uuid) -> String {
     format!("recent:{tenant}:{id}")
 }
 
-/// Drops every cached part of these customers' profiles. Called after the commit of any write that touches them.
+/// Drops every cached part of these customers' profiles, in one round trip. Called after the commit of any write
+/// that touches them, even where this instance's cache is off: another instance (or this one before a restart) may
+/// have filled the shared cache, and an erasure must reach it.
 pub(crate) async fn forget(svc: &Services, tenant: &TenantId, customers: impl IntoIterator<Item = Uuid>) {
-    if svc.settings.profile_cache_ttl.is_none() {
-        return;
-    }
-    for id in customers {
-        svc.cache.delete(&identities_key(tenant, id)).await;
-        svc.cache.delete(&recent_key(tenant, id)).await;
-    }
+    let keys: Vec<String> =
+        customers.into_iter().flat_map(|id| [identities_key(tenant, id), recent_key(tenant, id)]).collect();
+    svc.cache.delete(&keys).await;
 }
 
 /// A customer's identity rows, when cached.

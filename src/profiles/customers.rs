@@ -274,11 +274,6 @@ pub(crate) async fn current_id(
     Ok(Some(current))
 }
 
-/// One customer of the caller's tenant (see `read_profile`).
-pub async fn get_customer(caller: &Caller, svc: &Services, id: Uuid) -> ApiResult<Customer> {
-    Ok(read_profile(caller, svc, id).await?.customer)
-}
-
 /// The customer an identity points at, after normalising the identity the same way writes do.
 #[tracing::instrument(skip_all, fields(tenant = %caller.tenant()))]
 pub async fn find_by_identity(caller: &Caller, svc: &Services, input: IdentityInput) -> ApiResult<Profile> {
@@ -367,11 +362,7 @@ pub async fn identities_of(
     svc: &Services,
     customer_ids: &[Uuid],
 ) -> ApiResult<HashMap<Uuid, Vec<CustomerIdentity>>> {
-    let rows = identity::of_tenant(tenant)
-        .filter(identity::Column::CustomerId.is_in(customer_ids.iter().copied()))
-        .order_by_asc(identity::Column::Id)
-        .all(svc.db.conn())
-        .await?;
+    let rows = identity_rows(tenant, svc, customer_ids).await?;
     let mut by_customer: HashMap<Uuid, Vec<CustomerIdentity>> = HashMap::new();
     for row in rows {
         let owner = row.customer_id;
@@ -380,6 +371,15 @@ pub async fn identities_of(
         }
     }
     Ok(by_customer)
+}
+
+/// The identity rows of these customers, oldest first.
+async fn identity_rows(tenant: &TenantId, svc: &Services, customer_ids: &[Uuid]) -> ApiResult<Vec<identity::Model>> {
+    Ok(identity::of_tenant(tenant)
+        .filter(identity::Column::CustomerId.is_in(customer_ids.iter().copied()))
+        .order_by_asc(identity::Column::Id)
+        .all(svc.db.conn())
+        .await?)
 }
 
 /// The identities of one customer a read has just served (`read_profile`): from the profile cache when it holds
@@ -392,11 +392,7 @@ pub async fn identities_of_one(
     let rows = match super::cache::identities(svc, tenant, customer_id).await {
         Some(rows) => rows,
         None => {
-            let rows = identity::of_tenant(tenant)
-                .filter(identity::Column::CustomerId.eq(customer_id))
-                .order_by_asc(identity::Column::Id)
-                .all(svc.db.conn())
-                .await?;
+            let rows = identity_rows(tenant, svc, &[customer_id]).await?;
             super::cache::remember_identities(svc, tenant, customer_id, &rows).await;
             rows
         }

@@ -244,12 +244,6 @@ pub(crate) async fn merge_in_txn(
     Ok(Ok(row))
 }
 
-async fn forget_cached(svc: &Services, tenant: &TenantId, ids: [Uuid; 2]) {
-    for id in ids {
-        crate::profiles::cache::forget(svc, tenant, [id]).await;
-    }
-}
-
 /// Merges one customer into another by hand (an agent who knows). Needs `profiles:write`.
 #[tracing::instrument(skip_all, fields(tenant = %caller.tenant(), survivor = %survivor, merged = %merged))]
 pub async fn merge_customers(
@@ -267,7 +261,7 @@ pub async fn merge_customers(
         Err(err) => return Err(err),
     };
     txn.commit().await?;
-    forget_cached(svc, caller.tenant(), [survivor, merged]).await;
+    super::cache::forget(svc, caller.tenant(), [survivor, merged]).await;
     Ok(row.into())
 }
 
@@ -326,7 +320,7 @@ pub async fn unmerge(caller: &Caller, svc: &Services, merge_id: Uuid) -> ApiResu
     undone.undone_at = Set(Some(now));
     let row = undone.update(&txn).await?;
     txn.commit().await?;
-    forget_cached(svc, tenant, [row.survivor_id, row.merged_id]).await;
+    super::cache::forget(svc, tenant, [row.survivor_id, row.merged_id]).await;
     Ok(row.into())
 }
 

@@ -239,9 +239,7 @@ async fn kind_counts(
 
 /// Drops the cached profiles of a resolution's customer and of the customers merged into it (after commit).
 pub(crate) async fn forget_cached(svc: &crate::services::Services, tenant: &TenantId, customer: Uuid, merged: &[Uuid]) {
-    for id in std::iter::once(&customer).chain(merged) {
-        crate::profiles::cache::forget(svc, tenant, [*id]).await;
-    }
+    super::cache::forget(svc, tenant, std::iter::once(customer).chain(merged.iter().copied())).await;
 }
 
 /// The stored identities equal to any of `identities` (already normalised).

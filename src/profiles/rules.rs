@@ -269,9 +269,7 @@ async fn remove_blocked(
             .rows_affected as usize;
     }
     txn.commit().await?;
-    for owner in owners {
-        crate::profiles::cache::forget(svc, tenant, [owner]).await;
-    }
+    crate::profiles::cache::forget(svc, tenant, owners).await;
     Ok(())
 }
 
@@ -443,8 +441,6 @@ async fn unlink_over_limits(
         }
     }
     txn.commit().await?;
-    for customer in touched {
-        crate::profiles::cache::forget(svc, tenant, [customer]).await;
-    }
+    crate::profiles::cache::forget(svc, tenant, touched).await;
     Ok(())
 }

@@ -10,7 +10,8 @@ use redis::{AsyncCommands, aio::ConnectionManager};
 pub trait Cache: Send + Sync {
     async fn get(&self, key: &str) -> Option<Vec<u8>>;
     async fn set(&self, key: &str, value: Vec<u8>, ttl: Duration);
-    async fn delete(&self, key: &str);
+    /// Drops these keys (one round trip).
+    async fn delete(&self, keys: &[String]);
     /// Checks the backend answers (for `/readyz`).
     async fn ping(&self) -> anyhow::Result<()>;
     fn kind(&self) -> &'static str;
@@ -49,8 +50,10 @@ impl Cache for MemoryCache {
     async fn set(&self, key: &str, value: Vec<u8>, ttl: Duration) {
         self.entries.insert(key.to_owned(), (Arc::new(value), ttl)).await;
     }
-    async fn delete(&self, key: &str) {
-        self.entries.invalidate(key).await;
+    async fn delete(&self, keys: &[String]) {
+        for key in keys {
+            self.entries.invalidate(key).await;
+        }
     }
     async fn ping(&self) -> anyhow::Result<()> {
         Ok(())
@@ -94,9 +97,13 @@ impl Cache for RedisCache {
             tracing::warn!(error = %err, "redis set failed");
         }
     }
-    async fn delete(&self, key: &str) {
+    async fn delete(&self, keys: &[String]) {
+        if keys.is_empty() {
+            return;
+        }
         let mut conn = self.conn.clone();
-        if let Err(err) = conn.del::<_, ()>(self.key(key)).await {
+        let keys: Vec<String> = keys.iter().map(|k| self.key(k)).collect();
+        if let Err(err) = conn.del::<_, ()>(keys).await {
             tracing::warn!(error = %err, "redis delete failed");
         }
     }
