@@ -1,4 +1,9 @@
-//! Looks at a request document before execution: which operation runs, and how many aliases it uses.
+//! Looks at a request document before validation: which operation runs, how many aliases it uses, and how deep
+//! and how large its selection is once fragments are expanded — measured without expanding them (each fragment
+//! is measured once and remembered), so a document of fragments spreading each other cannot cost time or memory
+//! before a limit refuses it.
+use std::collections::HashMap;
+
 use async_graphql::parser::{
     Positioned,
     types::{DocumentOperations, ExecutableDocument, OperationType, Selection, SelectionSet},
@@ -19,6 +24,12 @@ pub struct RequestDocument {
     pub aliases: usize,
     /// The document asks for `__schema` or `__type`.
     pub introspection: bool,
+    /// Deepest field nesting of the selected operation with fragments expanded. Introspection (`__schema`,
+    /// `__type`) counts as one level: the standard introspection query of graphql-js nests `ofType` far deeper
+    /// than any data query, and its size is still counted.
+    pub depth: usize,
+    /// Fields the selected operation resolves with every fragment expanded (saturating).
+    pub expanded_fields: usize,
 }
 
 pub fn inspect(doc: &ExecutableDocument, operation_name: Option<&str>) -> RequestDocument {
@@ -40,7 +51,55 @@ pub fn inspect(doc: &ExecutableDocument, operation_name: Option<&str>) -> Reques
     for fragment in doc.fragments.values() {
         tally.walk(&fragment.node.selection_set);
     }
-    RequestDocument { operation, aliases: tally.aliases, introspection: tally.introspection }
+    let (depth, expanded_fields) = match selected {
+        Some(op) => Measure { doc, memo: HashMap::new(), visiting: Vec::new() }.set(&op.node.selection_set),
+        None => (0, 0),
+    };
+    RequestDocument { operation, aliases: tally.aliases, introspection: tally.introspection, depth, expanded_fields }
+}
+
+/// Depth and expanded size of selections, one fragment at a time.
+struct Measure<'d> {
+    doc: &'d ExecutableDocument,
+    memo: HashMap<&'d str, (usize, usize)>,
+    /// Fragments being measured: a spread of one of them is a cycle, which validation reports.
+    visiting: Vec<&'d str>,
+}
+
+impl<'d> Measure<'d> {
+    fn set(&mut self, set: &'d Positioned<SelectionSet>) -> (usize, usize) {
+        let (mut depth, mut size) = (0usize, 0usize);
+        for item in &set.node.items {
+            let (d, s) = match &item.node {
+                Selection::Field(field) => {
+                    let name = field.node.name.node.as_str();
+                    let (d, s) = self.set(&field.node.selection_set);
+                    let d = if name == "__schema" || name == "__type" { 0 } else { d };
+                    (d + 1, s.saturating_add(1))
+                }
+                Selection::InlineFragment(fragment) => self.set(&fragment.node.selection_set),
+                Selection::FragmentSpread(spread) => self.fragment(spread.node.fragment_name.node.as_str()),
+            };
+            depth = depth.max(d);
+            size = size.saturating_add(s);
+        }
+        (depth, size)
+    }
+
+    fn fragment(&mut self, name: &'d str) -> (usize, usize) {
+        if let Some(known) = self.memo.get(name) {
+            return *known;
+        }
+        let Some((key, fragment)) = self.doc.fragments.get_key_value(name) else { return (0, 0) };
+        if self.visiting.contains(&key.as_str()) {
+            return (0, 0);
+        }
+        self.visiting.push(key.as_str());
+        let measured = self.set(&fragment.node.selection_set);
+        self.visiting.pop();
+        self.memo.insert(key.as_str(), measured);
+        measured
+    }
 }
 
 #[derive(Default)]
@@ -84,5 +143,33 @@ mod tests {
         assert!(!seen.introspection);
         let doc = async_graphql::parser::parse_query("{ ... on Query { __type(name: \"Query\") { name } } }").unwrap();
         assert!(inspect(&doc, None).introspection);
+    }
+
+    #[test]
+    fn measures_expanded_size_without_expanding() {
+        // F0 is one field; each Fn spreads F(n-1) twice: 2^40 fields expanded, measured in 41 steps.
+        let mut text = String::from("query { ...F40 } fragment F0 on Query { __typename }");
+        for n in 1..=40 {
+            text.push_str(&format!(" fragment F{n} on Query {{ ...F{m} ...F{m} }}", m = n - 1));
+        }
+        let doc = async_graphql::parser::parse_query(&text).unwrap();
+        let seen = inspect(&doc, None);
+        assert_eq!(seen.expanded_fields, 1usize << 40);
+        assert_eq!(seen.depth, 1);
+    }
+
+    #[test]
+    fn depth_counts_nested_fields_and_introspection_as_one_level() {
+        let doc = async_graphql::parser::parse_query(
+            "{ customers { edges { node { ...N } } } } fragment N on Customer { identities { kind } }",
+        )
+        .unwrap();
+        let seen = inspect(&doc, None);
+        assert_eq!((seen.depth, seen.expanded_fields), (5, 5));
+        let doc = async_graphql::parser::parse_query(
+            "{ __schema { types { fields { type { ofType { ofType { ofType { ofType { name } } } } } } } } }",
+        )
+        .unwrap();
+        assert_eq!(inspect(&doc, None).depth, 1);
     }
 }

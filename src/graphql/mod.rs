@@ -1,5 +1,6 @@
 //! The GraphQL layer: schema assembly, request context, thin resolvers and view types. No rules live here.
 mod document;
+mod guard;
 mod loaders;
 mod privacy;
 mod profiles;
@@ -78,7 +79,7 @@ pub(crate) fn request<'a>(ctx: &Context<'a>) -> async_graphql::Result<&'a Reques
 /// The served schema with the configured limits. Needs no database: `kontakt schema` prints its SDL.
 pub fn build_schema(config: &Config) -> KontaktSchema {
     let mut builder = Schema::build(QueryRoot::default(), MutationRoot::default(), SubscriptionRoot::default())
-        .limit_depth(config.max_depth)
+        .extension(guard::Guard::new(config))
         .limit_complexity(config.max_complexity)
         .limit_directives(config.max_directives)
         .limit_recursive_depth(32);

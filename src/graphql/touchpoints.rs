@@ -282,18 +282,20 @@ impl ConsentMutation {
     }
 
     /// Restricts processing (GDPR art. 18): the customer is kept but served to no purpose except
-    /// `privacy_admin`. Needs `privacy:admin`.
+    /// `privacy_admin`. Needs `privacy:admin`. Answers `true` once the customer's processing is restricted
+    /// (also when it already was); failures are errors, never `false`.
     async fn restrict_processing(&self, ctx: &Context<'_>, customer_id: Uuid) -> async_graphql::Result<bool> {
         let rc = request(ctx)?;
         restriction::set_restriction(&rc.caller, &rc.services, customer_id, true).await.gql()?;
         Ok(true)
     }
 
-    /// Lifts a restriction of processing. Needs `privacy:admin`.
+    /// Lifts a restriction of processing. Needs `privacy:admin`. Answers `true` once the customer's processing is
+    /// no longer restricted (also when it was not); failures are errors, never `false`.
     async fn lift_restriction(&self, ctx: &Context<'_>, customer_id: Uuid) -> async_graphql::Result<bool> {
         let rc = request(ctx)?;
         restriction::set_restriction(&rc.caller, &rc.services, customer_id, false).await.gql()?;
-        Ok(false)
+        Ok(true)
     }
 }
 

@@ -1,5 +1,5 @@
 //! `/graphql` over HTTP, by the GraphQL-over-HTTP spec: content negotiation, status codes, GET rules, batching.
-use std::{collections::HashMap, time::Instant};
+use std::collections::HashMap;
 
 use async_graphql::{ErrorExtensions, ServerError, Variables, http::GraphiQLSource};
 use axum::{
@@ -141,8 +141,6 @@ impl Outcome {
 }
 
 async fn execute(state: &AppState, caller: Caller, params: Params, media: MediaType, method: Method) -> Outcome {
-    let started = Instant::now();
-    let operation_label = operation_label(params.operation_name.as_deref());
     let mut request = async_graphql::Request::new(params.query);
     if let Some(name) = &params.operation_name {
         request = request.operation_name(name.clone());
@@ -173,44 +171,22 @@ async fn execute(state: &AppState, caller: Caller, params: Params, media: MediaT
         let message = "subscriptions are served over WebSocket at /graphql/ws";
         return Outcome::request_error(request_error_status(media), ErrorCode::GraphqlValidationFailed, message);
     }
-    if document.introspection && !state.config.introspection_enabled() {
-        count_error(ErrorCode::GraphqlValidationFailed);
-        let message = "introspection is disabled on this server (KONTAKT_INTROSPECTION)";
-        return Outcome::request_error(request_error_status(media), ErrorCode::GraphqlValidationFailed, message);
-    }
-    if document.aliases > state.config.max_aliases {
-        count_error(ErrorCode::GraphqlValidationFailed);
-        let message =
-            format!("the query uses {} aliases; at most {} are allowed", document.aliases, state.config.max_aliases);
-        return Outcome::request_error(request_error_status(media), ErrorCode::GraphqlValidationFailed, &message);
-    }
 
+    // Limits, the timeout, error codes, nulls for failed fields and metrics: the schema's `Guard` extension, the
+    // one execution path every transport shares.
     request.data = RequestContext { caller, services: state.services.clone() }.into_data();
-    let response = match tokio::time::timeout(state.config.request_timeout(), state.schema.execute(request)).await {
-        Ok(response) => response,
-        Err(_) => {
-            count_error(ErrorCode::Unavailable);
-            let message = format!("the request took longer than {} ms", state.config.request_timeout_ms);
-            return Outcome::request_error(StatusCode::SERVICE_UNAVAILABLE, ErrorCode::Unavailable, &message);
-        }
-    };
+    let response = state.schema.execute(request).await;
 
     // Errors before execution (validation, limits) carry no path and leave no data: a request error.
     let request_failed = response.data == async_graphql::Value::Null
         && !response.errors.is_empty()
         && response.errors.iter().all(|e| e.path.is_empty());
-    let default_code = if request_failed { ErrorCode::GraphqlValidationFailed } else { ErrorCode::Validation };
-    let errors: Vec<Value> = response.errors.into_iter().map(|e| tagged(e, default_code)).collect();
-    for error in &errors {
-        if let Some(code) = error.pointer("/extensions/code").and_then(Value::as_str) {
-            metrics::counter!("kontakt_graphql_errors_total", "code" => code.to_owned()).increment(1);
-        }
-    }
-    metrics::histogram!("kontakt_graphql_request_duration_seconds", "operation" => operation_label.clone())
-        .record(started.elapsed().as_secs_f64());
-    metrics::counter!("kontakt_graphql_requests_total", "operation" => operation_label,
-        "outcome" => if errors.is_empty() { "ok" } else if request_failed { "rejected" } else { "partial" })
-    .increment(1);
+    let timed_out = request_failed
+        && response.errors.iter().any(|e| {
+            e.extensions.as_ref().and_then(|x| x.get("code"))
+                == Some(&async_graphql::Value::from(ErrorCode::Unavailable.as_str()))
+        });
+    let errors: Vec<Value> = response.errors.into_iter().map(|e| tagged(e, ErrorCode::Validation)).collect();
 
     let mut body = Map::new();
     if !request_failed {
@@ -224,7 +200,13 @@ async fn execute(state: &AppState, caller: Caller, params: Params, media: MediaT
     {
         body.insert("extensions".into(), ext);
     }
-    let status = if request_failed { request_error_status(media) } else { StatusCode::OK };
+    let status = if timed_out {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else if request_failed {
+        request_error_status(media)
+    } else {
+        StatusCode::OK
+    };
     Outcome { status, body: Value::Object(body), allow_post_only: false }
 }
 
@@ -246,17 +228,6 @@ fn request_error_status(media: MediaType) -> StatusCode {
     match media {
         MediaType::GraphqlResponseJson => StatusCode::BAD_REQUEST,
         MediaType::Json => StatusCode::OK,
-    }
-}
-
-/// Bounded label cardinality: operation names are client-chosen.
-fn operation_label(name: Option<&str>) -> String {
-    match name {
-        Some(n) if !n.is_empty() && n.len() <= 64 && n.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') => {
-            n.to_owned()
-        }
-        Some(_) => "invalid".to_owned(),
-        None => "anonymous".to_owned(),
     }
 }
 

@@ -5,6 +5,7 @@ mod common;
 
 mod auth;
 mod cli;
+mod contract;
 mod customers;
 mod http_spec;
 mod limits;
