@@ -1,6 +1,7 @@
 //! Kontakt: a GraphQL API that unifies customer records into profiles and enforces consent on every read.
 pub mod app;
 pub mod auth;
+pub mod changes;
 pub mod cli;
 pub mod config;
 pub mod consent;

@@ -1,4 +1,5 @@
 //! The consent ledger: decisions are appended, never overwritten; the current state is derived from them.
+use crate::changes::{Changed, CustomerChangeKind};
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
@@ -128,7 +129,8 @@ pub async fn record_consent(caller: &Caller, svc: &Services, input: RecordConsen
     }
     let event = append(&txn, caller.tenant(), caller.subject(), input).await?;
     txn.commit().await?;
-    crate::profiles::cache::forget(svc, caller.tenant(), [event.customer_id]).await;
+    let changed = Changed::new().customer(event.customer_id, CustomerChangeKind::ConsentChanged);
+    crate::changes::committed(svc, caller.tenant(), changed).await;
     Ok(event)
 }
 

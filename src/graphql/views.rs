@@ -1,4 +1,5 @@
 //! View types: what the API shows of domain values. Each personal field passes through `privacy::Disclosure`.
+use crate::changes::{CustomerChange, CustomerChangeKind};
 use async_graphql::{
     Context, ErrorExtensions, Object, SimpleObject,
     connection::{Connection, Edge, EmptyFields},
@@ -25,7 +26,7 @@ use crate::{
     profiles::merge::{self, Merge},
     profiles::{
         Customer, CustomerIdentity, IdentityKind,
-        customers::{self, CustomerChange, Profile},
+        customers::{self, Profile},
     },
     profiles::{records, resolution, traits},
     touchpoints::timeline::{self, TouchpointFilter},
@@ -380,17 +381,29 @@ pub struct AccessLogEntry {
     at: DateTime<Utc>,
 }
 
-/// A customer was created or updated.
+/// A customer was created, updated, merged, unmerged, had a consent decision recorded, or was erased. Ids and kinds
+/// only: read the customer for what changed (the read decides what the caller may see).
 #[derive(SimpleObject)]
 #[graphql(name = "CustomerChange")]
 pub struct CustomerChangeView {
     pub customer_id: Uuid,
+    pub kind: CustomerChangeKind,
+    /// `kind` is `CREATED`.
+    #[graphql(deprecation = "use `kind`")]
     pub created: bool,
+    /// The surviving customer, when `kind` is `MERGED_AWAY`.
+    pub merged_into: Option<Uuid>,
     pub at: DateTime<Utc>,
 }
 
 impl From<CustomerChange> for CustomerChangeView {
     fn from(c: CustomerChange) -> Self {
-        CustomerChangeView { customer_id: c.customer_id, created: c.created, at: c.at }
+        CustomerChangeView {
+            customer_id: c.customer_id,
+            kind: c.kind,
+            created: c.kind == CustomerChangeKind::Created,
+            merged_into: c.merged_into,
+            at: c.at,
+        }
     }
 }

@@ -1,5 +1,6 @@
 //! Erasure (GDPR art. 17): the customer, source data, identities, touchpoints and consents go in one transaction;
 //! cached copies go too; the identities are suppressed; a receipt without personal data remains.
+use crate::changes::{Changed, CustomerChangeKind};
 use chrono::{DateTime, Utc};
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QuerySelect, Set};
 use serde_json::json;
@@ -133,7 +134,8 @@ pub async fn erase_customer(caller: &Caller, svc: &Services, requested_id: Uuid)
     let id = erasure_receipt::Entity::insert(receipt).exec(&txn).await?.last_insert_id;
     txn.commit().await?;
     // Every id of the person: a merged-away id's cache entry holds the survivor's profile.
-    crate::profiles::cache::forget(svc, tenant, people.iter().copied()).await;
+    let changed = Changed::new().customer(customer_id, CustomerChangeKind::Erased).uncache(people.iter().copied());
+    crate::changes::committed(svc, tenant, changed).await;
     svc.access_log.record(caller, [customer_id], "erasure");
     Ok(ErasureReceipt { id, erased_at, rows })
 }

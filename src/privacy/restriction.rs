@@ -1,5 +1,6 @@
 //! Restriction of processing (GDPR art. 18): the customer is kept but served to no purpose except privacy
 //! administration. The policy decision point reads the flag; this module sets it.
+use crate::changes::{Changed, CustomerChangeKind};
 use sea_orm::{ActiveModelTrait, ColumnTrait, QueryFilter, Set};
 use uuid::Uuid;
 
@@ -26,6 +27,7 @@ pub async fn set_restriction(caller: &Caller, svc: &Services, customer_id: Uuid,
     row.update(&txn).await?;
     bump_consent_version(&txn, caller.tenant(), customer_id).await?;
     txn.commit().await?;
-    crate::profiles::cache::forget(svc, caller.tenant(), [customer_id]).await;
+    let changed = Changed::new().customer(customer_id, CustomerChangeKind::ConsentChanged);
+    crate::changes::committed(svc, caller.tenant(), changed).await;
     Ok(())
 }

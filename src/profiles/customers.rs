@@ -1,4 +1,5 @@
 //! Customers: upsert by identities, reads by id and identity, keyset-paged lists, and batched identity loads.
+use crate::changes::{self, CustomerChange};
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
@@ -74,20 +75,8 @@ pub struct CustomerFilter {
     pub has_trait: Option<(String, serde_json::Value)>,
 }
 
-/// What subscribers of a tenant's `customers` topic receive.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct CustomerChange {
-    pub customer_id: Uuid,
-    pub created: bool,
-    pub at: DateTime<Utc>,
-}
-
 const MAX_IDENTITIES_PER_UPSERT: usize = 50;
 const MAX_NAME_LEN: usize = 200;
-
-pub fn changes_topic(tenant: &TenantId) -> String {
-    format!("customers:{tenant}")
-}
 
 impl From<customer::Model> for Customer {
     fn from(m: customer::Model) -> Self {
@@ -145,14 +134,6 @@ pub async fn upsert_customer(caller: &Caller, svc: &Services, input: UpsertCusto
         }
     };
 
-    crate::profiles::cache::forget(svc, caller.tenant(), [outcome.customer.id]).await;
-    let change =
-        CustomerChange { customer_id: outcome.customer.id, created: outcome.created, at: outcome.customer.updated_at };
-    if let Ok(payload) = serde_json::to_string(&change)
-        && let Err(err) = svc.pubsub.publish(&changes_topic(caller.tenant()), payload).await
-    {
-        tracing::warn!(error = %err, "publishing a customer change failed");
-    }
     Ok(outcome)
 }
 
@@ -190,7 +171,7 @@ async fn write_upsert(
     }
     let model = set_names(&txn, resolved.customer, given_name, family_name, now).await?;
     txn.commit().await?;
-    resolution::forget_cached(svc, tenant, model.id, &resolved.merged).await;
+    changes::committed(svc, tenant, resolution::changes_of(model.id, resolved.created, &resolved.merged, true)).await;
     Ok(Ok(UpsertOutcome { customer: model.into(), created: resolved.created }))
 }
 
@@ -407,7 +388,7 @@ pub async fn watch_changes(
 ) -> ApiResult<futures_util::stream::BoxStream<'static, CustomerChange>> {
     use futures_util::StreamExt;
     caller.require(Scope::ProfilesRead)?;
-    let stream = svc.pubsub.subscribe(&changes_topic(caller.tenant())).await.map_err(|err| {
+    let stream = svc.pubsub.subscribe(&changes::customers_topic(caller.tenant())).await.map_err(|err| {
         tracing::error!(error = %err, "subscribing to customer changes failed");
         ApiError::Unavailable("change notifications are unavailable, try again".into())
     })?;
@@ -444,9 +425,6 @@ pub async fn identify(caller: &Caller, svc: &Services, input: IdentifyInput) -> 
             Ok(result) => break result?,
         }
     };
-    if let Some(customer) = &customer {
-        crate::profiles::cache::forget(svc, caller.tenant(), [customer.id]).await;
-    }
     Ok(customer)
 }
 
@@ -478,7 +456,7 @@ async fn write_identify(
                 return Ok(Err(ApiError::validation("identities", "every identity is on the tenant's block list")));
             }
         };
-    let merged = resolved.merged.clone();
+    let (merged, created) = (resolved.merged.clone(), resolved.created);
     let model = set_names(&txn, resolved.customer, given_name, family_name, now).await?;
     for consent in consents {
         let consent = crate::consent::RecordConsent { customer_id: model.id, ..consent.clone() };
@@ -490,6 +468,6 @@ async fn write_identify(
         }
     }
     txn.commit().await?;
-    resolution::forget_cached(svc, caller.tenant(), model.id, &merged).await;
+    changes::committed(svc, caller.tenant(), resolution::changes_of(model.id, created, &merged, true)).await;
     Ok(Ok(Some(model.into())))
 }

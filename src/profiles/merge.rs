@@ -1,5 +1,6 @@
 //! Merging customers and undoing it: every merge records its evidence and exactly which rows it moved, so an
 //! unmerge restores both customers as they were; rows that arrived since go where their identities now point.
+use crate::changes::{self, Changed, CustomerChangeKind};
 use std::collections::HashSet;
 
 use chrono::{DateTime, Utc};
@@ -261,7 +262,7 @@ pub async fn merge_customers(
         Err(err) => return Err(err),
     };
     txn.commit().await?;
-    super::cache::forget(svc, caller.tenant(), [survivor, merged]).await;
+    changes::committed(svc, caller.tenant(), Changed::new().merge(survivor, merged)).await;
     Ok(row.into())
 }
 
@@ -320,7 +321,12 @@ pub async fn unmerge(caller: &Caller, svc: &Services, merge_id: Uuid) -> ApiResu
     undone.undone_at = Set(Some(now));
     let row = undone.update(&txn).await?;
     txn.commit().await?;
-    super::cache::forget(svc, tenant, [row.survivor_id, row.merged_id]).await;
+    changes::committed(
+        svc,
+        tenant,
+        Changed::new().customers([row.survivor_id, row.merged_id], CustomerChangeKind::Unmerged),
+    )
+    .await;
     Ok(row.into())
 }
 

@@ -1,5 +1,6 @@
 //! Source records: upserted by (tenant, source, source record id), kept as received, resolved into customers by
 //! the one resolution function; every changed trait value is kept with its source for survivorship and history.
+use crate::changes;
 use chrono::{DateTime, SubsecRound, Utc};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, DatabaseTransaction, EntityTrait, QueryFilter, QuerySelect, Set, sea_query::Expr,
@@ -135,9 +136,6 @@ pub async fn ingest_customer_records(
                 }
             }
         }
-        if let RecordOutcome::Created { customer_id, .. } | RecordOutcome::Updated { customer_id, .. } = &outcome {
-            crate::profiles::cache::forget(svc, caller.tenant(), [*customer_id]).await;
-        }
         outcomes.push(outcome);
     }
     Ok(outcomes)
@@ -167,7 +165,7 @@ async fn write(
         txn.rollback().await?;
         return Ok(RecordOutcome::Unchanged { record_id: old.id, customer_id: old.customer_id });
     }
-    let mut merged = Vec::new();
+    let (mut merged, mut customer_created) = (Vec::new(), false);
     let customer_id = if valid.identities.is_empty() {
         match &existing {
             Some(old) => old.customer_id,
@@ -192,7 +190,7 @@ async fn write(
         .await?
         {
             Resolution::Resolved(resolved) => {
-                merged = resolved.merged;
+                (merged, customer_created) = (resolved.merged, resolved.created);
                 resolved.customer.id
             }
             Resolution::Suppressed => {
@@ -270,7 +268,7 @@ async fn write(
     }
     refresh_names(&txn, tenant, trait_rules, customer_id, now).await?;
     txn.commit().await?;
-    resolution::forget_cached(svc, tenant, customer_id, &merged).await;
+    changes::committed(svc, tenant, resolution::changes_of(customer_id, customer_created, &merged, true)).await;
     Ok(if created {
         RecordOutcome::Created { record_id, customer_id }
     } else {

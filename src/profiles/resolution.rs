@@ -1,5 +1,6 @@
 //! Identity resolution: the one function every write path (customers, touchpoints, tracking events) uses to turn
 //! identities into a customer, inside the caller's transaction.
+use crate::changes::{Changed, CustomerChangeKind};
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
@@ -237,9 +238,16 @@ async fn kind_counts(
     Ok(rows.into_iter().map(|(k, n)| (k, n as usize)).collect())
 }
 
-/// Drops the cached profiles of a resolution's customer and of the customers merged into it (after commit).
-pub(crate) async fn forget_cached(svc: &crate::services::Services, tenant: &TenantId, customer: Uuid, merged: &[Uuid]) {
-    super::cache::forget(svc, tenant, std::iter::once(customer).chain(merged.iter().copied())).await;
+/// What a committed resolution changed, for `changes::committed`: the customer (announced as created, or as updated
+/// when `updated` — a profile write rather than a touchpoint) and every customer merged into it.
+pub(crate) fn changes_of(customer: Uuid, created: bool, merged: &[Uuid], updated: bool) -> Changed {
+    let mut changed = Changed::new().uncache([customer]);
+    if created {
+        changed = changed.customer(customer, CustomerChangeKind::Created);
+    } else if updated {
+        changed = changed.customer(customer, CustomerChangeKind::Updated);
+    }
+    merged.iter().fold(changed, |changed, m| changed.merge(customer, *m))
 }
 
 /// The stored identities equal to any of `identities` (already normalised).

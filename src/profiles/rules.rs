@@ -1,5 +1,6 @@
 //! Per-tenant identity resolution rules: values that never link anyone, a limit per kind on one customer, and a
 //! priority of kinds that decides which link gives way when a record would break a limit.
+use crate::changes::{self, Changed, CustomerChangeKind};
 use std::{
     collections::{HashMap, HashSet},
     sync::Arc,
@@ -269,7 +270,7 @@ async fn remove_blocked(
             .rows_affected as usize;
     }
     txn.commit().await?;
-    crate::profiles::cache::forget(svc, tenant, owners).await;
+    changes::committed(svc, tenant, Changed::new().customers(owners, CustomerChangeKind::Updated)).await;
     Ok(())
 }
 
@@ -441,6 +442,6 @@ async fn unlink_over_limits(
         }
     }
     txn.commit().await?;
-    crate::profiles::cache::forget(svc, tenant, touched).await;
+    changes::committed(svc, tenant, Changed::new().customers(touched, CustomerChangeKind::Updated)).await;
     Ok(())
 }

@@ -1,5 +1,6 @@
 //! Touchpoint ingestion: per-item validation, identity resolution and an idempotent write per item, so one bad
 //! item never sinks a batch and a replayed batch creates nothing twice.
+use crate::changes::{self, Changed};
 use std::collections::HashMap;
 
 use chrono::{DateTime, SubsecRound, Utc};
@@ -179,16 +180,6 @@ pub async fn record_touchpoints(
     let created: Vec<&Touchpoint> =
         outcomes.iter().filter_map(|o| if let ItemOutcome::Created(tp) = o { Some(tp) } else { None }).collect();
     metrics::counter!("kontakt_touchpoints_ingested_total").increment(created.len() as u64);
-    let topic = super::timeline::recorded_topic(caller.tenant());
-    for tp in created {
-        let event = super::timeline::TouchpointRecorded { id: tp.id, customer_id: tp.customer_id };
-        if let Ok(payload) = serde_json::to_string(&event)
-            && let Err(err) = svc.pubsub.publish(&topic, payload).await
-        {
-            tracing::warn!(error = %err, "publishing a recorded touchpoint failed");
-            break;
-        }
-    }
     Ok(outcomes)
 }
 
@@ -221,12 +212,12 @@ async fn record_one(
     for attempt in 1..=3 {
         let written = async {
             let txn = svc.db.begin_write().await?;
-            let (outcome, merged) = write_in(&txn, svc, caller, rules, input, valid).await?;
+            let (outcome, changed) = write_in(&txn, svc, caller, rules, input, valid).await?;
             if let ItemOutcome::Created(tp) = &outcome {
                 txn.commit().await?;
                 // The customer's cached identities and latest page no longer hold (a new touchpoint, maybe a new
-                // identity or a merge).
-                resolution::forget_cached(svc, tenant, tp.customer_id, &merged).await;
+                // customer, identity or merge); subscribers hear of the touchpoint.
+                changes::committed(svc, tenant, changed.touchpoint(tp.id, tp.customer_id)).await;
             } else {
                 txn.rollback().await?;
             }
@@ -265,10 +256,10 @@ async fn write_in(
     rules: &rules::CompiledRules,
     input: &TouchpointInput,
     valid: &Valid,
-) -> Result<(ItemOutcome, Vec<Uuid>), sea_orm::DbErr> {
+) -> Result<(ItemOutcome, Changed), sea_orm::DbErr> {
     let tenant = caller.tenant();
     let now = Utc::now();
-    let mut merged = Vec::new();
+    let mut merged = Changed::new();
     // The identity the touchpoint is attached through: an unmerge sends later touchpoints where it points.
     let mut via = None;
     let customer_id = match input.customer_id {
@@ -283,7 +274,7 @@ async fn write_in(
             .await?
         {
             Resolution::Resolved(resolved) => {
-                merged = resolved.merged;
+                merged = resolution::changes_of(resolved.customer.id, resolved.created, &resolved.merged, false);
                 via = resolved.via;
                 resolved.customer.id
             }

@@ -402,23 +402,12 @@ pub async fn recent_for_many(
     Ok(result)
 }
 
-/// What subscribers of a tenant's `touchpoints` topic receive.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-pub struct TouchpointRecorded {
-    pub id: Uuid,
-    pub customer_id: Uuid,
-}
-
-pub fn recorded_topic(tenant: &TenantId) -> String {
-    format!("touchpoints:{tenant}")
-}
-
 /// New touchpoints of the caller's tenant as they are recorded, each passed through the policy decision point:
 /// customers who have not consented to the caller's purpose are not streamed. Needs `touchpoints:read`.
 pub async fn watch(caller: &Caller, svc: &Services) -> ApiResult<futures_util::stream::BoxStream<'static, Touchpoint>> {
     use futures_util::StreamExt;
     caller.require(Scope::TouchpointsRead)?;
-    let stream = svc.pubsub.subscribe(&recorded_topic(caller.tenant())).await.map_err(|err| {
+    let stream = svc.pubsub.subscribe(&crate::changes::touchpoints_topic(caller.tenant())).await.map_err(|err| {
         tracing::error!(error = %err, "subscribing to touchpoints failed");
         ApiError::Unavailable("touchpoint notifications are unavailable, try again".into())
     })?;
@@ -429,7 +418,7 @@ pub async fn watch(caller: &Caller, svc: &Services) -> ApiResult<futures_util::s
             let caller = caller.clone();
             let svc = svc.clone();
             async move {
-                let event: TouchpointRecorded = serde_json::from_str(&payload).ok()?;
+                let event: crate::changes::TouchpointRecorded = serde_json::from_str(&payload).ok()?;
                 let permit =
                     policy::authorize(&caller, &svc, event.customer_id, DataCategory::BehaviouralHistory).await.ok()?;
                 let row = of_customer(caller.tenant(), &permit)

@@ -1,0 +1,138 @@
+//! The one after-commit step. Every write path, once its transaction has committed, hands what it changed to
+//! [`committed`], which drops the cached profiles of every customer it touched (`profiles::cache`) and publishes
+//! the changes to subscribers (`customerChanges`, `touchpointRecorded`). A write path that calls it cannot forget
+//! either; a write path that does not call it shows in review as the one that doesn't.
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::{auth::TenantId, services::Services};
+
+/// What happened to a customer, as subscribers of `customerChanges` see it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, async_graphql::Enum)]
+pub enum CustomerChangeKind {
+    /// A new customer (upsert, record ingest, tracking, or resolution of a touchpoint).
+    Created,
+    /// Identities, traits or source records changed.
+    Updated,
+    /// Another customer was merged into this one.
+    Merged,
+    /// This customer was merged into another (`mergedInto`); reads through its id serve the survivor.
+    MergedAway,
+    /// A merge involving this customer was undone.
+    Unmerged,
+    /// A consent decision was recorded, or processing was restricted or the restriction lifted.
+    ConsentChanged,
+    /// The customer was erased; nothing more about them will be served.
+    Erased,
+}
+
+/// What subscribers of a tenant's `customers` topic receive: ids and kinds, never personal data.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CustomerChange {
+    pub customer_id: Uuid,
+    pub kind: CustomerChangeKind,
+    /// The survivor, for `MergedAway`.
+    #[serde(default)]
+    pub merged_into: Option<Uuid>,
+    pub at: DateTime<Utc>,
+}
+
+/// What subscribers of a tenant's `touchpoints` topic receive (the stream reads the touchpoint and decides).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TouchpointRecorded {
+    pub id: Uuid,
+    pub customer_id: Uuid,
+}
+
+/// Everything one committed write changed.
+#[derive(Debug, Default)]
+pub struct Changed {
+    customers: Vec<CustomerChange>,
+    /// Customers whose cached profile must go but who are not announced (e.g. a touchpoint appended).
+    quiet: Vec<Uuid>,
+    touchpoints: Vec<TouchpointRecorded>,
+}
+
+impl Changed {
+    pub fn new() -> Self {
+        Changed::default()
+    }
+
+    /// One customer changed in one way.
+    pub fn customer(mut self, customer_id: Uuid, kind: CustomerChangeKind) -> Self {
+        self.customers.push(CustomerChange { customer_id, kind, merged_into: None, at: Utc::now() });
+        self
+    }
+
+    pub fn customers(mut self, ids: impl IntoIterator<Item = Uuid>, kind: CustomerChangeKind) -> Self {
+        for id in ids {
+            self = self.customer(id, kind);
+        }
+        self
+    }
+
+    /// `merged` now lives on as `survivor`.
+    pub fn merge(mut self, survivor: Uuid, merged: Uuid) -> Self {
+        self = self.customer(survivor, CustomerChangeKind::Merged);
+        self.customers.push(CustomerChange {
+            customer_id: merged,
+            kind: CustomerChangeKind::MergedAway,
+            merged_into: Some(survivor),
+            at: Utc::now(),
+        });
+        self
+    }
+
+    /// A touchpoint was recorded for a customer: their cached latest page goes, the touchpoint is streamed.
+    pub fn touchpoint(mut self, id: Uuid, customer_id: Uuid) -> Self {
+        self.quiet.push(customer_id);
+        self.touchpoints.push(TouchpointRecorded { id, customer_id });
+        self
+    }
+
+    /// Drops these customers' cached profiles without announcing a change.
+    pub fn uncache(mut self, ids: impl IntoIterator<Item = Uuid>) -> Self {
+        self.quiet.extend(ids);
+        self
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.customers.is_empty() && self.quiet.is_empty() && self.touchpoints.is_empty()
+    }
+}
+
+pub fn customers_topic(tenant: &TenantId) -> String {
+    format!("customers:{tenant}")
+}
+
+pub fn touchpoints_topic(tenant: &TenantId) -> String {
+    format!("touchpoints:{tenant}")
+}
+
+/// Call after the commit of every write: drops the cached profiles of every customer the write touched (one round
+/// trip), then publishes the changes. Publishing is best effort (a subscriber is a live view, not a log): a failure
+/// is logged and counted, and never turns a committed write into an error.
+pub async fn committed(svc: &Services, tenant: &TenantId, changed: Changed) {
+    if changed.is_empty() {
+        return;
+    }
+    let mut touched: Vec<Uuid> = changed.customers.iter().map(|c| c.customer_id).chain(changed.quiet).collect();
+    touched.sort_unstable();
+    touched.dedup();
+    crate::profiles::cache::forget(svc, tenant, touched).await;
+    publish_all(svc, &customers_topic(tenant), &changed.customers).await;
+    publish_all(svc, &touchpoints_topic(tenant), &changed.touchpoints).await;
+}
+
+async fn publish_all<T: Serialize>(svc: &Services, topic: &str, events: &[T]) {
+    for event in events {
+        let Ok(payload) = serde_json::to_string(event) else { continue };
+        if let Err(err) = svc.pubsub.publish(topic, payload).await {
+            metrics::counter!("kontakt_publish_failures_total").increment(1);
+            tracing::warn!(error = %err, topic, "publishing a change failed");
+            // The pub/sub is down: the rest would fail the same way, each after its own timeout.
+            break;
+        }
+    }
+}
