@@ -6,6 +6,7 @@ mod common;
 mod auth;
 mod cli;
 mod customers;
+mod feed;
 mod http_spec;
 mod limits;
 mod merges;
