@@ -8,7 +8,7 @@ use std::{
 use serde_json::{Value, json};
 
 use crate::{
-    common::TestApp,
+    common::{TestApp, first_code},
     touchpoints::{reader, touchpoint, writer},
 };
 
@@ -107,4 +107,33 @@ async fn a_polling_engine_sees_every_committed_touchpoint_exactly_once(app: Test
     assert_eq!(acknowledged.len(), ROUNDS * WRITERS * BATCHES * BATCH_SIZE);
 }
 
-on_every_backend!(a_polling_engine_sees_every_committed_touchpoint_exactly_once);
+async fn a_cursor_from_before_commit_positions_still_resumes(app: TestApp) {
+    let person = json!([{ "kind": "EMAIL", "value": "legacy@example.com" }]);
+    let items: Vec<Value> =
+        (0..3).map(|i| touchpoint(&format!("legacy-{i}"), person.clone(), "PAGE_VIEW", 5)).collect();
+    let recorded = app.data(&writer(&app), RECORD, json!({ "t": items })).await;
+    let ids: Vec<String> = recorded["recordTouchpoints"]["results"]
+        .as_array()
+        .expect("results")
+        .iter()
+        .map(|r| r["touchpointId"].as_str().expect("id").to_owned())
+        .collect();
+    let token = reader(&app, "support");
+    // What the feed handed out when it paged by id alone.
+    let old = kontakt::pagination::encode_cursor(ids[0].parse().expect("uuid"));
+    let mut after = json!(old);
+    let mut seen = Vec::new();
+    assert!(!poll(&app, &token, &mut after, &mut seen).await);
+    assert_eq!(seen, ids[1..].to_vec(), "resumes right after the touchpoint the old cursor names");
+
+    let gone = kontakt::pagination::encode_cursor(uuid::Uuid::now_v7());
+    let (_, body) = app.gql(&token, FEED, json!({ "after": gone })).await;
+    assert_eq!(first_code(&body), "VALIDATION", "{body}");
+    let (_, body) = app.gql(&token, FEED, json!({ "after": "bm90LWEtY3Vyc29y" })).await;
+    assert_eq!(first_code(&body), "VALIDATION", "{body}");
+}
+
+on_every_backend!(
+    a_polling_engine_sees_every_committed_touchpoint_exactly_once,
+    a_cursor_from_before_commit_positions_still_resumes,
+);
