@@ -9,20 +9,27 @@ pub const MAX_PAGE_SIZE: usize = 100;
 
 /// A forward page request: at most `first` items after the item the cursor names.
 #[derive(Debug, Clone, Copy)]
-pub struct PageRequest {
+pub struct PageRequest<C = Uuid> {
     pub first: usize,
-    pub after: Option<Uuid>,
+    pub after: Option<C>,
 }
 
 impl PageRequest {
     pub fn parse(first: Option<i32>, after: Option<&str>) -> ApiResult<Self> {
+        Self::parse_with(first, after, decode_cursor)
+    }
+}
+
+impl<C> PageRequest<C> {
+    /// Like `parse`, for a list whose cursors `decode` reads.
+    pub fn parse_with(first: Option<i32>, after: Option<&str>, decode: impl Fn(&str) -> Option<C>) -> ApiResult<Self> {
         let first = match first {
             None => DEFAULT_PAGE_SIZE,
             Some(n) if n >= 0 && (n as usize) <= MAX_PAGE_SIZE => n as usize,
             Some(_) => return Err(ApiError::validation("first", format!("must be between 0 and {MAX_PAGE_SIZE}"))),
         };
         let after = after
-            .map(|c| decode_cursor(c).ok_or_else(|| ApiError::validation("after", "not a cursor from this API")))
+            .map(|c| decode(c).ok_or_else(|| ApiError::validation("after", "not a cursor from this API")))
             .transpose()?;
         Ok(PageRequest { first, after })
     }
@@ -110,6 +117,38 @@ pub fn decode_time_cursor(cursor: &str) -> Option<(chrono::DateTime<chrono::Utc>
     Some((chrono::DateTime::from_timestamp_micros(micros.parse().ok()?)?, id.parse().ok()?))
 }
 
+const FEED_CURSOR_PREFIX: &str = "c1:";
+
+/// A place in the feed's commit order: (commit position, id).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct FeedPosition {
+    pub commit: i64,
+    pub id: Uuid,
+}
+
+/// What a feed client may resume from: a position, or a cursor handed out before feed cursors carried one (the id
+/// alone; its position is looked up).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FeedCursor {
+    Position(FeedPosition),
+    Id(Uuid),
+}
+
+pub fn encode_feed_cursor(position: FeedPosition) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .encode(format!("{FEED_CURSOR_PREFIX}{}:{}", position.commit, position.id))
+}
+
+pub fn decode_feed_cursor(cursor: &str) -> Option<FeedCursor> {
+    if let Some(id) = decode_cursor(cursor) {
+        return Some(FeedCursor::Id(id));
+    }
+    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(cursor).ok()?;
+    let text = std::str::from_utf8(&raw).ok()?.strip_prefix(FEED_CURSOR_PREFIX)?;
+    let (commit, id) = text.split_once(':')?;
+    Some(FeedCursor::Position(FeedPosition { commit: commit.parse().ok()?, id: id.parse().ok()? }))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -125,5 +164,9 @@ mod tests {
         let at = chrono::DateTime::from_timestamp_micros(1_700_000_000_123_456).unwrap();
         assert_eq!(decode_time_cursor(&encode_time_cursor(at, id)), Some((at, id)));
         assert!(Window::parse(Some(1), None, Some(1), None, decode_time_cursor).is_err());
+        let position = FeedPosition { commit: 7_000_123, id };
+        assert_eq!(decode_feed_cursor(&encode_feed_cursor(position)), Some(FeedCursor::Position(position)));
+        assert_eq!(decode_feed_cursor(&encode_cursor(id)), Some(FeedCursor::Id(id)));
+        assert_eq!(decode_feed_cursor(&encode_time_cursor(at, id)), None);
     }
 }

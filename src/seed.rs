@@ -14,7 +14,8 @@ use chrono::{DateTime, SecondsFormat, TimeZone, Utc};
 use indicatif::{ProgressBar, ProgressStyle};
 use rand::{Rng, SeedableRng, rngs::StdRng, seq::IndexedRandom};
 use sea_orm::{
-    ActiveModelTrait, ConnectionTrait, DatabaseTransaction, DbBackend, EntityTrait, IntoActiveModel, PaginatorTrait,
+    ActiveModelTrait, ConnectionTrait, DatabaseTransaction, DbBackend, EntityTrait, IntoActiveModel, NotSet,
+    PaginatorTrait,
 };
 use serde::Serialize;
 use serde_json::json;
@@ -359,8 +360,10 @@ async fn insert_touchpoints(
             anyhow::bail!("the generator sent COPY text where rows were expected");
         };
         let count = rows.len() as u64;
-        let models: Vec<touchpoint::ActiveModel> =
-            rows.into_iter().map(|m| m.into_active_model().reset_all()).collect();
+        let models: Vec<touchpoint::ActiveModel> = rows
+            .into_iter()
+            .map(|m| touchpoint::ActiveModel { commit_position: NotSet, ..m.into_active_model().reset_all() })
+            .collect();
         let txn = db.begin_write().await?;
         written += insert_chunked(&txn, backend, models, 18).await?;
         txn.commit().await?;
@@ -954,6 +957,7 @@ impl Generator {
             feedback_verbatim: feedback.and_then(|(_, _, v)| v),
             consent: None,
             identity_id: None,
+            commit_position: 0,
         }
     }
 

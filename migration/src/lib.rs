@@ -11,6 +11,7 @@ mod m20261122_000007_create_resolution_rules;
 mod m20261122_000008_create_merges;
 mod m20261122_000009_create_source_records;
 mod m20261122_000010_add_touchpoint_identity;
+mod m20261122_000011_add_touchpoint_commit_position;
 
 pub struct Migrator;
 
@@ -28,6 +29,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261122_000008_create_merges::Migration),
             Box::new(m20261122_000009_create_source_records::Migration),
             Box::new(m20261122_000010_add_touchpoint_identity::Migration),
+            Box::new(m20261122_000011_add_touchpoint_commit_position::Migration),
         ]
     }
 }

@@ -14,7 +14,7 @@ use super::{
 use crate::{
     consent::{ConsentStatus, RecordConsent, ledger},
     error::{ApiError, GqlResult},
-    pagination::{PageRequest, encode_cursor},
+    pagination::{PageRequest, decode_feed_cursor, encode_feed_cursor},
     privacy::restriction,
     touchpoints::{
         Channel, FeedbackMetric, ItemOutcome, JourneyStage, TouchpointInput as DomainTouchpointInput, TouchpointType,
@@ -56,7 +56,8 @@ pub struct TouchpointsQuery;
 
 #[Object]
 impl TouchpointsQuery {
-    /// Touchpoints across customers in arrival order, for personalization engines: resume from `after`.
+    /// Touchpoints across customers in commit order, for personalization engines: resume from `after`, and nothing
+    /// committed is skipped or served twice.
     /// Customers who have not consented to the caller's purpose are left out and counted in `excludedCount`.
     #[graphql(complexity = "first.unwrap_or(20).max(0) as usize * child_complexity + 1")]
     async fn touchpoints(
@@ -67,7 +68,7 @@ impl TouchpointsQuery {
         filter: Option<TouchpointFilterInput>,
     ) -> async_graphql::Result<Connection<String, TouchpointView, FeedFields, EmptyFields, FeedName>> {
         let rc = request(ctx)?;
-        let page = PageRequest::parse(first, after.as_deref()).gql()?;
+        let page = PageRequest::parse_with(first, after.as_deref(), decode_feed_cursor).gql()?;
         let filter: TouchpointFilter = filter.unwrap_or_default().into();
         let feed = timeline::feed(&rc.caller, &rc.services, &filter, page).await.gql()?;
         let mut connection = Connection::with_additional_fields(
@@ -75,12 +76,12 @@ impl TouchpointsQuery {
             feed.page.has_next_page,
             FeedFields {
                 excluded_count: i32::try_from(feed.excluded).unwrap_or(i32::MAX),
-                resume_cursor: feed.resume_after.map(encode_cursor),
+                resume_cursor: feed.resume_after.map(encode_feed_cursor),
             },
         );
         connection
             .edges
-            .extend(feed.page.items.into_iter().map(|tp| Edge::new(encode_cursor(tp.id), TouchpointView(tp))));
+            .extend(feed.page.items.into_iter().map(|(at, tp)| Edge::new(encode_feed_cursor(at), TouchpointView(tp))));
         Ok(connection)
     }
 }

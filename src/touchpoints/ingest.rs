@@ -4,7 +4,7 @@ use crate::changes::{self, Changed};
 use std::collections::HashMap;
 
 use chrono::{DateTime, SubsecRound, Utc};
-use sea_orm::{ActiveModelTrait, ColumnTrait, DatabaseTransaction, QueryFilter, QuerySelect, Set};
+use sea_orm::{ActiveModelTrait, ColumnTrait, DatabaseTransaction, NotSet, QueryFilter, QuerySelect, Set};
 use uuid::Uuid;
 
 use super::model::{Channel, Feedback, FeedbackMetric, JourneyStage, Touchpoint, TouchpointType};
@@ -304,6 +304,7 @@ async fn write_in(
         feedback_verbatim: Set(valid.feedback.as_ref().and_then(|f| f.verbatim.clone())),
         consent: Set(input.consent_context.clone()),
         identity_id: Set(via),
+        commit_position: NotSet,
     }
     .insert(txn)
     .await?;

@@ -1,11 +1,14 @@
 //! Reading history: one customer's timeline (newest first, keyset on (occurred_at, id) in both directions), the
-//! journey summary, and the cross-customer feed in arrival order. Every read needs a policy `Permit`.
-use std::collections::{BTreeMap, HashMap, HashSet};
+//! journey summary, and the cross-customer feed in commit order. Every read needs a policy `Permit`.
+use std::{
+    collections::{BTreeMap, HashMap, HashSet},
+    time::{Duration, Instant},
+};
 
 use chrono::{DateTime, Utc};
 use sea_orm::{
-    ColumnTrait, Condition, DbBackend, EntityTrait, Order, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect,
-    Select, Statement,
+    ColumnTrait, Condition, ConnectionTrait, DbBackend, EntityTrait, FromQueryResult, Order, PaginatorTrait,
+    QueryFilter, QueryOrder, QuerySelect, QueryTrait, Select, Statement,
     sea_query::{Expr, Func},
 };
 use uuid::Uuid;
@@ -15,7 +18,7 @@ use crate::{
     auth::{Caller, Scope, TenantId},
     consent::{DataCategory, Permit, PrivacyState, policy},
     error::{ApiError, ApiResult},
-    pagination::{Page, PageRequest, Window},
+    pagination::{FeedCursor, FeedPosition, Page, PageRequest, Window},
     profiles::cache as profile_cache,
     services::Services,
     storage::entities::touchpoint,
@@ -198,47 +201,132 @@ pub async fn journey(tenant: &TenantId, svc: &Services, permit: &Permit) -> ApiR
     })
 }
 
-/// A page of the feed across customers, in arrival order, with the customers the policy refused left out.
+/// A page of the feed across customers, in commit order, with the customers the policy refused left out.
 #[derive(Debug, Clone)]
 pub struct FeedPage {
-    pub page: Page<Touchpoint>,
+    /// The touchpoints served, each with its place in the feed (what its cursor names).
+    pub page: Page<(FeedPosition, Touchpoint)>,
     /// Touchpoints on this page withheld because their customer's consent or restriction forbids the read.
     pub excluded: usize,
-    /// The id to resume after, even when every touchpoint of the page was withheld.
-    pub resume_after: Option<Uuid>,
+    /// The place to resume after, even when every touchpoint of the page was withheld.
+    pub resume_after: Option<FeedPosition>,
+}
+
+/// PostgreSQL's high-water mark: the oldest transaction still in flight, read with the statement's own snapshot.
+/// Every transaction below it has ended, so no touchpoint can ever appear below it after this read.
+const HIGH_WATER_MARK: &str = "pg_snapshot_xmin(pg_current_snapshot())::text::bigint";
+
+/// How long a feed read waits, at most, for the transactions in flight that hold committed touchpoints back, so a
+/// touchpoint acknowledged before the read is served by it (unless an older transaction runs longer than this).
+const HELD_BACK_WAIT: Duration = Duration::from_secs(1);
+
+fn position(row: &touchpoint::Model) -> FeedPosition {
+    FeedPosition { commit: row.commit_position, id: row.id }
 }
 
 /// The cross-customer feed for personalization engines. Needs `touchpoints:read`; the caller's purpose decides,
 /// customer by customer, what is served.
+///
+/// The feed pages on (commit position, id), never on id alone: ids are taken before commit and transactions commit
+/// in another order, so a reader resuming after an id would skip a touchpoint committed later with a smaller id.
+/// On PostgreSQL only positions below the high-water mark are served; on SQLite writes are serialized and the
+/// position is drawn inside the write, so whatever is committed is already in order.
 #[tracing::instrument(skip_all, fields(tenant = %caller.tenant()))]
 pub async fn feed(
     caller: &Caller,
     svc: &Services,
     filter: &TouchpointFilter,
-    page: PageRequest,
+    page: PageRequest<FeedCursor>,
 ) -> ApiResult<FeedPage> {
     caller.require(Scope::TouchpointsRead)?;
-    let mut query = apply(touchpoint::of_tenant(caller.tenant()), filter);
-    if let Some(after) = page.after {
-        query = query.filter(touchpoint::Column::Id.gt(after));
-    }
-    let mut rows =
-        query.order_by(touchpoint::Column::Id, Order::Asc).limit(page.first as u64 + 1).all(svc.db.conn()).await?;
+    let after = match page.after {
+        None => None,
+        Some(FeedCursor::Position(position)) => Some(position),
+        Some(FeedCursor::Id(id)) => Some(position_of(caller.tenant(), svc, id).await?),
+    };
+    let mut rows = committed_after(caller.tenant(), svc, filter, after, page.first + 1).await?;
     let has_next_page = rows.len() > page.first;
     rows.truncate(page.first);
-    let resume_after = rows.last().map(|r| r.id);
+    let resume_after = rows.last().map(position);
     let customers: Vec<Uuid> = rows.iter().map(|r| r.customer_id).collect::<HashSet<_>>().into_iter().collect();
     let (permitted, _) = policy::authorize_many(caller, svc, &customers, DataCategory::BehaviouralHistory).await?;
     let total = rows.len();
-    let items: Vec<Touchpoint> =
-        rows.into_iter().filter(|r| permitted.contains(&r.customer_id)).filter_map(Touchpoint::from_row).collect();
+    let items: Vec<(FeedPosition, Touchpoint)> = rows
+        .into_iter()
+        .filter(|r| permitted.contains(&r.customer_id))
+        .filter_map(|r| {
+            let at = position(&r);
+            Touchpoint::from_row(r).map(|tp| (at, tp))
+        })
+        .collect();
     let excluded = total - items.len();
-    svc.access_log.record(caller, items.iter().map(|t| t.customer_id).collect::<HashSet<_>>(), "touchpoints");
-    Ok(FeedPage {
-        page: Page { items, has_next_page, has_previous_page: page.after.is_some() },
-        excluded,
-        resume_after,
+    svc.access_log.record(caller, items.iter().map(|(_, t)| t.customer_id).collect::<HashSet<_>>(), "touchpoints");
+    Ok(FeedPage { page: Page { items, has_next_page, has_previous_page: after.is_some() }, excluded, resume_after })
+}
+
+/// The position of the touchpoint a cursor from before positions names.
+async fn position_of(tenant: &TenantId, svc: &Services, id: Uuid) -> ApiResult<FeedPosition> {
+    let commit = touchpoint::of_tenant(tenant)
+        .filter(touchpoint::Column::Id.eq(id))
+        .select_only()
+        .column(touchpoint::Column::CommitPosition)
+        .into_tuple::<i64>()
+        .one(svc.db.conn())
+        .await?;
+    commit.map(|commit| FeedPosition { commit, id }).ok_or_else(|| {
+        ApiError::validation("after", "the cursor names a touchpoint that no longer exists; start from the beginning")
     })
+}
+
+/// Up to `limit` touchpoints after the position, in (commit position, id) order, that can be served: none can ever
+/// be committed before them later.
+async fn committed_after(
+    tenant: &TenantId,
+    svc: &Services,
+    filter: &TouchpointFilter,
+    after: Option<FeedPosition>,
+    limit: usize,
+) -> ApiResult<Vec<touchpoint::Model>> {
+    let mut query = apply(touchpoint::of_tenant(tenant), filter);
+    if let Some(after) = after {
+        // The plain range lets the (tenant, commit_position, id) index bound the scan.
+        query = query.filter(
+            Condition::all().add(touchpoint::Column::CommitPosition.gte(after.commit)).add(
+                Condition::any()
+                    .add(touchpoint::Column::CommitPosition.gt(after.commit))
+                    .add(touchpoint::Column::Id.gt(after.id)),
+            ),
+        );
+    }
+    let query = query
+        .order_by(touchpoint::Column::CommitPosition, Order::Asc)
+        .order_by(touchpoint::Column::Id, Order::Asc)
+        .limit(limit as u64);
+    if svc.db.backend() != DbBackend::Postgres {
+        return Ok(query.all(svc.db.conn()).await?);
+    }
+    let statement = query.column_as(Expr::cust(HIGH_WATER_MARK), "high_water_mark").build(DbBackend::Postgres);
+    let deadline = Instant::now() + HELD_BACK_WAIT;
+    // The mark that serves every row the first read found held back.
+    let mut wanted: Option<i64> = None;
+    loop {
+        let results = svc.db.conn().query_all_raw(statement.clone()).await?;
+        let mut rows = Vec::with_capacity(results.len());
+        let mut mark = i64::MAX;
+        for result in &results {
+            mark = result.try_get("", "high_water_mark")?;
+            rows.push(touchpoint::Model::from_query_result(result, "")?);
+        }
+        let held_back = rows.iter().map(|r| r.commit_position).filter(|p| *p >= mark).max();
+        let Some(held_back) = held_back else { return Ok(rows) };
+        let wanted = *wanted.get_or_insert(held_back + 1);
+        if mark >= wanted || Instant::now() >= deadline {
+            // Rows are in position order: the servable ones are a prefix.
+            rows.retain(|r| r.commit_position < mark);
+            return Ok(rows);
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
 }
 
 /// One customer's timeline for the caller: scope, tenant and the policy decision, then the page.

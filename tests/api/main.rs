@@ -7,6 +7,7 @@ mod auth;
 mod cli;
 mod contract;
 mod customers;
+mod feed;
 mod http_spec;
 mod limits;
 mod merges;

@@ -25,6 +25,11 @@ pub struct Model {
     /// The identity the touchpoint was attached through (none when named by customer id, or seeded); it may name
     /// an identity removed since (blocked, unlinked), which then matches nothing.
     pub identity_id: Option<Uuid>,
+    /// The touchpoint's place in commit order, which the feed pages on: the writing transaction's id on
+    /// PostgreSQL, a sequence drawn inside the (serialized) write on SQLite. The database fills it; writers leave
+    /// it `NotSet`.
+    #[serde(default)]
+    pub commit_position: i64,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
