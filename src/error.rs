@@ -90,6 +90,12 @@ impl ApiError {
         }
     }
 
+    /// True when trying the same request again later may succeed (the database was unavailable, or something
+    /// failed inside the server); false for requests that will never be valid.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, ApiError::Unavailable(_) | ApiError::Internal(_))
+    }
+
     /// True for database unique-constraint races, which callers may retry.
     pub fn is_unique_violation(err: &DbErr) -> bool {
         matches!(err.sql_err(), Some(SqlErr::UniqueConstraintViolation(_)))

@@ -1,5 +1,7 @@
 //! The Segment-compatible HTTP Tracking API: `/v1/{batch,track,identify,page,screen,group,alias}` with write
-//! keys (HTTP Basic, key as user name). Valid events of a batch are stored even when others are rejected.
+//! keys (HTTP Basic, key as user name). Valid events of a batch are stored even when others are rejected; a batch
+//! in which an event failed for a reason a retry can fix answers 5xx, so SDKs send it again (safe: `messageId` is the
+//! idempotency key).
 use std::collections::HashMap;
 
 use axum::{
@@ -17,12 +19,11 @@ use super::AppState;
 use crate::{
     auth::{Caller, TenantId},
     error::{ApiError, ErrorCode},
-    profiles::customers,
-    touchpoints::{
-        ItemOutcome, record_touchpoints,
-        tracking::{EventType, TrackedEvent, TrackingRequest, translate},
-    },
+    touchpoints::tracking::{EventOutcome, EventType, TrackingRequest, record_events},
 };
+
+/// Seconds an SDK is asked to wait before retrying after a 503.
+const RETRY_AFTER_SECS: &str = "5";
 
 /// Write keys: key → (tenant, source).
 pub type WriteKeys = HashMap<String, (TenantId, String)>;
@@ -66,72 +67,63 @@ pub async fn track(
         received_at: Utc::now(),
     };
 
+    let services = &state.services;
     if kind == "batch" {
         let Some(events) = body.get("batch").and_then(Value::as_array) else {
             return refuse(StatusCode::BAD_REQUEST, "`batch` must be an array of events");
         };
-        let shared_context = body.get("context").filter(|c| c.is_object());
-        let mut summary = Summary::default();
-        for (index, event) in events.iter().enumerate() {
-            let mut event = event.clone();
-            if let (Some(shared), Some(map)) = (shared_context, event.as_object_mut()) {
+        let mut events = events.clone();
+        if let Some(shared) = body.get("context").filter(|c| c.is_object()) {
+            for map in events.iter_mut().filter_map(Value::as_object_mut) {
                 map.entry("context").or_insert_with(|| shared.clone());
             }
-            let outcome = ingest(&state, &caller, &request, &event, None).await;
-            summary.add(index, &event, outcome);
         }
-        return (StatusCode::OK, Json(summary.into_json(events.len()))).into_response();
+        let outcomes = match record_events(&caller, services, &request, &events, None).await {
+            Ok(outcomes) => outcomes,
+            Err(err) => return failed(&err),
+        };
+        let mut summary = Summary::default();
+        for ((index, event), outcome) in events.iter().enumerate().zip(outcomes) {
+            summary.add(index, event, outcome);
+        }
+        return summary.into_response(events.len());
     }
 
     let Some(forced) = EventType::parse(&kind) else {
         return refuse(StatusCode::NOT_FOUND, "unknown tracking endpoint");
     };
-    match ingest(&state, &caller, &request, &body, Some(forced)).await {
-        Ok(_) => (StatusCode::OK, Json(json!({ "success": true }))).into_response(),
-        Err(err) => {
-            // 4xx for events that will never be valid; 5xx for what a retry can fix (SDKs retry those).
-            let status = match err.code() {
-                ErrorCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
-                ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
-                _ => StatusCode::BAD_REQUEST,
-            };
-            (status, Json(json!({ "success": false, "error": error_json(&err) }))).into_response()
-        }
+    match record_events(&caller, services, &request, std::slice::from_ref(&body), Some(forced)).await {
+        Ok(mut outcomes) => match outcomes.pop() {
+            Some(EventOutcome::Rejected(err)) => failed(&err),
+            Some(_) => (StatusCode::OK, Json(json!({ "success": true }))).into_response(),
+            None => failed(&ApiError::internal(anyhow::anyhow!("no outcome for a tracked event"))),
+        },
+        Err(err) => failed(&err),
     }
 }
 
-#[derive(Debug, Clone, Copy)]
-enum Stored {
-    Created,
-    Duplicate,
-    Identified,
-    Suppressed,
+/// 4xx for events that will never be valid; 5xx for what a retry can fix (SDKs retry those), 503 with `Retry-After`.
+fn status_of(code: ErrorCode) -> StatusCode {
+    match code {
+        ErrorCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        ErrorCode::Unauthenticated => StatusCode::UNAUTHORIZED,
+        ErrorCode::Forbidden => StatusCode::FORBIDDEN,
+        _ => StatusCode::BAD_REQUEST,
+    }
 }
 
-async fn ingest(
-    state: &AppState,
-    caller: &Caller,
-    request: &TrackingRequest<'_>,
-    event: &Value,
-    forced: Option<EventType>,
-) -> Result<Stored, ApiError> {
-    let services = &state.services;
-    match translate(event, forced, request, &services.settings)? {
-        TrackedEvent::Identify(input) => Ok(match customers::identify(caller, services, input).await? {
-            Some(_) => Stored::Identified,
-            None => Stored::Suppressed,
-        }),
-        TrackedEvent::Touchpoint(input) => {
-            let mut outcomes = record_touchpoints(caller, services, vec![*input]).await?;
-            match outcomes.pop() {
-                Some(ItemOutcome::Created(_)) => Ok(Stored::Created),
-                Some(ItemOutcome::Duplicate(_)) => Ok(Stored::Duplicate),
-                Some(ItemOutcome::Rejected(err)) => Err(err),
-                Some(ItemOutcome::Suppressed) => Ok(Stored::Suppressed),
-                None => Err(ApiError::internal(anyhow::anyhow!("no outcome for a tracked event"))),
-            }
-        }
+fn with_status(status: StatusCode, body: Value) -> Response {
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        (status, [(header::RETRY_AFTER, RETRY_AFTER_SECS)], Json(body)).into_response()
+    } else {
+        (status, Json(body)).into_response()
     }
+}
+
+/// A request whose one event, or whose whole batch, failed.
+fn failed(err: &ApiError) -> Response {
+    with_status(status_of(err.code()), json!({ "success": false, "error": error_json(err) }))
 }
 
 fn error_json(err: &ApiError) -> Value {
@@ -152,16 +144,21 @@ struct Summary {
     identified: usize,
     suppressed: usize,
     rejected: Vec<Value>,
+    /// The error class of events that failed for a reason a retry can fix (`UNAVAILABLE` over `INTERNAL`).
+    retry: Option<ErrorCode>,
 }
 
 impl Summary {
-    fn add(&mut self, index: usize, event: &Value, outcome: Result<Stored, ApiError>) {
+    fn add(&mut self, index: usize, event: &Value, outcome: EventOutcome) {
         match outcome {
-            Ok(Stored::Created) => self.stored += 1,
-            Ok(Stored::Duplicate) => self.duplicates += 1,
-            Ok(Stored::Identified) => self.identified += 1,
-            Ok(Stored::Suppressed) => self.suppressed += 1,
-            Err(err) => {
+            EventOutcome::Stored => self.stored += 1,
+            EventOutcome::Duplicate => self.duplicates += 1,
+            EventOutcome::Identified => self.identified += 1,
+            EventOutcome::Suppressed => self.suppressed += 1,
+            EventOutcome::Rejected(err) => {
+                if err.is_retryable() && self.retry != Some(ErrorCode::Unavailable) {
+                    self.retry = Some(err.code());
+                }
                 let mut entry = error_json(&err);
                 entry["index"] = json!(index);
                 if let Some(id) = event.get("messageId") {
@@ -172,12 +169,11 @@ impl Summary {
         }
     }
 
-    fn into_json(self, received: usize) -> Value {
+    fn into_response(self, received: usize) -> Response {
         metrics::counter!("kontakt_tracking_events_total", "outcome" => "stored").increment(self.stored as u64);
         metrics::counter!("kontakt_tracking_events_total", "outcome" => "rejected")
             .increment(self.rejected.len() as u64);
-        // `success` stays true: the batch was taken, and retrying it would not make a rejected event valid.
-        json!({
+        let mut body = json!({
             "success": true,
             "received": received,
             "stored": self.stored,
@@ -185,6 +181,20 @@ impl Summary {
             "identified": self.identified,
             "suppressed": self.suppressed,
             "rejected": self.rejected,
-        })
+        });
+        match self.retry {
+            // Events that will never be valid are reported and the batch is taken: a retry would not fix them.
+            None => (StatusCode::OK, Json(body)).into_response(),
+            // Answering 200 here would make SDKs drop the batch. The retry is safe: stored events come back as
+            // duplicates (`messageId` is the idempotency key), identify calls link nothing new.
+            Some(code) => {
+                body["success"] = json!(false);
+                body["error"] = json!({
+                    "code": code.as_str(),
+                    "message": "some events failed for a reason a retry can fix; send the batch again",
+                });
+                with_status(status_of(code), body)
+            }
+        }
     }
 }

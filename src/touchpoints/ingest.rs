@@ -14,7 +14,7 @@ use crate::{
     error::{ApiError, ApiResult},
     profiles::{
         Identity,
-        customers::IdentityInput,
+        customers::{Customer, IdentifyInput, IdentityInput},
         resolution::{self, Resolution},
         rules,
     },
@@ -63,6 +63,30 @@ pub enum ItemOutcome {
     Rejected(ApiError),
     /// An identity belongs to an erased person: dropped and counted, never turned back into a person.
     Suppressed,
+}
+
+/// One item of a mixed batch (the tracking API's `/v1/batch`), applied in order: a touchpoint, or an identify step
+/// (Segment's identify, group and alias) that links identities, names and consents between touchpoints.
+#[derive(Debug)]
+pub enum BatchItem {
+    Touchpoint(Box<TouchpointInput>),
+    Identify(IdentifyInput),
+}
+
+/// What happened to one item of a mixed batch.
+#[derive(Debug)]
+pub enum BatchOutcome {
+    Touchpoint(ItemOutcome),
+    /// The customer the identities now point at; `Ok(None)` when one belongs to an erased person (suppressed).
+    Identify(ApiResult<Option<Customer>>),
+}
+
+/// Refuses a batch larger than [`MAX_BATCH`]; `field` names the list as the caller sent it.
+pub fn check_batch_size(len: usize, field: &str) -> ApiResult<()> {
+    if len > MAX_BATCH {
+        return Err(ApiError::validation(field, format!("at most {MAX_BATCH} per batch")));
+    }
+    Ok(())
 }
 
 struct Valid {
@@ -150,46 +174,89 @@ fn validate(svc: &Services, input: &TouchpointInput) -> ApiResult<Valid> {
 /// Each item is its own transaction: one bad item never sinks the others, an acknowledged item is committed, and no
 /// lock is held longer than one item's write (one transaction per batch was measured slower under 32 concurrent
 /// batches: their locks queued behind each other). Known idempotency keys are looked up once for the whole batch.
-#[tracing::instrument(skip_all, fields(tenant = %caller.tenant(), items = items.len()))]
 pub async fn record_touchpoints(
     caller: &Caller,
     svc: &Services,
     items: Vec<TouchpointInput>,
 ) -> ApiResult<Vec<ItemOutcome>> {
     caller.require(Scope::TouchpointsWrite)?;
-    if items.len() > MAX_BATCH {
-        return Err(ApiError::validation("touchpoints", format!("at most {MAX_BATCH} per batch")));
+    check_batch_size(items.len(), "touchpoints")?;
+    let items = items.into_iter().map(|input| BatchItem::Touchpoint(Box::new(input))).collect();
+    // Only touchpoints went in, so there is one touchpoint outcome per item.
+    Ok(record_batch(caller, svc, items)
+        .await?
+        .into_iter()
+        .filter_map(|outcome| match outcome {
+            BatchOutcome::Touchpoint(outcome) => Some(outcome),
+            BatchOutcome::Identify(_) => None,
+        })
+        .collect())
+}
+
+/// Records a mixed batch of touchpoints and identify steps, in order; one outcome per item. Needs
+/// `touchpoints:write` when it holds touchpoints and `profiles:write` when it holds identify steps.
+///
+/// Touchpoints are written as `record_touchpoints` writes them (one transaction each, the batch's known idempotency
+/// keys looked up once); an identify step is `customers::identify` at its place in the batch, so a touchpoint sent
+/// after an identify lands on the customer the identify linked. An identify step is not idempotent by key: a replay
+/// applies it again, which links nothing new.
+#[tracing::instrument(skip_all, fields(tenant = %caller.tenant(), items = items.len()))]
+pub async fn record_batch(caller: &Caller, svc: &Services, items: Vec<BatchItem>) -> ApiResult<Vec<BatchOutcome>> {
+    if items.iter().any(|item| matches!(item, BatchItem::Touchpoint(_))) {
+        caller.require(Scope::TouchpointsWrite)?;
     }
+    if items.iter().any(|item| matches!(item, BatchItem::Identify(_))) {
+        caller.require(Scope::ProfilesWrite)?;
+    }
+    check_batch_size(items.len(), "batch")?;
     let rules = rules::for_tenant(svc, caller.tenant()).await?;
-    let valids: Vec<ApiResult<Valid>> = items.iter().map(|input| validate(svc, input)).collect();
-    let mut known = known_keys(svc, caller.tenant(), &valids).await?;
-    let mut outcomes = Vec::with_capacity(items.len());
-    for (input, valid) in items.iter().zip(valids) {
-        let outcome = match valid {
-            Err(err) => ItemOutcome::Rejected(err),
-            Ok(valid) => match known.get(&valid.key) {
-                Some(found) => ItemOutcome::Duplicate(found.clone()),
-                None => record_one(caller, svc, &rules, input, &valid).await,
-            },
+    enum Checked {
+        Touchpoint(Box<TouchpointInput>, ApiResult<Valid>),
+        Identify(IdentifyInput),
+    }
+    let checked: Vec<Checked> = items
+        .into_iter()
+        .map(|item| match item {
+            BatchItem::Touchpoint(input) => {
+                let valid = validate(svc, &input);
+                Checked::Touchpoint(input, valid)
+            }
+            BatchItem::Identify(input) => Checked::Identify(input),
+        })
+        .collect();
+    let keys: Vec<String> = checked
+        .iter()
+        .filter_map(|c| if let Checked::Touchpoint(_, Ok(valid)) = c { Some(valid.key.clone()) } else { None })
+        .collect();
+    let mut known = known_keys(svc, caller.tenant(), &keys).await?;
+    let mut outcomes = Vec::with_capacity(checked.len());
+    let mut created = 0u64;
+    for item in checked {
+        let outcome = match item {
+            Checked::Identify(input) => {
+                BatchOutcome::Identify(crate::profiles::customers::identify(caller, svc, input).await)
+            }
+            Checked::Touchpoint(_, Err(err)) => BatchOutcome::Touchpoint(ItemOutcome::Rejected(err)),
+            Checked::Touchpoint(input, Ok(valid)) => {
+                let outcome = match known.get(&valid.key) {
+                    Some(found) => ItemOutcome::Duplicate(found.clone()),
+                    None => record_one(caller, svc, &rules, &input, &valid).await,
+                };
+                if let ItemOutcome::Created(tp) = &outcome {
+                    known.insert(tp.idempotency_key.clone(), tp.clone());
+                    created += 1;
+                }
+                BatchOutcome::Touchpoint(outcome)
+            }
         };
-        if let ItemOutcome::Created(tp) = &outcome {
-            known.insert(tp.idempotency_key.clone(), tp.clone());
-        }
         outcomes.push(outcome);
     }
-    let created: Vec<&Touchpoint> =
-        outcomes.iter().filter_map(|o| if let ItemOutcome::Created(tp) = o { Some(tp) } else { None }).collect();
-    metrics::counter!("kontakt_touchpoints_ingested_total").increment(created.len() as u64);
+    metrics::counter!("kontakt_touchpoints_ingested_total").increment(created);
     Ok(outcomes)
 }
 
 /// The touchpoints already stored under the batch's idempotency keys (one query per 500 keys).
-async fn known_keys(
-    svc: &Services,
-    tenant: &TenantId,
-    valids: &[ApiResult<Valid>],
-) -> ApiResult<HashMap<String, Touchpoint>> {
-    let keys: Vec<String> = valids.iter().filter_map(|v| v.as_ref().ok().map(|v| v.key.clone())).collect();
+async fn known_keys(svc: &Services, tenant: &TenantId, keys: &[String]) -> ApiResult<HashMap<String, Touchpoint>> {
     let mut known = HashMap::new();
     for chunk in keys.chunks(500) {
         let rows = touchpoint::of_tenant(tenant)

@@ -4,14 +4,15 @@ use chrono::{DateTime, SubsecRound, Utc};
 use serde_json::{Map, Value, json};
 
 use super::{
-    ingest::{FeedbackInput, TouchpointInput},
-    model::{Channel, FeedbackMetric, TouchpointType},
+    ingest::{self, BatchItem, BatchOutcome, FeedbackInput, ItemOutcome, TouchpointInput},
+    model::{Channel, FeedbackMetric, JourneyStage, TouchpointType},
 };
 use crate::{
+    auth::Caller,
     consent::{ConsentStatus, RecordConsent},
     error::{ApiError, ApiResult},
     profiles::{Identity, IdentityKind, customers::IdentifyInput, customers::IdentityInput},
-    services::DomainSettings,
+    services::{DomainSettings, Services},
 };
 
 /// The source every tracking `userId` belongs to: one namespace per tenant, shared by web, app and server SDKs.
@@ -56,6 +57,68 @@ impl EventType {
             _ => return None,
         })
     }
+}
+
+/// What became of one tracked event.
+#[derive(Debug)]
+pub enum EventOutcome {
+    /// A new touchpoint.
+    Stored,
+    /// Its `messageId` was seen before: nothing was written.
+    Duplicate,
+    /// An identify, group or alias call was applied.
+    Identified,
+    /// An identity belongs to an erased person: dropped.
+    Suppressed,
+    Rejected(ApiError),
+}
+
+/// Translates and records a batch of events (one event for the single-event endpoints) in one domain call, so the
+/// batch limit and the one idempotency lookup per batch apply; one outcome per event, in order. An event that does
+/// not translate is rejected in its place; identify/group/alias calls are applied at their place between the
+/// touchpoints (see `ingest::record_batch`). `Err` is for the whole batch (too large, a missing scope, or the
+/// database failing before any event was written).
+pub async fn record_events(
+    caller: &Caller,
+    svc: &Services,
+    request: &TrackingRequest<'_>,
+    events: &[Value],
+    forced: Option<EventType>,
+) -> ApiResult<Vec<EventOutcome>> {
+    ingest::check_batch_size(events.len(), "batch")?;
+    let mut outcomes: Vec<Option<EventOutcome>> = Vec::with_capacity(events.len());
+    let mut items = Vec::with_capacity(events.len());
+    for event in events {
+        match translate(event, forced, request, &svc.settings) {
+            Ok(TrackedEvent::Touchpoint(input)) => items.push(BatchItem::Touchpoint(input)),
+            Ok(TrackedEvent::Identify(input)) => items.push(BatchItem::Identify(input)),
+            Err(err) => {
+                outcomes.push(Some(EventOutcome::Rejected(err)));
+                continue;
+            }
+        }
+        outcomes.push(None);
+    }
+    let recorded = if items.is_empty() { Vec::new() } else { ingest::record_batch(caller, svc, items).await? };
+    let mut recorded = recorded.into_iter().map(|outcome| match outcome {
+        BatchOutcome::Touchpoint(ItemOutcome::Created(_)) => EventOutcome::Stored,
+        BatchOutcome::Touchpoint(ItemOutcome::Duplicate(_)) => EventOutcome::Duplicate,
+        BatchOutcome::Touchpoint(ItemOutcome::Suppressed) | BatchOutcome::Identify(Ok(None)) => {
+            EventOutcome::Suppressed
+        }
+        BatchOutcome::Touchpoint(ItemOutcome::Rejected(err)) | BatchOutcome::Identify(Err(err)) => {
+            EventOutcome::Rejected(err)
+        }
+        BatchOutcome::Identify(Ok(Some(_))) => EventOutcome::Identified,
+    });
+    Ok(outcomes
+        .into_iter()
+        .map(|outcome| {
+            outcome.or_else(|| recorded.next()).unwrap_or_else(|| {
+                EventOutcome::Rejected(ApiError::internal(anyhow::anyhow!("no outcome for a tracked event")))
+            })
+        })
+        .collect())
 }
 
 fn text(value: Option<&Value>) -> Option<String> {
@@ -130,13 +193,16 @@ pub fn translate(
         None => Map::new(),
     };
     let name = text(event.get("event")).or_else(|| text(event.get("name")));
-    let touchpoint_type = match kind {
-        EventType::Page => TouchpointType::PageView,
-        EventType::Screen => TouchpointType::ScreenView,
+    let (touchpoint_type, stage) = match kind {
+        EventType::Page => (TouchpointType::PageView, None),
+        EventType::Screen => (TouchpointType::ScreenView, None),
         _ => {
             let name =
                 name.as_deref().ok_or_else(|| ApiError::validation("event", "a track call needs its event name"))?;
-            type_of_track(name)
+            match track_event(name) {
+                Some(mapped) => (mapped.kind, Some(mapped.stage)),
+                None => (TouchpointType::Custom, None),
+            }
         }
     };
     if let Some(name) = &name {
@@ -158,9 +224,9 @@ pub fn translate(
     Ok(TrackedEvent::Touchpoint(Box::new(TouchpointInput {
         customer_id: None,
         identities,
-        channel: channel_of(event, request.source),
+        channel: channel_of(event, kind, request.source),
         kind: touchpoint_type,
-        stage: None,
+        stage,
         occurred_at,
         source: request.source.to_owned(),
         idempotency_key: key,
@@ -204,16 +270,32 @@ fn identities_of(
     Ok(identities)
 }
 
-/// `context.channel` as Segment SDKs send it (`browser`, `mobile`, `server`) or one of Kontakt's channels; else
-/// what the context shows (an app, a page), else the write key's source when it names a channel.
-fn channel_of(event: &Value, source: &str) -> Channel {
-    let raw = event.pointer("/context/channel").and_then(Value::as_str).unwrap_or_default().to_ascii_lowercase();
+/// A `page` call is a web page view and a `screen` call an app screen, whichever SDK sent them (server SDKs send no
+/// `context.page`/`context.app`) and whatever the write key's source is called. A `track` call takes
+/// `context.channel` (or RudderStack's top-level `channel`) as Segment SDKs send it (`browser`, `mobile`) or one of
+/// Kontakt's channels; else what the context shows (an app, a page, a device, a browser's user agent), else the write
+/// key's source when it names a channel, else `OTHER`.
+fn channel_of(event: &Value, kind: EventType, source: &str) -> Channel {
+    match kind {
+        EventType::Page => return Channel::Web,
+        EventType::Screen => return Channel::MobileApp,
+        _ => {}
+    }
+    let raw = pointer(event, "/context/channel")
+        .or_else(|| pointer(event, "/channel"))
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_ascii_lowercase();
     match raw.as_str() {
         "browser" | "web" => Channel::Web,
         "mobile" | "app" | "mobile_app" => Channel::MobileApp,
-        other => Channel::parse(other).unwrap_or(if event.pointer("/context/app").is_some() {
+        other => Channel::parse(other).unwrap_or(if pointer(event, "/context/app").is_some() {
             Channel::MobileApp
-        } else if event.pointer("/context/page").is_some() || event.pointer("/context/userAgent").is_some() {
+        } else if pointer(event, "/context/page").is_some() {
+            Channel::Web
+        } else if pointer(event, "/context/device").is_some() {
+            Channel::MobileApp
+        } else if pointer(event, "/context/userAgent").is_some() {
             Channel::Web
         } else {
             Channel::parse(&source.to_ascii_lowercase()).unwrap_or(Channel::Other)
@@ -221,26 +303,85 @@ fn channel_of(event: &Value, source: &str) -> Channel {
     }
 }
 
-/// Segment's e-commerce, email and support event names map to touchpoint types; the rest are `CUSTOM`.
-fn type_of_track(name: &str) -> TouchpointType {
-    let normal = name.trim().to_ascii_lowercase().replace(['_', '-'], " ");
-    match normal.as_str() {
-        "order completed" | "checkout completed" | "purchase" | "purchased" => TouchpointType::Purchase,
-        "order refunded" | "product returned" | "return" => TouchpointType::Return,
-        "order delivered" | "delivery" | "delivered" => TouchpointType::Delivery,
-        "email sent" | "email delivered" => TouchpointType::EmailSent,
-        "email opened" => TouchpointType::EmailOpen,
-        "email link clicked" | "email clicked" => TouchpointType::EmailClick,
-        "ad viewed" | "ad impression" => TouchpointType::AdImpression,
-        "ad clicked" => TouchpointType::AdClick,
-        "store visited" | "store visit" => TouchpointType::StoreVisit,
-        "ticket created" | "support ticket created" => TouchpointType::SupportTicket,
-        "call completed" | "support call" => TouchpointType::SupportCall,
-        "chat started" | "support chat" => TouchpointType::SupportChat,
-        "review submitted" | "product reviewed" => TouchpointType::Review,
-        "survey responded" | "survey response" | "survey submitted" => TouchpointType::SurveyResponse,
-        _ => TouchpointType::Custom,
+/// One row of [`TRACK_EVENTS`]: the names an event goes by and the touchpoint type and journey stage it becomes.
+#[derive(Debug, Clone, Copy)]
+pub struct TrackEvent {
+    /// Segment's spelling first (its e-commerce spec v2, email and support events), then common variants.
+    pub names: &'static [&'static str],
+    pub kind: TouchpointType,
+    pub stage: JourneyStage,
+}
+
+const fn row(names: &'static [&'static str], kind: TouchpointType, stage: JourneyStage) -> TrackEvent {
+    TrackEvent { names, kind, stage }
+}
+
+/// What a `track` call's event name means: the one table (README.md shows it; a unit test keeps the two equal).
+/// Names match ignoring case, `_` and `-` (`order_completed` is `Order Completed`). An event not named here is a
+/// `CUSTOM` touchpoint in the `USAGE` stage. Every tracked touchpoint keeps its event name in `properties.event`.
+pub const TRACK_EVENTS: &[TrackEvent] = {
+    use JourneyStage as S;
+    use TouchpointType as T;
+    &[
+        // E-commerce spec v2: browsing, promotions, ordering, coupons, wishlists, sharing, reviews.
+        row(&["Products Searched", "Product List Viewed", "Product List Filtered"], T::Custom, S::Consideration),
+        row(&["Promotion Viewed"], T::AdImpression, S::Awareness),
+        row(&["Promotion Clicked"], T::AdClick, S::Consideration),
+        row(&["Product Clicked", "Product Viewed"], T::Custom, S::Consideration),
+        row(&["Product Added", "Product Removed", "Cart Viewed"], T::Custom, S::Consideration),
+        row(
+            &["Product Added to Wishlist", "Product Removed from Wishlist", "Wishlist Product Added to Cart"],
+            T::Custom,
+            S::Consideration,
+        ),
+        row(
+            &["Checkout Started", "Checkout Step Viewed", "Checkout Step Completed", "Payment Info Entered"],
+            T::Custom,
+            S::Purchase,
+        ),
+        row(&["Coupon Entered", "Coupon Applied", "Coupon Denied", "Coupon Removed"], T::Custom, S::Purchase),
+        row(&["Order Completed", "Checkout Completed", "Purchase", "Purchased"], T::Purchase, S::Purchase),
+        row(&["Order Updated", "Order Cancelled"], T::Custom, S::Purchase),
+        row(&["Order Refunded", "Product Returned", "Return"], T::Return, S::Support),
+        row(&["Order Delivered", "Delivery", "Delivered"], T::Delivery, S::Onboarding),
+        row(&["Product Reviewed", "Review Submitted"], T::Review, S::Renewal),
+        row(&["Product Shared", "Cart Shared"], T::Custom, S::Renewal),
+        // Email, ads, stores, support and surveys.
+        row(&["Email Sent", "Email Delivered"], T::EmailSent, S::Consideration),
+        row(&["Email Opened"], T::EmailOpen, S::Consideration),
+        row(&["Email Link Clicked", "Email Clicked"], T::EmailClick, S::Consideration),
+        row(&["Ad Viewed", "Ad Impression"], T::AdImpression, S::Awareness),
+        row(&["Ad Clicked"], T::AdClick, S::Consideration),
+        row(&["Store Visited", "Store Visit"], T::StoreVisit, S::Consideration),
+        row(&["Ticket Created", "Support Ticket Created"], T::SupportTicket, S::Support),
+        row(&["Call Completed", "Support Call"], T::SupportCall, S::Support),
+        row(&["Chat Started", "Support Chat"], T::SupportChat, S::Support),
+        row(&["Survey Responded", "Survey Response", "Survey Submitted"], T::SurveyResponse, S::Renewal),
+    ]
+};
+
+fn normal_event_name(name: &str) -> String {
+    name.replace(['_', '-'], " ").split_whitespace().collect::<Vec<_>>().join(" ").to_ascii_lowercase()
+}
+
+/// The row of [`TRACK_EVENTS`] naming `name`, if any.
+pub fn track_event(name: &str) -> Option<&'static TrackEvent> {
+    let normal = normal_event_name(name);
+    TRACK_EVENTS.iter().find(|row| row.names.iter().any(|n| normal_event_name(n) == normal))
+}
+
+/// [`TRACK_EVENTS`] as the Markdown table README.md shows.
+pub fn track_events_markdown() -> String {
+    let mut table = String::from("| event name | type | stage |\n| --- | --- | --- |\n");
+    for row in TRACK_EVENTS {
+        table.push_str(&format!(
+            "| {} | `{}` | `{}` |\n",
+            row.names.join(", "),
+            row.kind.as_str().to_ascii_uppercase(),
+            row.stage.as_str().to_ascii_uppercase()
+        ));
     }
+    table
 }
 
 /// `{"nps": 9}`, `{"csat": 4}`, `{"ces": 6}` or `{"metric": "nps", "score": 9}`, with optional `comment`.
@@ -338,6 +479,48 @@ mod tests {
                 ("sharing", ConsentStatus::Denied)
             ]
         );
+    }
+
+    #[test]
+    fn every_track_event_name_is_in_one_row_and_readme_shows_the_table() {
+        let mut seen = std::collections::HashSet::new();
+        for row in TRACK_EVENTS {
+            for name in row.names {
+                assert!(seen.insert(normal_event_name(name)), "{name} is in two rows");
+                assert_eq!(track_event(name).map(|r| r.kind), Some(row.kind));
+            }
+        }
+        assert_eq!(track_event("order_completed").map(|r| r.stage), Some(JourneyStage::Purchase));
+        assert_eq!(track_event("  product  viewed ").map(|r| r.stage), Some(JourneyStage::Consideration));
+        assert!(track_event("Trial Extended").is_none());
+        // The table sits in a list item, indented.
+        let readme: Vec<&str> = include_str!("../../README.md").lines().map(str::trim_start).collect();
+        let readme = readme.join("\n");
+        assert!(
+            readme.contains(&track_events_markdown()),
+            "README.md's table of track events differs from TRACK_EVENTS; paste this:\n{}",
+            track_events_markdown()
+        );
+    }
+
+    #[test]
+    fn page_and_screen_take_their_channel_from_the_call() {
+        let request = TrackingRequest { source: "webshop", global_privacy_control: false, received_at: Utc::now() };
+        let settings = DomainSettings::default();
+        let channel = |event: Value| match translate(&event, None, &request, &settings).unwrap() {
+            TrackedEvent::Touchpoint(tp) => tp.channel,
+            TrackedEvent::Identify(_) => panic!("a touchpoint"),
+        };
+        assert_eq!(channel(json!({ "type": "page", "userId": "u" })), Channel::Web);
+        assert_eq!(
+            channel(json!({ "type": "screen", "userId": "u", "context": { "channel": "server" } })),
+            Channel::MobileApp
+        );
+        assert_eq!(
+            channel(json!({ "type": "track", "event": "x", "userId": "u", "channel": "mobile" })),
+            Channel::MobileApp
+        );
+        assert_eq!(channel(json!({ "type": "track", "event": "x", "userId": "u" })), Channel::Other);
     }
 
     #[test]
