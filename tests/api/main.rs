@@ -17,3 +17,4 @@ mod seed;
 mod subscriptions;
 mod touchpoints;
 mod tracking;
+mod traits;
