@@ -267,7 +267,7 @@ pub(crate) async fn refresh_derived(
         customer::Entity::update_many()
             .col_expr(customer::Column::GivenName, given.into())
             .col_expr(customer::Column::FamilyName, family.into())
-            .col_expr(customer::Column::UpdatedAt, Expr::val(now).into())
+            .col_expr(customer::Column::UpdatedAt, Expr::val(now))
             .filter(customer::Column::Tenant.eq(tenant.as_str()))
             .filter(customer::Column::Id.is_in(changed.iter().copied()))
             .exec(conn)
