@@ -129,8 +129,12 @@ impl ProfilesQuery {
 pub struct UpsertCustomerInput {
     /// At least one. The customer they already point at is updated; otherwise a new one is created.
     identities: Vec<IdentityInput>,
+    /// Kept as `givenName` / `familyName` trait values observed now, from `source`: survivorship chooses among them
+    /// and other sources' values as for any source, and `traits` / `traitHistory` show them.
     given_name: Option<String>,
     family_name: Option<String>,
+    /// Where the names come from (1–64 characters; default `api`), as `source` names a record's system.
+    source: Option<String>,
 }
 
 #[derive(SimpleObject)]
@@ -260,6 +264,7 @@ impl ProfilesMutation {
             identities: input.identities.into_iter().map(Into::into).collect(),
             given_name: input.given_name,
             family_name: input.family_name,
+            source: input.source,
         };
         let outcome = customers::upsert_customer(&rc.caller, &rc.services, input).await.gql()?;
         Ok(UpsertCustomerPayload {

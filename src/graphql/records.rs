@@ -51,7 +51,10 @@ pub struct CustomerRecordInput {
     traits: Option<CoreTraitsInput>,
     /// Traits the tenant declared in `traitRules.custom`, by name.
     custom_traits: Option<Json<Map<String, Value>>>,
-    /// When the source last saw these values (defaults to now).
+    /// When the source last saw these values (defaults to the time Kontakt receives them). A record sent again
+    /// with a later `observedAt` refreshes when its values were observed, so under MOST_RECENT a value the source
+    /// confirms wins back. The same identities and traits again without `observedAt` are a replay: they keep the
+    /// first receipt's time, change nothing and answer UNCHANGED.
     observed_at: Option<DateTime<Utc>>,
 }
 
@@ -101,7 +104,9 @@ fn traits_map(core: CoreTraitsInput, custom: Option<Map<String, Value>>) -> Map<
 #[derive(Enum, Clone, Copy, PartialEq, Eq)]
 pub enum RecordStatus {
     Created,
+    /// The record's identities or traits changed, or it was observed at a different (given) `observedAt`.
     Updated,
+    /// The same identities and traits again, without `observedAt` or with the stored one: nothing changed.
     Unchanged,
     Rejected,
     Suppressed,
@@ -246,8 +251,9 @@ pub struct RecordsMutation;
 #[Object]
 impl RecordsMutation {
     /// Upserts up to 5,000 source records by (source, sourceRecordId); each is resolved into a customer (created,
-    /// attached or merged by the resolution rules). Per-item results; the same record twice changes nothing.
-    /// Needs `profiles:write`.
+    /// attached or merged by the resolution rules). Per-item results; the same record twice changes nothing and
+    /// answers UNCHANGED (without `observedAt`, a re-sent identical record is a replay; see `observedAt`). The
+    /// customer's `givenName` / `familyName` are the winning trait values after every write. Needs `profiles:write`.
     async fn ingest_customer_records(
         &self,
         ctx: &Context<'_>,
@@ -301,7 +307,8 @@ impl RecordsMutation {
         Ok(payload)
     }
 
-    /// Replaces the tenant's trait rules (survivorship per trait, declared custom traits). Needs `profiles:write`.
+    /// Replaces the tenant's trait rules (survivorship per trait, declared custom traits); customers' `givenName` /
+    /// `familyName` follow the new winners in the same transaction. Needs `profiles:write`.
     async fn update_trait_rules(
         &self,
         ctx: &Context<'_>,

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, QueryFilter, QueryOrder, QuerySelect, Set,
+    ColumnTrait, QueryFilter, QueryOrder, QuerySelect,
     sea_query::{Expr, ExprTrait, Query},
 };
 use serde::{Deserialize, Serialize};
@@ -12,8 +12,9 @@ use uuid::Uuid;
 
 use super::{
     identity::{Identity, IdentityKind},
+    records::{self, ApiValues},
     resolution::{self, Resolution},
-    rules,
+    rules, traits,
 };
 use crate::{
     auth::{Caller, Scope, TenantId},
@@ -59,7 +60,14 @@ pub struct UpsertCustomer {
     pub identities: Vec<IdentityInput>,
     pub given_name: Option<String>,
     pub family_name: Option<String>,
+    /// The source the names come from (`api` when not given): they are trait values like any source's.
+    pub source: Option<String>,
 }
+
+/// The source of names given through `upsertCustomer` without one.
+pub const API_SOURCE: &str = "api";
+/// The source of names given by tracking `identify` events.
+pub const TRACKING_SOURCE: &str = "tracking";
 
 #[derive(Debug, Clone)]
 pub struct UpsertOutcome {
@@ -98,6 +106,17 @@ fn to_customer_identity(m: identity::Model) -> Option<CustomerIdentity> {
     Some(CustomerIdentity { identity: Identity::from_stored(kind, m.source, m.value), created_at: m.created_at })
 }
 
+/// The names given, as trait values from `source`.
+fn api_values(source: String, given_name: Option<String>, family_name: Option<String>) -> ApiValues {
+    let mut values = serde_json::Map::new();
+    for (name, value) in [("givenName", given_name), ("familyName", family_name)] {
+        if let Some(value) = value {
+            values.insert(name.to_owned(), serde_json::Value::String(value));
+        }
+    }
+    ApiValues { source, values }
+}
+
 fn parse_name(field: &str, raw: Option<&str>) -> ApiResult<Option<String>> {
     match raw.map(str::trim) {
         None | Some("") => Ok(None),
@@ -121,12 +140,17 @@ pub async fn upsert_customer(caller: &Caller, svc: &Services, input: UpsertCusto
     let identities = Identity::parse_all(&input.identities, &svc.settings)?;
     let given_name = parse_name("givenName", input.given_name.as_deref())?;
     let family_name = parse_name("familyName", input.family_name.as_deref())?;
+    let source = match input.source.as_deref() {
+        Some(raw) => records::parse_source("source", raw)?,
+        None => API_SOURCE.to_owned(),
+    };
+    let values = api_values(source, given_name, family_name);
 
     // Two writers creating the same new identity race on the unique index; the loser retries and attaches.
     let mut attempt = 0;
     let outcome = loop {
         attempt += 1;
-        match write_upsert(caller.tenant(), caller.subject(), svc, &identities, &given_name, &family_name).await {
+        match write_upsert(caller.tenant(), caller.subject(), svc, &identities, &values).await {
             Err(err) if attempt < 4 && ApiError::is_unique_violation(&err) => continue,
             Err(err) => return Err(err.into()),
             Ok(Err(conflict)) => return Err(conflict),
@@ -142,13 +166,13 @@ async fn write_upsert(
     actor: &str,
     svc: &Services,
     identities: &[Identity],
-    given_name: &Option<String>,
-    family_name: &Option<String>,
+    values: &ApiValues,
 ) -> Result<ApiResult<UpsertOutcome>, sea_orm::DbErr> {
     let rules = match rules::for_tenant(svc, tenant).await {
         Ok(rules) => rules,
         Err(err) => return Ok(Err(err)),
     };
+    let trait_rules = traits::rules_for(svc.db.conn(), tenant).await?;
     let txn = svc.db.begin_write().await?;
     let now = Utc::now();
     let resolved = match resolution::resolve(&txn, tenant, &svc.settings, &rules, actor, identities, now).await? {
@@ -169,32 +193,32 @@ async fn write_upsert(
             resolved.conflicting.len() + 1
         ))));
     }
-    let model = set_names(&txn, resolved.customer, given_name, family_name, now).await?;
+    let model = set_names(&txn, tenant, &trait_rules, resolved.customer, identities, values, now).await?;
     txn.commit().await?;
     changes::committed(svc, tenant, resolution::changes_of(model.id, resolved.created, &resolved.merged, true)).await;
     Ok(Ok(UpsertOutcome { customer: model.into(), created: resolved.created }))
 }
 
-/// Writes the names that were given (a `None` keeps the stored one).
+/// Keeps the names that were given as trait values of their source (a name not given keeps its values) and
+/// re-derives the customer's names from the winners; returns the row as it now stands.
 async fn set_names(
     txn: &sea_orm::DatabaseTransaction,
+    tenant: &TenantId,
+    trait_rules: &traits::TraitRules,
     row: customer::Model,
-    given_name: &Option<String>,
-    family_name: &Option<String>,
+    identities: &[Identity],
+    values: &ApiValues,
     now: DateTime<Utc>,
 ) -> Result<customer::Model, sea_orm::DbErr> {
-    if given_name.is_none() && family_name.is_none() {
+    if values.values.is_empty() {
         return Ok(row);
     }
-    let mut row: customer::ActiveModel = row.into();
-    if given_name.is_some() {
-        row.given_name = Set(given_name.clone());
+    let refresh = records::write_api_values(txn, tenant, trait_rules, row.id, identities, values, now).await?;
+    if traits::refresh_derived(txn, tenant, trait_rules, &refresh, now).await? == 0 {
+        return Ok(row);
     }
-    if family_name.is_some() {
-        row.family_name = Set(family_name.clone());
-    }
-    row.updated_at = Set(now);
-    row.update(txn).await
+    let id = row.id;
+    Ok(customer::of_tenant(tenant).filter(customer::Column::Id.eq(id)).one(txn).await?.unwrap_or(row))
 }
 
 /// One customer as a single read serves it: the row and its privacy state, read together from the database.
@@ -416,10 +440,11 @@ pub async fn identify(caller: &Caller, svc: &Services, input: IdentifyInput) -> 
     }
     let given_name = parse_name("givenName", input.given_name.as_deref())?;
     let family_name = parse_name("familyName", input.family_name.as_deref())?;
+    let values = api_values(TRACKING_SOURCE.to_owned(), given_name, family_name);
     let mut attempt = 0;
     let customer = loop {
         attempt += 1;
-        match write_identify(caller, svc, &identities, &given_name, &family_name, &input.consents).await {
+        match write_identify(caller, svc, &identities, &values, &input.consents).await {
             Err(err) if attempt < 4 && ApiError::is_unique_violation(&err) => continue,
             Err(err) => return Err(err.into()),
             Ok(result) => break result?,
@@ -432,14 +457,14 @@ async fn write_identify(
     caller: &Caller,
     svc: &Services,
     identities: &[Identity],
-    given_name: &Option<String>,
-    family_name: &Option<String>,
+    values: &ApiValues,
     consents: &[crate::consent::RecordConsent],
 ) -> Result<ApiResult<Option<Customer>>, sea_orm::DbErr> {
     let rules = match rules::for_tenant(svc, caller.tenant()).await {
         Ok(rules) => rules,
         Err(err) => return Ok(Err(err)),
     };
+    let trait_rules = traits::rules_for(svc.db.conn(), caller.tenant()).await?;
     let txn = svc.db.begin_write().await?;
     let now = Utc::now();
     let resolved =
@@ -457,7 +482,7 @@ async fn write_identify(
             }
         };
     let (merged, created) = (resolved.merged.clone(), resolved.created);
-    let model = set_names(&txn, resolved.customer, given_name, family_name, now).await?;
+    let model = set_names(&txn, caller.tenant(), &trait_rules, resolved.customer, identities, values, now).await?;
     for consent in consents {
         let consent = crate::consent::RecordConsent { customer_id: model.id, ..consent.clone() };
         if let Err(err) =

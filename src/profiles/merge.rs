@@ -177,6 +177,8 @@ pub(crate) async fn merge_in_txn(
     move_rows::<consent_event::Entity, _>(txn, tenant, &moved.consent_events, survivor).await?;
     move_rows::<source_record::Entity, _>(txn, tenant, &moved.source_records, survivor).await?;
     move_rows::<trait_value::Entity, _>(txn, tenant, &moved.trait_values, survivor).await?;
+    let trait_rules = super::traits::rules_for(txn, tenant).await?;
+    super::traits::refresh_derived(txn, tenant, &trait_rules, &[survivor, merged], now).await?;
 
     let after = ledger::states_at(txn, tenant, &[survivor], None).await?.remove(&survivor).unwrap_or_default();
     for wanted in &resolved {
@@ -302,15 +304,11 @@ pub async fn unmerge(caller: &Caller, svc: &Services, merge_id: Uuid) -> ApiResu
     move_rows::<consent_event::Entity, _>(&txn, tenant, &moved.consent_events, merged.id).await?;
     move_rows::<source_record::Entity, _>(&txn, tenant, &moved.source_records, merged.id).await?;
     move_rows::<trait_value::Entity, _>(&txn, tenant, &moved.trait_values, merged.id).await?;
-    if follow_identities(&txn, tenant, &rules, row.survivor_id, merged.id, row.created_at).await? {
-        let trait_rules = super::traits::rules_for(&txn, tenant).await?;
-        let now = Utc::now();
-        for id in [row.survivor_id, merged.id] {
-            super::records::refresh_names(&txn, tenant, &trait_rules, id, now).await?;
-        }
-    }
-
+    follow_identities(&txn, tenant, &rules, row.survivor_id, merged.id, row.created_at).await?;
     let now = Utc::now();
+    let trait_rules = super::traits::rules_for(&txn, tenant).await?;
+    super::traits::refresh_derived(&txn, tenant, &trait_rules, &[row.survivor_id, merged.id], now).await?;
+
     let mut back: customer::ActiveModel = merged.into();
     back.merged_into = Set(None);
     back.updated_at = Set(now);
@@ -333,7 +331,7 @@ pub async fn unmerge(caller: &Caller, svc: &Services, merge_id: Uuid) -> ApiResu
 /// Moves the rows that reached `survivor` after `since` (the merge) and belong with `restored` by their identities,
 /// in four statements: touchpoints whose attaching identity is now the restored customer's; source records whose
 /// strongest identity held by either customer is the restored customer's (ties: the older customer, as resolution
-/// decides); then the trait values of every record now on the restored customer. Returns whether records moved.
+/// decides); then the trait values of every record now on the restored customer.
 async fn follow_identities(
     txn: &DatabaseTransaction,
     tenant: &TenantId,
@@ -341,7 +339,7 @@ async fn follow_identities(
     survivor: Uuid,
     restored: Uuid,
     since: DateTime<Utc>,
-) -> Result<bool, DbErr> {
+) -> Result<(), DbErr> {
     let restored_identities = identity::of_tenant(tenant)
         .filter(identity::Column::CustomerId.eq(restored))
         .select_only()
@@ -391,7 +389,7 @@ async fn follow_identities(
         last = rules.rules.priority.len(),
     );
     let values: Vec<sea_orm::Value> = vec![restored.into(), tenant.as_str().into(), survivor.into(), since.into()];
-    let records = txn.execute_raw(Statement::from_sql_and_values(backend, sql, values)).await?.rows_affected();
+    txn.execute_raw(Statement::from_sql_and_values(backend, sql, values)).await?;
 
     let restored_records = source_record::of_tenant(tenant)
         .filter(source_record::Column::CustomerId.eq(restored))
@@ -405,7 +403,7 @@ async fn follow_identities(
         .filter(trait_value::Column::RecordId.in_subquery(restored_records))
         .exec(txn)
         .await?;
-    Ok(records > 0)
+    Ok(())
 }
 
 /// The merges a customer took part in, newest first (at most 100). Needs `profiles:read`.

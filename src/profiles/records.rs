@@ -62,24 +62,37 @@ struct Valid {
     identities_json: Value,
     traits: Map<String, Value>,
     observed_at: DateTime<Utc>,
+    /// Whether the source said when it observed the values (`observedAt`), or they are observed at receipt.
+    observed_given: bool,
+}
+
+/// A record's identities as stored: `[{kind, source, value}]`.
+fn identities_json(identities: &[Identity]) -> Value {
+    Value::Array(
+        identities
+            .iter()
+            .map(|i| json!({ "kind": i.kind().as_str(), "source": i.source(), "value": i.value() }))
+            .collect(),
+    )
+}
+
+/// A source name as records and API writes give it: trimmed, 1–64 characters.
+pub(crate) fn parse_source(field: &str, raw: &str) -> ApiResult<String> {
+    let source = raw.trim();
+    if source.is_empty() || source.chars().count() > 64 {
+        return Err(ApiError::validation(field, "1–64 characters"));
+    }
+    Ok(source.to_owned())
 }
 
 fn validate(svc: &Services, trait_rules: &traits::TraitRules, input: &CustomerRecordInput) -> ApiResult<Valid> {
-    let source = input.source.trim();
-    if source.is_empty() || source.len() > 64 {
-        return Err(ApiError::validation("source", "1–64 characters"));
-    }
+    let source = parse_source("source", &input.source)?;
     let key = input.source_record_id.trim();
     if key.is_empty() || key.len() > 128 {
         return Err(ApiError::validation("sourceRecordId", "1–128 characters"));
     }
     let identities = Identity::parse_all(&input.identities, &svc.settings)?;
-    let identities_json = Value::Array(
-        identities
-            .iter()
-            .map(|i| json!({ "kind": i.kind().as_str(), "source": i.source(), "value": i.value() }))
-            .collect(),
-    );
+    let identities_json = identities_json(&identities);
     let mut normalised = Map::new();
     for (name, value) in &input.traits {
         if let Some(value) = traits::normalise(trait_rules, &svc.settings, name, value, &format!("traits.{name}"))? {
@@ -91,12 +104,13 @@ fn validate(svc: &Services, trait_rules: &traits::TraitRules, input: &CustomerRe
         return Err(ApiError::validation("observedAt", "lies in the future"));
     }
     Ok(Valid {
-        source: source.to_owned(),
+        source,
         key: key.to_owned(),
         identities,
         identities_json,
         traits: normalised,
         observed_at,
+        observed_given: input.observed_at.is_some(),
     })
 }
 
@@ -157,10 +171,12 @@ async fn write(
         .one(&txn)
         .await?;
     let traits_json = Value::Object(valid.traits.clone());
+    // The same payload again changes nothing: a re-send without `observedAt` is a replay (its values were observed
+    // when the record was first received); with `observedAt`, only a different time is news.
     if let Some(old) = &existing
         && old.identities == valid.identities_json
         && old.traits == traits_json
-        && old.observed_at == valid.observed_at
+        && (!valid.observed_given || old.observed_at == valid.observed_at)
     {
         txn.rollback().await?;
         return Ok(RecordOutcome::Unchanged { record_id: old.id, customer_id: old.customer_id });
@@ -207,9 +223,14 @@ async fn write(
         }
     };
 
+    // A later observation of a value the record already held is kept as a new value row, so it wins back under
+    // MOST_RECENT (an earlier first observation stays for FIRST_NON_EMPTY).
+    let observed_later = existing.as_ref().is_some_and(|old| valid.observed_at > old.observed_at);
+    let mut refresh = vec![customer_id];
     let (record_id, created, old_traits) = match existing {
         Some(old) => {
             if old.customer_id != customer_id {
+                refresh.push(old.customer_id);
                 // The record now points elsewhere: its trait history follows it.
                 trait_value::Entity::update_many()
                     .col_expr(trait_value::Column::CustomerId, Expr::value(customer_id))
@@ -250,7 +271,7 @@ async fn write(
     let changed: Vec<trait_value::ActiveModel> = valid
         .traits
         .iter()
-        .filter(|(name, value)| old_traits.get(name.as_str()) != Some(*value))
+        .filter(|(name, value)| observed_later || old_traits.get(name.as_str()) != Some(*value))
         .map(|(name, value)| trait_value::ActiveModel {
             id: Set(Uuid::now_v7()),
             tenant: Set(tenant.as_str().to_owned()),
@@ -266,7 +287,7 @@ async fn write(
     if !changed.is_empty() {
         trait_value::Entity::insert_many(changed).exec(&txn).await?;
     }
-    refresh_names(&txn, tenant, trait_rules, customer_id, now).await?;
+    traits::refresh_derived(&txn, tenant, trait_rules, &refresh, now).await?;
     txn.commit().await?;
     changes::committed(svc, tenant, resolution::changes_of(customer_id, customer_created, &merged, true)).await;
     Ok(if created {
@@ -276,41 +297,110 @@ async fn write(
     })
 }
 
-/// Keeps the customer's names equal to the winning `givenName` / `familyName` traits.
-pub(crate) async fn refresh_names(
+/// Trait values a caller gives through the API (`upsertCustomer`, tracking `identify`), from a named source.
+#[derive(Debug, Clone)]
+pub struct ApiValues {
+    pub source: String,
+    /// Normalised values by trait name.
+    pub values: Map<String, Value>,
+}
+
+/// Keeps values given through the API like any source's: in the source record (`source`, the customer's id) of the
+/// customer, each value a trait value observed now (so survivorship and `traitHistory` treat it like any other). A
+/// value that already wins from the same source changes nothing. Returns the customers whose names the caller
+/// must re-derive (with `traits::refresh_derived`, in the same transaction).
+pub(crate) async fn write_api_values(
     txn: &DatabaseTransaction,
     tenant: &TenantId,
     trait_rules: &traits::TraitRules,
     customer_id: Uuid,
+    identities: &[Identity],
+    given: &ApiValues,
     now: DateTime<Utc>,
-) -> Result<(), sea_orm::DbErr> {
-    let values = trait_value::of_tenant(tenant)
+) -> Result<Vec<Uuid>, sea_orm::DbErr> {
+    let source = given.source.as_str();
+    let now = now.trunc_subsecs(6);
+    let held = trait_value::of_tenant(tenant)
         .filter(trait_value::Column::CustomerId.eq(customer_id))
-        .filter(trait_value::Column::Name.is_in(["givenName", "familyName"]))
+        .filter(trait_value::Column::Name.is_in(given.values.keys().map(String::as_str)))
         .all(txn)
         .await?;
-    let winners = traits::winners(trait_rules, &values);
-    let name = |n: &str| winners.get(n).and_then(|v| v.value.as_str()).map(str::to_owned);
-    let (given, family) = (name("givenName"), name("familyName"));
-    if given.is_none() && family.is_none() {
-        return Ok(());
+    let won = traits::winners(trait_rules, &held);
+    let fresh: Vec<(&String, &Value)> = given
+        .values
+        .iter()
+        .filter(|(name, value)| !won.get(name.as_str()).is_some_and(|w| w.source == source && w.value == **value))
+        .collect();
+    if fresh.is_empty() {
+        return Ok(Vec::new());
     }
-    let Some(row) = customer::of_tenant(tenant).filter(customer::Column::Id.eq(customer_id)).one(txn).await? else {
-        return Ok(());
+    let key = customer_id.to_string();
+    let existing = source_record::of_tenant(tenant)
+        .filter(source_record::Column::Source.eq(source))
+        .filter(source_record::Column::SourceRecordId.eq(key.as_str()))
+        .one(txn)
+        .await?;
+    let mut refresh = vec![customer_id];
+    let record_id = match existing {
+        Some(old) => {
+            if old.customer_id != customer_id {
+                // The record went elsewhere (an unmerge sent it after its identities): it comes back, with its history.
+                refresh.push(old.customer_id);
+                trait_value::Entity::update_many()
+                    .col_expr(trait_value::Column::CustomerId, Expr::value(customer_id))
+                    .filter(trait_value::Column::Tenant.eq(tenant.as_str()))
+                    .filter(trait_value::Column::RecordId.eq(old.id))
+                    .exec(txn)
+                    .await?;
+            }
+            let id = old.id;
+            let mut traits = old.traits.as_object().cloned().unwrap_or_default();
+            for (name, value) in &given.values {
+                traits.insert(name.clone(), value.clone());
+            }
+            let mut row: source_record::ActiveModel = old.into();
+            row.customer_id = Set(customer_id);
+            row.identities = Set(identities_json(identities));
+            row.traits = Set(Value::Object(traits));
+            row.observed_at = Set(now);
+            row.updated_at = Set(now);
+            row.update(txn).await?;
+            id
+        }
+        None => {
+            source_record::ActiveModel {
+                id: Set(Uuid::now_v7()),
+                tenant: Set(tenant.as_str().to_owned()),
+                customer_id: Set(customer_id),
+                source: Set(source.to_owned()),
+                source_record_id: Set(key),
+                identities: Set(identities_json(identities)),
+                traits: Set(Value::Object(given.values.clone())),
+                observed_at: Set(now),
+                received_at: Set(now),
+                updated_at: Set(now),
+            }
+            .insert(txn)
+            .await?
+            .id
+        }
     };
-    if row.given_name == given && row.family_name == family {
-        return Ok(());
-    }
-    let mut row: customer::ActiveModel = row.into();
-    if given.is_some() {
-        row.given_name = Set(given);
-    }
-    if family.is_some() {
-        row.family_name = Set(family);
-    }
-    row.updated_at = Set(now);
-    row.update(txn).await?;
-    Ok(())
+    let rows: Vec<trait_value::ActiveModel> = fresh
+        .into_iter()
+        .map(|(name, value)| trait_value::ActiveModel {
+            id: Set(Uuid::now_v7()),
+            tenant: Set(tenant.as_str().to_owned()),
+            customer_id: Set(customer_id),
+            record_id: Set(record_id),
+            source: Set(source.to_owned()),
+            name: Set(name.clone()),
+            value: Set(value.clone()),
+            observed_at: Set(now),
+            recorded_at: Set(now),
+        })
+        .collect();
+    trait_value::Entity::insert_many(rows).exec(txn).await?;
+    Ok(refresh)
 }
 
 /// A source record as the API shows it.

@@ -1,9 +1,12 @@
 //! Traits and survivorship: core traits are typed, custom traits are declared per tenant, and each trait's value on
 //! the customer is chosen from its sources by the tenant's rule (source priority, most recent, first non-empty).
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use chrono::{DateTime, NaiveDate, Utc};
-use sea_orm::{ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Set};
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Set,
+    sea_query::{CaseStatement, Expr},
+};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
@@ -13,7 +16,7 @@ use crate::{
     auth::{Caller, Scope, TenantId},
     error::{ApiError, ApiResult},
     services::{DomainSettings, Services},
-    storage::entities::{trait_rules, trait_value},
+    storage::entities::{customer, trait_rules, trait_value},
 };
 
 /// How a trait's value is chosen when sources disagree.
@@ -203,18 +206,136 @@ pub fn winners<'a>(rules: &TraitRules, values: &'a [trait_value::Model]) -> BTre
     out
 }
 
+/// The traits the customer row also carries as columns (`given_name`, `family_name`): always the winning values,
+/// written by [`refresh_derived`] on every path that changes trait values or rules.
+pub const DERIVED: [&str; 2] = ["givenName", "familyName"];
+
+/// Customers per statement when re-deriving.
+const DERIVE_BATCH: usize = 500;
+
+/// The one place the customer's derived columns are computed: recomputes the winning `givenName` / `familyName`
+/// of these customers from their trait values under `rules` and writes the columns that differ (`None` when no
+/// source gives the trait), two reads and at most one `UPDATE … CASE` per 500 customers. Called inside the
+/// writing transaction by record ingest, upsert, identify, merge, unmerge and trait-rule changes. Returns how many
+/// customers changed.
+pub(crate) async fn refresh_derived(
+    conn: &impl ConnectionTrait,
+    tenant: &TenantId,
+    rules: &TraitRules,
+    customer_ids: &[Uuid],
+    now: DateTime<Utc>,
+) -> Result<usize, DbErr> {
+    let mut ids = customer_ids.to_vec();
+    ids.sort_unstable();
+    ids.dedup();
+    let mut changed_total = 0;
+    for chunk in ids.chunks(DERIVE_BATCH) {
+        let values = trait_value::of_tenant(tenant)
+            .filter(trait_value::Column::CustomerId.is_in(chunk.iter().copied()))
+            .filter(trait_value::Column::Name.is_in(DERIVED))
+            .all(conn)
+            .await?;
+        let mut by_customer: HashMap<Uuid, Vec<trait_value::Model>> = HashMap::new();
+        for value in values {
+            by_customer.entry(value.customer_id).or_default().push(value);
+        }
+        let stored: Vec<(Uuid, Option<String>, Option<String>)> = customer::of_tenant(tenant)
+            .filter(customer::Column::Id.is_in(chunk.iter().copied()))
+            .select_only()
+            .columns([customer::Column::Id, customer::Column::GivenName, customer::Column::FamilyName])
+            .into_tuple()
+            .all(conn)
+            .await?;
+        let mut given = CaseStatement::new();
+        let mut family = CaseStatement::new();
+        let mut changed = Vec::new();
+        for (id, old_given, old_family) in stored {
+            let values = by_customer.remove(&id).unwrap_or_default();
+            let won = winners(rules, &values);
+            let text = |name: &str| won.get(name).and_then(|v| v.value.as_str()).map(str::to_owned);
+            let (new_given, new_family) = (text("givenName"), text("familyName"));
+            if new_given == old_given && new_family == old_family {
+                continue;
+            }
+            given = given.case(customer::Column::Id.eq(id), Expr::val(new_given));
+            family = family.case(customer::Column::Id.eq(id), Expr::val(new_family));
+            changed.push(id);
+        }
+        if changed.is_empty() {
+            continue;
+        }
+        customer::Entity::update_many()
+            .col_expr(customer::Column::GivenName, given.into())
+            .col_expr(customer::Column::FamilyName, family.into())
+            .col_expr(customer::Column::UpdatedAt, Expr::val(now))
+            .filter(customer::Column::Tenant.eq(tenant.as_str()))
+            .filter(customer::Column::Id.is_in(changed.iter().copied()))
+            .exec(conn)
+            .await?;
+        changed_total += changed.len();
+    }
+    Ok(changed_total)
+}
+
+/// How a trait's winner is chosen under these rules (rule and, for source priority, the sources).
+fn effective<'a>(rules: &'a TraitRules, name: &str) -> (SurvivorshipRule, &'a [String]) {
+    match rules.rules.iter().find(|r| r.name == name) {
+        Some(r) if r.rule == SurvivorshipRule::SourcePriority => (r.rule, r.sources.as_slice()),
+        Some(r) => (r.rule, &[]),
+        None => (rules.default_rule, &[]),
+    }
+}
+
+/// Re-derives the columns of every customer holding a value of a derived trait whose rule changed, in batches of
+/// customers (keyset on the customer id), inside the caller's transaction.
+async fn rederive_after_rule_change(
+    conn: &impl ConnectionTrait,
+    tenant: &TenantId,
+    old: &TraitRules,
+    new: &TraitRules,
+    now: DateTime<Utc>,
+) -> Result<(), DbErr> {
+    let names: Vec<&str> = DERIVED.into_iter().filter(|n| effective(old, n) != effective(new, n)).collect();
+    if names.is_empty() {
+        return Ok(());
+    }
+    let mut after: Option<Uuid> = None;
+    loop {
+        let mut query = trait_value::of_tenant(tenant).filter(trait_value::Column::Name.is_in(names.iter().copied()));
+        if let Some(after) = after {
+            query = query.filter(trait_value::Column::CustomerId.gt(after));
+        }
+        let ids: Vec<Uuid> = query
+            .select_only()
+            .column(trait_value::Column::CustomerId)
+            .distinct()
+            .order_by_asc(trait_value::Column::CustomerId)
+            .limit(DERIVE_BATCH as u64)
+            .into_tuple()
+            .all(conn)
+            .await?;
+        refresh_derived(conn, tenant, new, &ids, now).await?;
+        if ids.len() < DERIVE_BATCH {
+            return Ok(());
+        }
+        after = ids.last().copied();
+    }
+}
+
 /// The tenant's rules (defaults until changed).
-pub async fn rules_for(conn: &impl ConnectionTrait, tenant: &TenantId) -> ApiResult<TraitRules> {
+pub async fn rules_for(conn: &impl ConnectionTrait, tenant: &TenantId) -> Result<TraitRules, DbErr> {
     let row = trait_rules::Entity::find_by_id(tenant.as_str().to_owned()).one(conn).await?;
     Ok(row.and_then(|r| serde_json::from_value(r.rules).ok()).unwrap_or_default())
 }
 
 pub async fn read_rules(caller: &Caller, svc: &Services) -> ApiResult<TraitRules> {
     caller.require(Scope::ProfilesRead)?;
-    rules_for(svc.db.conn(), caller.tenant()).await
+    Ok(rules_for(svc.db.conn(), caller.tenant()).await?)
 }
 
-/// Replaces the tenant's trait rules. Needs `profiles:write`.
+/// Replaces the tenant's trait rules and, in the same transaction, re-derives the names of every customer whose
+/// `givenName` / `familyName` rule changed, so no read sees the new rules beside names chosen by the old ones.
+/// Needs `profiles:write`.
 pub async fn update_rules(caller: &Caller, svc: &Services, rules: TraitRules) -> ApiResult<TraitRules> {
     caller.require(Scope::ProfilesWrite)?;
     for (i, custom) in rules.custom.iter().enumerate() {
@@ -228,16 +349,19 @@ pub async fn update_rules(caller: &Caller, svc: &Services, rules: TraitRules) ->
     }
     let json = serde_json::to_value(&rules).map_err(ApiError::internal)?;
     let txn = svc.db.begin_write().await?;
+    let old = rules_for(&txn, caller.tenant()).await?;
+    let now = Utc::now();
     let row = trait_rules::ActiveModel {
         tenant: Set(caller.tenant().as_str().to_owned()),
         rules: Set(json),
-        updated_at: Set(Utc::now()),
+        updated_at: Set(now),
     };
     if trait_rules::Entity::find_by_id(caller.tenant().as_str().to_owned()).one(&txn).await?.is_some() {
         row.update(&txn).await?;
     } else {
         row.insert(&txn).await?;
     }
+    rederive_after_rule_change(&txn, caller.tenant(), &old, &rules, now).await?;
     txn.commit().await?;
     Ok(rules)
 }

@@ -19,3 +19,4 @@ mod seed;
 mod subscriptions;
 mod touchpoints;
 mod tracking;
+mod traits;
