@@ -5,7 +5,9 @@ mod common;
 
 mod auth;
 mod cli;
+mod consent;
 mod customers;
+mod disclosure;
 mod http_spec;
 mod limits;
 mod merges;
