@@ -229,7 +229,11 @@ impl From<traits::TraitRules> for TraitRulesView {
                 .into_iter()
                 .map(|t| TraitRuleView { name: t.name, rule: t.rule, sources: t.sources })
                 .collect(),
-            custom: r.custom.into_iter().map(|c| CustomTraitView { name: c.name, kind: c.kind, personal: c.personal }).collect(),
+            custom: r
+                .custom
+                .into_iter()
+                .map(|c| CustomTraitView { name: c.name, kind: c.kind, personal: c.personal })
+                .collect(),
         }
     }
 }
@@ -239,7 +243,11 @@ impl From<TraitRulesView> for traits::TraitRules {
         traits::TraitRules {
             default_rule: r.default_rule,
             rules: r.rules.into_iter().map(|t| TraitRule { name: t.name, rule: t.rule, sources: t.sources }).collect(),
-            custom: r.custom.into_iter().map(|c| CustomTrait { name: c.name, kind: c.kind, personal: c.personal }).collect(),
+            custom: r
+                .custom
+                .into_iter()
+                .map(|c| CustomTrait { name: c.name, kind: c.kind, personal: c.personal })
+                .collect(),
         }
     }
 }

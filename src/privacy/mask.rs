@@ -16,8 +16,26 @@ use crate::{
 /// Keys of free-form JSON whose values are personal by name, compared lower-cased without `_`, `-`, `.` and
 /// spaces (`first_name`, `firstName` and `First-Name` are one key).
 pub const PERSONAL_KEYS: [&str; 21] = [
-    "email", "mail", "phone", "mobile", "tel", "telephone", "name", "firstname", "lastname", "fullname",
-    "givenname", "familyname", "surname", "address", "street", "ip", "ipaddress", "birthdate", "dateofbirth", "dob",
+    "email",
+    "mail",
+    "phone",
+    "mobile",
+    "tel",
+    "telephone",
+    "name",
+    "firstname",
+    "lastname",
+    "fullname",
+    "givenname",
+    "familyname",
+    "surname",
+    "address",
+    "street",
+    "ip",
+    "ipaddress",
+    "birthdate",
+    "dateofbirth",
+    "dob",
     "ssn",
 ];
 
@@ -145,9 +163,7 @@ impl Disclosure {
     fn whole(&self, value: &Value) -> Value {
         match value {
             Value::String(s) if is_email(s.trim()) => Value::String(self.identity(IdentityKind::Email, s.trim())),
-            Value::String(s) if self.is_phone(s.trim()) => {
-                Value::String(self.identity(IdentityKind::Phone, s.trim()))
-            }
+            Value::String(s) if self.is_phone(s.trim()) => Value::String(self.identity(IdentityKind::Phone, s.trim())),
             Value::String(s) => Value::String(keep_first(s, 1)),
             Value::Number(_) => Value::String("***".into()),
             Value::Array(items) => Value::Array(items.iter().map(|v| self.whole(v)).collect()),
@@ -185,7 +201,8 @@ impl Disclosure {
             if starts_run {
                 let mut end = i + 1;
                 let mut last_digit = chars[i].is_ascii_digit().then_some(i);
-                while end < chars.len() && (chars[end].is_ascii_digit() || matches!(chars[end], ' ' | '-' | '.' | '(' | ')'))
+                while end < chars.len()
+                    && (chars[end].is_ascii_digit() || matches!(chars[end], ' ' | '-' | '.' | '(' | ')'))
                 {
                     if chars[end].is_ascii_digit() {
                         last_digit = Some(end);
@@ -215,8 +232,8 @@ impl Disclosure {
         if !(8..=15).contains(&digits) || !text.chars().all(|c| c.is_ascii_digit() || " -.()+".contains(c)) {
             return false;
         }
-        if text.starts_with('+') {
-            return !text[1..].contains('+') && phonenumber::parse(None, text).is_ok();
+        if let Some(rest) = text.strip_prefix('+') {
+            return !rest.contains('+') && phonenumber::parse(None, text).is_ok();
         }
         let Some(region) = self.phone_region else { return false };
         !text.contains('+') && phonenumber::parse(Some(region), text).is_ok_and(|n| n.is_valid())

@@ -8,12 +8,15 @@ use crate::{
     touchpoints::{reader, record, touchpoint, writer},
 };
 
-const RECORD_CONSENT: &str = "mutation($i: RecordConsentInput!) { recordConsent(input: $i) { purpose channel status } }";
+const RECORD_CONSENT: &str =
+    "mutation($i: RecordConsentInput!) { recordConsent(input: $i) { purpose channel status } }";
 
 async fn customer(app: &TestApp, email: &str) -> String {
-    let result =
-        record(app, json!([touchpoint(&format!("{email}-1"), json!([{ "kind": "EMAIL", "value": email }]), "PAGE_VIEW", 5)]))
-            .await;
+    let result = record(
+        app,
+        json!([touchpoint(&format!("{email}-1"), json!([{ "kind": "EMAIL", "value": email }]), "PAGE_VIEW", 5)]),
+    )
+    .await;
     result["results"][0]["customerId"].as_str().expect("id").to_owned()
 }
 
@@ -64,7 +67,8 @@ async fn a_purpose_written_with_its_channel_is_stored_as_purpose_and_channel(app
     for (purpose, channel, field) in
         [("marketing:email", Some("sms"), "channel"), ("marketing:", None, "purpose"), (":email", None, "purpose")]
     {
-        let input = json!({ "customerId": id, "purpose": purpose, "channel": channel, "status": "GRANTED", "source": "web" });
+        let input =
+            json!({ "customerId": id, "purpose": purpose, "channel": channel, "status": "GRANTED", "source": "web" });
         let (_, body) = app.gql(&writer(&app), RECORD_CONSENT, json!({ "i": input })).await;
         assert_eq!(first_code(&body), "VALIDATION", "{purpose} {channel:?}: {body}");
         assert_eq!(body["errors"][0]["extensions"]["field"], field, "{purpose} {channel:?}: {body}");

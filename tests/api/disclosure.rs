@@ -90,7 +90,8 @@ async fn streamed_nodes(app: &TestApp, token: &str, round: &str) -> Vec<Value> {
     };
     let reader = async {
         let mut received: Vec<Value> = Vec::new();
-        while !(received.iter().any(|n| !n["properties"].is_null()) && received.iter().any(|n| !n["feedback"].is_null()))
+        while !(received.iter().any(|n| !n["properties"].is_null())
+            && received.iter().any(|n| !n["feedback"].is_null()))
         {
             let Some(Ok(Message::Text(text))) = socket.next().await else { break };
             let message: Value = serde_json::from_str(&text).expect("json");
@@ -147,7 +148,8 @@ async fn custom_traits_declared_personal_or_holding_contact_data_are_masked(app:
         .await;
     assert_eq!(declared["updateTraitRules"]["custom"][0], json!({ "name": "nickname", "personal": true }));
     assert_eq!(declared["updateTraitRules"]["custom"][1], json!({ "name": "loyaltyTier", "personal": false }));
-    let custom = json!({ "nickname": "Annie", "loyaltyTier": "gold", "backupContact": "bob@example.com", "visits": 12345678 });
+    let custom =
+        json!({ "nickname": "Annie", "loyaltyTier": "gold", "backupContact": "bob@example.com", "visits": 12345678 });
     let ingested = app
         .data(
             &app.admin(),
