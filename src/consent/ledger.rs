@@ -111,6 +111,39 @@ fn clean(field: &str, value: Option<&str>, max: usize) -> ApiResult<Option<Strin
     }
 }
 
+/// The purpose and channel a decision is about. A purpose written the way callers act for it, `marketing:email`,
+/// is the purpose `marketing` for the channel `email`; a `channel` given as well must name the same channel.
+fn purpose_and_channel(purpose: &str, channel: Option<&str>) -> ApiResult<(Purpose, Option<String>)> {
+    let invalid = || {
+        ApiError::validation(
+            "purpose",
+            "1–64 lower-case letters, digits, `_` or `-` (e.g. personalization, marketing), optionally followed by \
+             `:channel` (marketing:email)",
+        )
+    };
+    let channel = clean("channel", channel, 32)?.map(|c| c.to_lowercase());
+    let (purpose, named) = match purpose.trim().split_once(':') {
+        Some((purpose, named)) => (purpose, Some(named)),
+        None => (purpose.trim(), None),
+    };
+    if purpose.is_empty() || purpose.contains(':') {
+        return Err(invalid());
+    }
+    let purpose = Purpose::parse(purpose).map_err(|_| invalid())?;
+    let Some(named) = named else { return Ok((purpose, channel)) };
+    let named = clean("purpose", Some(named), 32)?.ok_or_else(invalid)?.to_lowercase();
+    if named.contains(':') {
+        return Err(invalid());
+    }
+    match channel {
+        Some(given) if given != named => Err(ApiError::validation(
+            "channel",
+            format!("`{given}` disagrees with the channel `{named}` named in the purpose"),
+        )),
+        _ => Ok((purpose, Some(named))),
+    }
+}
+
 /// Appends a decision for a customer of the caller's tenant. Needs `consent:write`. Takes effect at once: the
 /// customer's consent version moves in the same transaction, and every later read decides from the ledger.
 #[tracing::instrument(skip_all, fields(tenant = %caller.tenant(), customer = %input.customer_id))]
@@ -141,10 +174,7 @@ pub(crate) async fn append(
     recorded_by: &str,
     input: RecordConsent,
 ) -> ApiResult<ConsentEvent> {
-    let purpose = Purpose::parse(input.purpose.trim()).map_err(|_| {
-        ApiError::validation("purpose", "1–64 lower-case letters, digits, `_` or `-` (e.g. personalization, marketing)")
-    })?;
-    let channel = clean("channel", input.channel.as_deref(), 32)?.map(|c| c.to_lowercase());
+    let (purpose, channel) = purpose_and_channel(&input.purpose, input.channel.as_deref())?;
     let source = clean("source", Some(&input.source), 64)?.ok_or_else(|| ApiError::validation("source", "required"))?;
     let policy_version = clean("policyVersion", input.policy_version.as_deref(), 64)?;
     let legal_basis = clean("legalBasis", input.legal_basis.as_deref(), 32)?.map(|b| b.to_lowercase());
@@ -193,11 +223,11 @@ pub(crate) async fn append_if_changed(
     recorded_by: &str,
     input: RecordConsent,
 ) -> ApiResult<Option<ConsentEvent>> {
-    let channel = input.channel.as_deref().map(|c| c.trim().to_lowercase()).unwrap_or_default();
+    let (purpose, channel) = purpose_and_channel(&input.purpose, input.channel.as_deref())?;
     let latest = consent_event::of_tenant(tenant)
         .filter(consent_event::Column::CustomerId.eq(input.customer_id))
-        .filter(consent_event::Column::Purpose.eq(input.purpose.trim()))
-        .filter(consent_event::Column::Channel.eq(channel))
+        .filter(consent_event::Column::Purpose.eq(purpose.as_str()))
+        .filter(consent_event::Column::Channel.eq(channel.unwrap_or_default()))
         .order_by_desc(consent_event::Column::CapturedAt)
         .order_by_desc(consent_event::Column::Id)
         .one(txn)
@@ -308,4 +338,27 @@ pub async fn history_for(
 ) -> ApiResult<Page<ConsentEvent>> {
     caller.require(Scope::ProfilesRead)?;
     history(caller.tenant(), svc, customer_id, page).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_purpose_may_name_its_channel() {
+        let split = |purpose: &str, channel: Option<&str>| {
+            purpose_and_channel(purpose, channel).map(|(p, c)| (p.as_str().to_owned(), c)).map_err(|e| match e {
+                ApiError::Validation { field, .. } => field,
+                other => panic!("{other:?}"),
+            })
+        };
+        assert_eq!(split("marketing", None), Ok(("marketing".into(), None)));
+        assert_eq!(split("marketing", Some(" SMS ")), Ok(("marketing".into(), Some("sms".into()))));
+        assert_eq!(split("marketing:email", None), Ok(("marketing".into(), Some("email".into()))));
+        assert_eq!(split(" marketing:Email ", Some("email")), Ok(("marketing".into(), Some("email".into()))));
+        assert_eq!(split("marketing:email", Some("sms")), Err("channel".into()));
+        for bad in ["marketing:", ":email", "marketing:email:x", "Marketing", ""] {
+            assert_eq!(split(bad, None), Err("purpose".into()), "{bad}");
+        }
+    }
 }

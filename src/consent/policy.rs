@@ -66,6 +66,26 @@ fn consent_key(purpose: &str) -> (&str, Option<&str>) {
     }
 }
 
+/// The decision in force for a purpose and, optionally, one channel: of the decisions that apply (the purpose-wide
+/// one, which covers every channel, and the one for that channel), the one captured later; on a tie the more
+/// restrictive. Without a channel only the purpose-wide decision applies. `consents` holds the latest decision per
+/// (purpose, channel), as the ledger derives them.
+pub fn in_force<'a>(
+    consents: &'a [ConsentState],
+    purpose: &str,
+    channel: Option<&str>,
+    now: DateTime<Utc>,
+) -> Option<&'a ConsentState> {
+    consents
+        .iter()
+        .filter(|c| {
+            c.purpose == purpose && (c.channel.is_none() || (channel.is_some() && c.channel.as_deref() == channel))
+        })
+        .max_by(|a, b| {
+            a.captured_at.cmp(&b.captured_at).then_with(|| restrictiveness(a, now).cmp(&restrictiveness(b, now)))
+        })
+}
+
 /// Decides for one customer whose privacy state is known. Pure: the table-driven tests call the API, which lands here.
 pub fn decide(
     caller: &Caller,
@@ -90,11 +110,7 @@ pub fn decide(
         return Ok(permit);
     }
     let (consent_purpose, channel) = consent_key(purpose);
-    // A channel-specific decision wins over the purpose-wide one.
-    let applicable = channel
-        .and_then(|ch| state.consents.iter().find(|c| c.purpose == consent_purpose && c.channel.as_deref() == Some(ch)))
-        .or_else(|| state.consents.iter().find(|c| c.purpose == consent_purpose && c.channel.is_none()));
-    match applicable {
+    match in_force(&state.consents, consent_purpose, channel, now) {
         None => refuse("NOT_GIVEN", format!("the customer has not consented to `{purpose}`")),
         Some(c) if c.is_effective_at(now) => Ok(permit),
         Some(c) if c.status == super::ConsentStatus::Granted => {
@@ -241,37 +257,64 @@ fn restrictiveness(state: &ConsentState, now: DateTime<Utc>) -> u8 {
     }
 }
 
-/// The consents of customers being merged: per (purpose, channel) the most restrictive decision wins, and a
-/// decision held by only one side is kept as it is (the other side never granted it). Returns the merged states
-/// and the (purpose, channel) pairs on which the customers disagreed, for the merge's evidence.
+/// The consents of customers being merged: for each (purpose, channel) either side decided on, the most
+/// restrictive of the decisions each side had in force for it (by `in_force`, so a side's later purpose-wide
+/// withdrawal counts for its channels too; on equal restrictiveness the later one). A decision held by only one
+/// side is kept as it is (the other side never decided). Returns the merged decisions, each under its (purpose,
+/// channel), and the pairs on which the customers disagreed, for the merge's evidence.
 pub fn most_restrictive(
     sides: &[Vec<ConsentState>],
     now: DateTime<Utc>,
 ) -> (Vec<ConsentState>, Vec<(String, Option<String>)>) {
-    let mut merged: HashMap<(String, Option<String>), ConsentState> = HashMap::new();
+    let mut keys: Vec<(String, Option<String>)> =
+        sides.iter().flatten().map(|s| (s.purpose.clone(), s.channel.clone())).collect();
+    keys.sort();
+    keys.dedup();
+    let mut states = Vec::with_capacity(keys.len());
     let mut conflicts = Vec::new();
-    for state in sides.iter().flatten() {
-        let key = (state.purpose.clone(), state.channel.clone());
-        match merged.get(&key) {
-            None => {
-                merged.insert(key, state.clone());
-            }
-            Some(current) => {
-                if current.status != state.status && !conflicts.contains(&key) {
-                    conflicts.push(key.clone());
-                }
-                let stricter = restrictiveness(state, now) > restrictiveness(current, now)
-                    || (restrictiveness(state, now) == restrictiveness(current, now)
-                        && state.captured_at > current.captured_at);
-                if stricter {
-                    merged.insert(key, state.clone());
-                }
-            }
+    for (purpose, channel) in keys {
+        let held: Vec<&ConsentState> =
+            sides.iter().filter_map(|side| in_force(side, &purpose, channel.as_deref(), now)).collect();
+        if held.iter().any(|h| h.status != held[0].status) {
+            conflicts.push((purpose.clone(), channel.clone()));
+        }
+        let Some(winner) = held.into_iter().max_by(|a, b| {
+            restrictiveness(a, now).cmp(&restrictiveness(b, now)).then_with(|| a.captured_at.cmp(&b.captured_at))
+        }) else {
+            continue;
+        };
+        states.push(ConsentState { purpose, channel, ..winner.clone() });
+    }
+    (states, conflicts)
+}
+
+/// The decisions a merge appends to the survivor's ledger so that, after the merged customer's ledger has moved
+/// over (`after`: the latest decision per (purpose, channel) of both ledgers together), `in_force` answers with
+/// `resolved` (from `most_restrictive`) for every purpose and channel. A decision not already in force is appended
+/// captured `now`, a channel decision a microsecond later than the purpose-wide ones, and a channel decision no
+/// later than its purpose-wide one is appended again, so that the purpose-wide decision does not outrank it.
+pub fn merge_appends(resolved: &[ConsentState], after: &[ConsentState], now: DateTime<Utc>) -> Vec<ConsentState> {
+    let channel_time = now + chrono::Duration::microseconds(1);
+    let held = |s: &ConsentState| after.iter().find(|a| a.purpose == s.purpose && a.channel == s.channel);
+    let mut appends = Vec::new();
+    // Purpose-wide decisions first: when each ends up captured is what channel decisions must come after.
+    let mut wide_at: HashMap<&str, DateTime<Utc>> = HashMap::new();
+    for wanted in resolved.iter().filter(|s| s.channel.is_none()) {
+        if held(wanted).is_some_and(|h| h.id == wanted.id) {
+            wide_at.insert(&wanted.purpose, wanted.captured_at);
+        } else {
+            wide_at.insert(&wanted.purpose, now);
+            appends.push(ConsentState { captured_at: now, ..wanted.clone() });
         }
     }
-    let mut states: Vec<ConsentState> = merged.into_values().collect();
-    states.sort_by(|a, b| (&a.purpose, &a.channel).cmp(&(&b.purpose, &b.channel)));
-    (states, conflicts)
+    for wanted in resolved.iter().filter(|s| s.channel.is_some()) {
+        let kept = held(wanted).is_some_and(|h| h.id == wanted.id);
+        let after_wide = wide_at.get(wanted.purpose.as_str()).is_none_or(|wide| wanted.captured_at > *wide);
+        if !(kept && after_wide) {
+            appends.push(ConsentState { captured_at: channel_time, ..wanted.clone() });
+        }
+    }
+    appends
 }
 
 #[cfg(test)]
@@ -280,12 +323,16 @@ mod tests {
     use crate::consent::ConsentStatus;
 
     fn state(purpose: &str, status: ConsentStatus, days_ago: i64) -> ConsentState {
-        let at = Utc::now() - chrono::Duration::days(days_ago);
+        decision(purpose, None, status, days_ago * 24 * 60)
+    }
+
+    fn decision(purpose: &str, channel: Option<&str>, status: ConsentStatus, minutes_ago: i64) -> ConsentState {
+        let at = Utc::now() - chrono::Duration::minutes(minutes_ago);
         ConsentState {
             id: Uuid::now_v7(),
             customer_id: Uuid::now_v7(),
             purpose: purpose.into(),
-            channel: None,
+            channel: channel.map(str::to_owned),
             status,
             captured_at: at,
             recorded_at: at,
@@ -294,6 +341,144 @@ mod tests {
             legal_basis: None,
             expires_at: None,
             evidence: None,
+        }
+    }
+
+    fn caller(purpose: &str) -> Caller {
+        Caller::new(
+            TenantId::parse("acme").expect("tenant"),
+            "test".into(),
+            [Scope::ProfilesRead, Scope::TouchpointsRead].into_iter().collect(),
+            crate::auth::Purpose::parse(purpose).expect("purpose"),
+        )
+    }
+
+    /// The reason `decide` refuses with, or `None` when it permits.
+    fn verdict(consents: Vec<ConsentState>, purpose: &str) -> Option<&'static str> {
+        let state = PrivacyState { restricted: false, consents, consent_version: 0 };
+        match decide(&caller(purpose), Uuid::now_v7(), &state, DataCategory::BehaviouralHistory, Utc::now()) {
+            Ok(_) => None,
+            Err(ApiError::ConsentRequired { reason, .. }) => Some(reason),
+            Err(other) => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_later_of_the_purpose_wide_and_the_channel_decision_wins() {
+        use ConsentStatus::{Denied as D, Granted as G, Withdrawn as W};
+        // (decisions as (channel, status, minutes ago), caller purpose, expected refusal)
+        type Decisions = Vec<(Option<&'static str>, ConsentStatus, i64)>;
+        let table: Vec<(Decisions, &str, Option<&str>)> = vec![
+            // Nothing decided.
+            (vec![], "marketing:email", Some("NOT_GIVEN")),
+            (vec![], "marketing", Some("NOT_GIVEN")),
+            // Only a purpose-wide decision: it covers every channel.
+            (vec![(None, G, 10)], "marketing:email", None),
+            (vec![(None, G, 10)], "marketing", None),
+            (vec![(None, W, 10)], "marketing:sms", Some("WITHDRAWN")),
+            (vec![(None, D, 10)], "marketing:email", Some("DENIED")),
+            // Only a channel decision: that channel only; the purpose without a channel is not covered.
+            (vec![(Some("email"), G, 10)], "marketing:email", None),
+            (vec![(Some("email"), G, 10)], "marketing:sms", Some("NOT_GIVEN")),
+            (vec![(Some("email"), G, 10)], "marketing", Some("NOT_GIVEN")),
+            (vec![(Some("email"), W, 10)], "marketing:email", Some("WITHDRAWN")),
+            // The reported case: granted for email an hour ago, withdrawn for every channel now.
+            (vec![(Some("email"), G, 60), (None, W, 0)], "marketing:email", Some("WITHDRAWN")),
+            (vec![(Some("email"), G, 60), (None, W, 0)], "marketing:sms", Some("WITHDRAWN")),
+            (vec![(Some("email"), G, 60), (None, D, 0)], "marketing:email", Some("DENIED")),
+            // Withdrawn for every channel, then granted for email: email only.
+            (vec![(None, W, 60), (Some("email"), G, 0)], "marketing:email", None),
+            (vec![(None, W, 60), (Some("email"), G, 0)], "marketing:sms", Some("WITHDRAWN")),
+            (vec![(None, W, 60), (Some("email"), G, 0)], "marketing", Some("WITHDRAWN")),
+            // Granted for every channel, then withdrawn for email: every channel but email.
+            (vec![(None, G, 60), (Some("email"), W, 0)], "marketing:email", Some("WITHDRAWN")),
+            (vec![(None, G, 60), (Some("email"), W, 0)], "marketing:push", None),
+            (vec![(None, G, 60), (Some("email"), W, 0)], "marketing", None),
+            // Withdrawn for email, later granted for every channel: the later grant covers email again.
+            (vec![(Some("email"), W, 60), (None, G, 0)], "marketing:email", None),
+            // Another channel's decision never applies.
+            (vec![(Some("sms"), G, 0), (None, W, 60)], "marketing:email", Some("WITHDRAWN")),
+            (vec![(Some("sms"), W, 0), (None, G, 60)], "marketing:email", None),
+            // Captured at the same moment: the more restrictive wins, whichever is the channel's.
+            (vec![(None, G, 5), (Some("email"), W, 5)], "marketing:email", Some("WITHDRAWN")),
+            (vec![(None, D, 5), (Some("email"), G, 5)], "marketing:email", Some("DENIED")),
+        ];
+        for (i, (decisions, purpose, expected)) in table.into_iter().enumerate() {
+            let consents: Vec<ConsentState> = decisions
+                .iter()
+                .map(|(channel, status, minutes)| decision("marketing", *channel, *status, *minutes))
+                .collect();
+            // Same-moment rows share one capture time exactly.
+            let consents = if decisions.len() == 2 && decisions[0].2 == decisions[1].2 {
+                let at = consents[0].captured_at;
+                consents.into_iter().map(|c| ConsentState { captured_at: at, ..c }).collect()
+            } else {
+                consents
+            };
+            assert_eq!(verdict(consents, purpose), expected, "row {i}: {decisions:?} for {purpose}");
+        }
+    }
+
+    #[test]
+    fn an_expired_grant_is_in_force_and_refuses_as_expired() {
+        let mut grant = decision("marketing", Some("email"), ConsentStatus::Granted, 60);
+        grant.expires_at = Some(Utc::now() - chrono::Duration::minutes(1));
+        let wide = decision("marketing", None, ConsentStatus::Granted, 120);
+        assert_eq!(verdict(vec![wide.clone(), grant.clone()], "marketing:email"), Some("EXPIRED"));
+        assert_eq!(verdict(vec![wide], "marketing:email"), None);
+    }
+
+    /// The status `in_force` answers with, as a comparable rank (0 granted … 2 denied/withdrawn, 3 none).
+    fn rank(consents: &[ConsentState], channel: Option<&str>, now: DateTime<Utc>) -> Option<u8> {
+        in_force(consents, "marketing", channel, now).map(|c| restrictiveness(c, now))
+    }
+
+    /// The latest decision per (purpose, channel) of a ledger, as `ledger::latest_states` derives them.
+    fn latest(ledger: &[ConsentState]) -> Vec<ConsentState> {
+        let mut by_key: HashMap<(String, Option<String>), ConsentState> = HashMap::new();
+        for event in ledger {
+            let key = (event.purpose.clone(), event.channel.clone());
+            if by_key.get(&key).is_none_or(|held| (held.captured_at, held.id) <= (event.captured_at, event.id)) {
+                by_key.insert(key, event.clone());
+            }
+        }
+        by_key.into_values().collect()
+    }
+
+    #[test]
+    fn a_merged_ledger_decides_every_channel_as_the_most_restrictive_side() {
+        use ConsentStatus::{Granted as G, Withdrawn as W};
+        type Side = Vec<(Option<&'static str>, ConsentStatus, i64)>;
+        let table: Vec<(Side, Side)> = vec![
+            (vec![(None, G, 10)], vec![(Some("email"), W, 60)]),
+            (vec![(None, W, 10)], vec![(Some("email"), G, 60)]),
+            (vec![(None, W, 60), (Some("email"), G, 10)], vec![(None, G, 30)]),
+            (vec![(None, W, 60), (Some("email"), G, 10)], vec![(Some("email"), G, 5)]),
+            (vec![(Some("email"), G, 60), (None, W, 10)], vec![(None, G, 5), (Some("sms"), W, 1)]),
+            (vec![(None, G, 60)], vec![(None, G, 10), (Some("email"), W, 5)]),
+            (vec![(Some("email"), W, 60)], vec![(Some("sms"), G, 10)]),
+            (vec![], vec![(None, W, 10), (Some("push"), G, 5)]),
+        ];
+        let now = Utc::now();
+        for (i, (a, b)) in table.into_iter().enumerate() {
+            let make = |side: &Side| -> Vec<ConsentState> {
+                side.iter()
+                    .map(|(channel, status, minutes)| decision("marketing", *channel, *status, *minutes))
+                    .collect()
+            };
+            let sides = vec![make(&a), make(&b)];
+            let (resolved, _) = most_restrictive(&sides, now);
+            let moved: Vec<ConsentState> = sides.iter().flatten().cloned().collect();
+            let after = latest(&moved);
+            let mut ledger = moved;
+            ledger.extend(
+                merge_appends(&resolved, &after, now).into_iter().map(|s| ConsentState { id: Uuid::now_v7(), ..s }),
+            );
+            let merged = latest(&ledger);
+            for channel in [None, Some("email"), Some("sms"), Some("push"), Some("phone")] {
+                let expected = sides.iter().filter_map(|side| rank(side, channel, now)).max();
+                assert_eq!(rank(&merged, channel, now), expected, "row {i}, channel {channel:?}: {a:?} + {b:?}");
+            }
         }
     }
 

@@ -219,6 +219,10 @@ pub struct CustomTraitView {
     name: String,
     #[graphql(name = "type")]
     kind: TraitType,
+    /// Directly identifies the person: masked whole for callers without `pii:read`. Other custom traits are masked
+    /// as free-form data (e-mail addresses and phone numbers in them).
+    #[graphql(default)]
+    personal: bool,
 }
 
 impl From<traits::TraitRules> for TraitRulesView {
@@ -230,7 +234,11 @@ impl From<traits::TraitRules> for TraitRulesView {
                 .into_iter()
                 .map(|t| TraitRuleView { name: t.name, rule: t.rule, sources: t.sources })
                 .collect(),
-            custom: r.custom.into_iter().map(|c| CustomTraitView { name: c.name, kind: c.kind }).collect(),
+            custom: r
+                .custom
+                .into_iter()
+                .map(|c| CustomTraitView { name: c.name, kind: c.kind, personal: c.personal })
+                .collect(),
         }
     }
 }
@@ -240,7 +248,11 @@ impl From<TraitRulesView> for traits::TraitRules {
         traits::TraitRules {
             default_rule: r.default_rule,
             rules: r.rules.into_iter().map(|t| TraitRule { name: t.name, rule: t.rule, sources: t.sources }).collect(),
-            custom: r.custom.into_iter().map(|c| CustomTrait { name: c.name, kind: c.kind }).collect(),
+            custom: r
+                .custom
+                .into_iter()
+                .map(|c| CustomTrait { name: c.name, kind: c.kind, personal: c.personal })
+                .collect(),
         }
     }
 }
@@ -319,7 +331,8 @@ impl RecordsMutation {
     }
 }
 
-/// The winning traits of a customer. Personal traits are masked without `pii:read`.
+/// The winning traits of a customer. Without `pii:read`, personal traits are masked whole and the others as
+/// free-form data (`Disclosure::trait_value`).
 pub struct CustomerTraitsView {
     pub values: std::collections::BTreeMap<String, traits::TraitValue>,
     pub disclosure: Disclosure,
@@ -327,8 +340,8 @@ pub struct CustomerTraitsView {
 
 impl CustomerTraitsView {
     fn get(&self, name: &str) -> Option<Value> {
-        let value = &self.values.get(name)?.value;
-        Some(if traits::is_personal(name) { self.disclosure.json(value) } else { value.clone() })
+        let value = self.values.get(name)?;
+        Some(self.disclosure.trait_value(value.personal, &value.value))
     }
 
     fn text(&self, name: &str) -> Option<String> {
@@ -378,7 +391,7 @@ impl CustomerTraitsView {
             self.values
                 .iter()
                 .filter(|(name, _)| !traits::CORE_TRAITS.iter().any(|(core, _)| core == name))
-                .map(|(name, v)| (name.clone(), v.value.clone()))
+                .map(|(name, v)| (name.clone(), self.disclosure.trait_value(v.personal, &v.value)))
                 .collect(),
         )
     }
@@ -398,7 +411,7 @@ pub struct TraitValueView {
 
 impl TraitValueView {
     pub fn new(v: traits::TraitValue, disclosure: Disclosure) -> Self {
-        let value = if traits::is_personal(&v.name) { disclosure.json(&v.value) } else { v.value };
+        let value = disclosure.trait_value(v.personal, &v.value);
         TraitValueView {
             name: v.name,
             value: Json(value),

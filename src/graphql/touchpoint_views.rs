@@ -7,6 +7,7 @@ use super::request;
 use crate::{
     consent::{ConsentEvent, ConsentStatus, Permit},
     error::GqlResult,
+    privacy::Disclosure,
     touchpoints::{
         Channel, FeedbackMetric, JourneyStage, Touchpoint, TouchpointType,
         timeline::{self, Journey, TouchpointFilter},
@@ -46,8 +47,10 @@ impl TouchpointView {
     async fn idempotency_key(&self) -> &str {
         &self.0.idempotency_key
     }
-    async fn properties(&self) -> Option<Json<serde_json::Value>> {
-        self.0.properties.clone().map(Json)
+    /// Free-form; without `pii:read`, personal keys, e-mail addresses and phone numbers come masked.
+    async fn properties(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<Json<serde_json::Value>>> {
+        let rc = request(ctx)?;
+        Ok(self.0.properties.as_ref().map(|p| Json(Disclosure::for_request(&rc.caller, &rc.services).free_form(p))))
     }
     /// Monetary value (purchases, returns).
     async fn value(&self) -> Option<f64> {
@@ -56,12 +59,14 @@ impl TouchpointView {
     async fn currency(&self) -> Option<&str> {
         self.0.currency.as_deref()
     }
-    async fn feedback(&self) -> Option<FeedbackView> {
-        self.0.feedback.as_ref().map(|f| FeedbackView {
+    async fn feedback(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<FeedbackView>> {
+        let rc = request(ctx)?;
+        let disclosure = Disclosure::for_request(&rc.caller, &rc.services);
+        Ok(self.0.feedback.as_ref().map(|f| FeedbackView {
             metric: f.metric,
             score: i32::from(f.score),
-            verbatim: f.verbatim.clone(),
-        })
+            verbatim: f.verbatim.as_deref().map(|v| disclosure.free_text(v)),
+        }))
     }
 }
 
@@ -71,6 +76,7 @@ impl TouchpointView {
 pub struct FeedbackView {
     metric: FeedbackMetric,
     score: i32,
+    /// The person's own words; without `pii:read`, e-mail addresses and phone numbers in it come masked.
     verbatim: Option<String>,
 }
 

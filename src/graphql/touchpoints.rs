@@ -236,7 +236,8 @@ impl TouchpointsMutation {
 #[derive(InputObject)]
 pub struct RecordConsentInput {
     customer_id: Uuid,
-    /// personalization, marketing, analytics, profiling, sharing, or a purpose of the tenant's own.
+    /// personalization, marketing, analytics, profiling, sharing, or a purpose of the tenant's own; `marketing:email`
+    /// stands for purpose `marketing` with channel `email`.
     purpose: String,
     /// For channel-specific decisions (marketing by email, SMS, push, phone). Absent: every channel.
     channel: Option<String>,

@@ -103,14 +103,15 @@ impl CustomerView {
     async fn traits(&self, ctx: &Context<'_>) -> async_graphql::Result<CustomerTraitsView> {
         let rc = request(ctx)?;
         let values = traits::traits_of(&rc.caller, &rc.services, self.customer.id).await.gql()?;
-        Ok(CustomerTraitsView { values, disclosure: self.disclosure })
+        Ok(CustomerTraitsView { values, disclosure: Disclosure::for_request(&rc.caller, &rc.services) })
     }
 
     /// Every value a trait had, newest first, with its source, source record and observed-at time.
     async fn trait_history(&self, ctx: &Context<'_>, name: String) -> async_graphql::Result<Vec<TraitValueView>> {
         let rc = request(ctx)?;
         let values = traits::history(&rc.caller, &rc.services, self.customer.id, &name).await.gql()?;
-        Ok(values.into_iter().map(|v| TraitValueView::new(v, self.disclosure)).collect())
+        let disclosure = Disclosure::for_request(&rc.caller, &rc.services);
+        Ok(values.into_iter().map(|v| TraitValueView::new(v, disclosure)).collect())
     }
 
     /// The source records this customer is built from, newest first (at most 100).

@@ -161,7 +161,8 @@ fn coalesce(entries: impl IntoIterator<Item = access_log::Model>) -> Vec<access_
     out
 }
 
-/// A page of one customer's access log, newest first. Needs `privacy:admin`.
+/// A page of one customer's access log, newest first: the reads of the person, including those logged under ids
+/// since merged into it. Needs `privacy:admin`.
 pub async fn for_customer(
     caller: &Caller,
     svc: &Services,
@@ -169,9 +170,10 @@ pub async fn for_customer(
     page: PageRequest,
 ) -> ApiResult<Page<AccessEntry>> {
     caller.require(Scope::PrivacyAdmin)?;
+    let ids = crate::profiles::customers::person_ids(svc.db.conn(), caller.tenant(), customer_id).await?;
     let mut query = access_log::Entity::find()
         .filter(access_log::Column::Tenant.eq(caller.tenant().as_str()))
-        .filter(access_log::Column::CustomerId.eq(customer_id));
+        .filter(access_log::Column::CustomerId.is_in(ids));
     if let Some(after) = page.after {
         query = query.filter(access_log::Column::Id.lt(after));
     }

@@ -42,9 +42,11 @@ pub async fn export_customer(caller: &Caller, svc: &Services, requested_id: Uuid
         .order_by_asc(consent_event::Column::Id)
         .all(conn)
         .await?;
+    // The person's reads, including those logged under ids since merged into it.
+    let person = crate::profiles::customers::person_ids(conn, tenant, customer_id).await?;
     let accesses = access_log::Entity::find()
         .filter(access_log::Column::Tenant.eq(tenant.as_str()))
-        .filter(access_log::Column::CustomerId.eq(customer_id))
+        .filter(access_log::Column::CustomerId.is_in(person))
         .order_by_asc(access_log::Column::Id)
         .all(conn)
         .await?;

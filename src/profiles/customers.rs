@@ -249,7 +249,8 @@ pub async fn read_profile(caller: &Caller, svc: &Services, id: Uuid) -> ApiResul
         customer.resolved_from = Some(id);
     }
     policy::check_profile_visible(caller, customer.restricted)?;
-    svc.access_log.record(caller, [id], "profile");
+    // Logged under the person served (the survivor), so the person's access log and export show the read.
+    svc.access_log.record(caller, [customer.id], "profile");
     Ok(Profile { customer, privacy })
 }
 
@@ -277,6 +278,32 @@ pub(crate) async fn current_id(
         }
     }
     Ok(Some(current))
+}
+
+/// The ids that stand for one person: the customer itself and every id merged into it (following chains of
+/// merges, boundedly). Reads logged under an id before it was merged away belong to the person too.
+pub(crate) async fn person_ids(
+    conn: &impl sea_orm::ConnectionTrait,
+    tenant: &TenantId,
+    id: Uuid,
+) -> Result<Vec<Uuid>, sea_orm::DbErr> {
+    let mut ids = vec![id];
+    let mut frontier = vec![id];
+    for _ in 0..8 {
+        let merged: Vec<Uuid> = customer::of_tenant(tenant)
+            .filter(customer::Column::MergedInto.is_in(frontier))
+            .select_only()
+            .column(customer::Column::Id)
+            .into_tuple()
+            .all(conn)
+            .await?;
+        frontier = merged.into_iter().filter(|m| !ids.contains(m)).collect();
+        if frontier.is_empty() {
+            break;
+        }
+        ids.extend(frontier.iter().copied());
+    }
+    Ok(ids)
 }
 
 /// The customer an identity points at, after normalising the identity the same way writes do.

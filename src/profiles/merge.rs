@@ -181,11 +181,7 @@ pub(crate) async fn merge_in_txn(
     super::traits::refresh_derived(txn, tenant, &trait_rules, &[survivor, merged], now).await?;
 
     let after = ledger::states_at(txn, tenant, &[survivor], None).await?.remove(&survivor).unwrap_or_default();
-    for wanted in &resolved {
-        let in_force = after.iter().find(|s| s.purpose == wanted.purpose && s.channel == wanted.channel);
-        if in_force.is_some_and(|s| s.id == wanted.id) {
-            continue;
-        }
+    for wanted in &policy::merge_appends(&resolved, &after, now) {
         let status = if wanted.status == ConsentStatus::Granted && !wanted.is_effective_at(now) {
             ConsentStatus::Denied
         } else {
@@ -200,7 +196,7 @@ pub(crate) async fn merge_in_txn(
                 purpose: wanted.purpose.clone(),
                 channel: wanted.channel.clone(),
                 status,
-                captured_at: Some(now),
+                captured_at: Some(wanted.captured_at),
                 source: "merge".into(),
                 policy_version: wanted.policy_version.clone(),
                 legal_basis: wanted.legal_basis.clone(),

@@ -54,6 +54,9 @@ pub struct CustomTrait {
     pub name: String,
     #[serde(rename = "type")]
     pub kind: TraitType,
+    /// Directly identifies the person: masked whole without `pii:read` (others are masked as free-form JSON).
+    #[serde(default)]
+    pub personal: bool,
 }
 
 /// A tenant's trait rules.
@@ -63,6 +66,13 @@ pub struct TraitRules {
     pub default_rule: SurvivorshipRule,
     pub rules: Vec<TraitRule>,
     pub custom: Vec<CustomTrait>,
+}
+
+impl TraitRules {
+    /// Whether a trait directly identifies the person: a personal core trait, or a custom trait declared personal.
+    pub fn is_personal(&self, name: &str) -> bool {
+        is_personal(name) || self.custom.iter().any(|c| c.name == name && c.personal)
+    }
 }
 
 impl Default for TraitRules {
@@ -374,16 +384,19 @@ pub struct TraitValue {
     pub source: String,
     pub record_id: Uuid,
     pub observed_at: DateTime<Utc>,
+    /// Directly identifies the person (`TraitRules::is_personal`): masked whole without `pii:read`.
+    pub personal: bool,
 }
 
-impl From<&trait_value::Model> for TraitValue {
-    fn from(m: &trait_value::Model) -> Self {
+impl TraitValue {
+    fn new(m: &trait_value::Model, rules: &TraitRules) -> Self {
         TraitValue {
             name: m.name.clone(),
             value: m.value.clone(),
             source: m.source.clone(),
             record_id: m.record_id,
             observed_at: m.observed_at,
+            personal: rules.is_personal(&m.name),
         }
     }
 }
@@ -396,12 +409,13 @@ pub async fn traits_of(caller: &Caller, svc: &Services, customer_id: Uuid) -> Ap
         .filter(trait_value::Column::CustomerId.eq(customer_id))
         .all(svc.db.conn())
         .await?;
-    Ok(winners(&rules, &values).into_iter().map(|(name, v)| (name, TraitValue::from(v))).collect())
+    Ok(winners(&rules, &values).into_iter().map(|(name, v)| (name, TraitValue::new(v, &rules))).collect())
 }
 
 /// Every value a trait had, newest first (at most 100). Needs `profiles:read`.
 pub async fn history(caller: &Caller, svc: &Services, customer_id: Uuid, name: &str) -> ApiResult<Vec<TraitValue>> {
     caller.require(Scope::ProfilesRead)?;
+    let rules = rules_for(svc.db.conn(), caller.tenant()).await?;
     let rows = trait_value::of_tenant(caller.tenant())
         .filter(trait_value::Column::CustomerId.eq(customer_id))
         .filter(trait_value::Column::Name.eq(name))
@@ -410,5 +424,5 @@ pub async fn history(caller: &Caller, svc: &Services, customer_id: Uuid, name: &
         .limit(100)
         .all(svc.db.conn())
         .await?;
-    Ok(rows.iter().map(TraitValue::from).collect())
+    Ok(rows.iter().map(|row| TraitValue::new(row, &rules)).collect())
 }

@@ -5,8 +5,10 @@ mod common;
 
 mod auth;
 mod cli;
+mod consent;
 mod contract;
 mod customers;
+mod disclosure;
 mod feed;
 mod http_spec;
 mod limits;

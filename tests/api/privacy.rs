@@ -307,7 +307,49 @@ async fn a_merged_away_id_exports_and_erases_the_whole_person(app: TestApp) {
     assert!(left.is_empty(), "no touchpoint of the person is left");
 }
 
+/// A read through a merged-away id reads the person it was merged into: it is logged under that person, so the
+/// person's access log and export show it.
+async fn a_read_through_a_merged_away_id_is_logged_under_the_person(app: TestApp) {
+    let survivor = person(&app, "kept@example.com", "+4520998811").await;
+    let merged = person(&app, "gone@example.com", "+4520998812").await;
+    let agent = app.token("acme", &["profiles:read", "profiles:write"], "support");
+    app.data(
+        &agent,
+        "mutation($s: UUID!, $m: UUID!) { mergeCustomers(survivorId: $s, mergedId: $m) { id } }",
+        json!({ "s": survivor, "m": merged }),
+    )
+    .await;
+    let response = app
+        .client
+        .post(app.url("/graphql"))
+        .bearer_auth(&agent)
+        .json(&json!({ "query": "query($id: UUID!) { customer(id: $id) { id } }", "variables": { "id": merged } }))
+        .send()
+        .await
+        .expect("request");
+    let request_id =
+        response.headers().get("x-request-id").and_then(|v| v.to_str().ok()).expect("request id").to_owned();
+    let body: Value = response.json().await.expect("json");
+    assert_eq!(body["data"]["customer"]["id"], survivor.as_str(), "{body}");
+
+    let mut found = false;
+    for _ in 0..50 {
+        let entries = access_log_of(&app, &survivor, 0).await;
+        if entries.iter().any(|e| e["requestId"] == request_id.as_str()) {
+            found = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(found, "the person's access log shows the read through {merged}");
+    let export =
+        app.data(&officer(&app), "query($id: UUID!) { exportCustomer(id: $id) }", json!({ "id": survivor })).await;
+    let logged = export["exportCustomer"]["accessLog"].as_array().expect("access log");
+    assert!(logged.iter().any(|e| e["requestId"] == request_id.as_str()), "the person's export shows it: {logged:?}");
+}
+
 on_every_backend!(
+    a_read_through_a_merged_away_id_is_logged_under_the_person,
     reads_are_logged_with_who_why_and_the_request,
     export_holds_everything_the_database_holds,
     erasure_leaves_nothing_findable_and_suppresses_the_person,
