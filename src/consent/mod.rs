@@ -3,4 +3,4 @@ pub mod ledger;
 pub mod policy;
 
 pub use ledger::{ConsentEvent, ConsentState, ConsentStatus, RecordConsent};
-pub use policy::{DataCategory, Permit, PrivacyState};
+pub use policy::{ConsentSession, DataCategory, Permit, Permitted, PrivacyState};

@@ -18,7 +18,7 @@ use crate::{
 };
 
 /// What kind of data a read would serve.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum DataCategory {
     /// The touchpoint history. Personalization data when read for any purpose that needs consent.
     BehaviouralHistory,
@@ -33,7 +33,7 @@ pub const PRIVACY_ADMIN_PURPOSE: &str = "privacy_admin";
 
 /// Proof that the policy allowed one caller to read one customer's data of one category. Only `decide` makes one,
 /// so personalization data cannot be served without a decision.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Permit {
     customer_id: Uuid,
     category: DataCategory,
@@ -46,6 +46,102 @@ impl Permit {
 
     pub fn category(&self) -> DataCategory {
         self.category
+    }
+
+    /// Wraps data read under this permit: the only way to make a `Permitted`.
+    pub fn serve<T>(self, value: T) -> Permitted<T> {
+        Permitted { permit: self, value }
+    }
+}
+
+/// Personalization data the policy allowed this caller to receive. Made only from a [`Permit`] (which only
+/// [`decide`] makes), so holding one is proof of a decision; the views of gated data accept nothing else, and a
+/// resolver that serves gated data without a decision does not compile.
+#[derive(Debug, Clone)]
+pub struct Permitted<T> {
+    permit: Permit,
+    value: T,
+}
+
+impl<T> Permitted<T> {
+    pub fn permit(&self) -> Permit {
+        self.permit
+    }
+
+    pub fn value(&self) -> &T {
+        &self.value
+    }
+
+    pub fn into_value(self) -> T {
+        self.value
+    }
+
+    /// Derived data is served under the permit of what it was derived from.
+    pub fn map<U>(self, f: impl FnOnce(T) -> U) -> Permitted<U> {
+        Permitted { permit: self.permit, value: f(self.value) }
+    }
+}
+
+impl<T> Permitted<Vec<T>> {
+    /// Each item of a permitted list, permitted under the same decision.
+    pub fn into_items(self) -> impl Iterator<Item = Permitted<T>> {
+        let permit = self.permit;
+        self.value.into_iter().map(move |value| Permitted { permit, value })
+    }
+}
+
+/// One operation's consent read session: the privacy states it has read — with the customer row for a profile
+/// read, a whole page at once for lists — from which every decision of the operation is made. A fresh session
+/// starts with every operation (the execution path puts one in), so nothing outlives the operation and a
+/// withdrawal applies to the very next one (DOMAIN.md rule 2); within an operation every field decides with the
+/// same state, and a list decides for all its customers with two queries, read only when a field first needs one.
+#[derive(Clone, Default)]
+pub struct ConsentSession {
+    inner: std::sync::Arc<tokio::sync::Mutex<SessionStates>>,
+}
+
+#[derive(Default)]
+struct SessionStates {
+    known: HashMap<Uuid, std::sync::Arc<PrivacyState>>,
+    /// Customers a list served: the first decision about any of them reads all their states at once.
+    expected: HashSet<Uuid>,
+}
+
+impl ConsentSession {
+    pub fn new() -> Self {
+        ConsentSession::default()
+    }
+
+    /// Keeps a state this operation read with the customer's row.
+    pub(crate) async fn remember(&self, id: Uuid, state: PrivacyState) {
+        self.inner.lock().await.known.insert(id, std::sync::Arc::new(state));
+    }
+
+    /// The customers of a list this operation served: decisions about them read their states together.
+    pub(crate) async fn expect(&self, ids: impl IntoIterator<Item = Uuid>) {
+        self.inner.lock().await.expected.extend(ids);
+    }
+
+    /// The state of one customer as this operation knows it; read now (with every expected customer's) if not yet.
+    pub async fn state(&self, caller: &Caller, svc: &Services, id: Uuid) -> ApiResult<std::sync::Arc<PrivacyState>> {
+        let mut inner = self.inner.lock().await;
+        if let Some(state) = inner.known.get(&id) {
+            return Ok(state.clone());
+        }
+        let mut ids: Vec<Uuid> = std::mem::take(&mut inner.expected).into_iter().collect();
+        if !ids.contains(&id) {
+            ids.push(id);
+        }
+        ids.retain(|i| !inner.known.contains_key(i));
+        let loaded = load_states(svc.db.conn(), caller, &ids).await?;
+        inner.known.extend(loaded.into_iter().map(|(i, state)| (i, std::sync::Arc::new(state))));
+        inner.known.get(&id).cloned().ok_or_else(|| ApiError::not_found(format!("customer {id}")))
+    }
+
+    /// The policy's decision for one customer, made with this operation's state.
+    pub async fn decide(&self, caller: &Caller, svc: &Services, id: Uuid, category: DataCategory) -> ApiResult<Permit> {
+        let state = self.state(caller, svc, id).await?;
+        decide(caller, id, &state, category, Utc::now())
     }
 }
 

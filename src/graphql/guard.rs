@@ -154,6 +154,8 @@ impl Extension for Operation {
         if let Ok(mut seen) = self.seen.lock() {
             seen.name = request.operation_name.clone();
         }
+        // Every operation decides consent with its own session: nothing is decided with state from before it.
+        let request = request.data(crate::consent::ConsentSession::new());
         next.run(ctx, request).await
     }
 

@@ -6,9 +6,12 @@ use uuid::Uuid;
 
 use crate::{
     auth::TenantId,
+    consent::{Permit, Permitted},
     error::ApiError,
+    pagination::Page,
     profiles::{CustomerIdentity, customers},
     services::Services,
+    touchpoints::{Touchpoint, timeline},
 };
 
 /// Loads identities of many customers at once. Built per request, for one tenant: never shared between callers.
@@ -32,52 +35,15 @@ impl Loader<Uuid> for IdentityLoader {
     }
 }
 
-/// Loads the consents in force for many customers at once (for `Customer.consents`).
-pub struct ConsentLoader {
-    caller: crate::auth::Caller,
-    services: Services,
-}
-
-impl ConsentLoader {
-    pub fn new(caller: crate::auth::Caller, services: Services) -> Self {
-        ConsentLoader { caller, services }
-    }
-}
-
-impl Loader<Uuid> for ConsentLoader {
-    type Value = Vec<crate::consent::ConsentState>;
-    type Error = Arc<ApiError>;
-
-    async fn load(&self, keys: &[Uuid]) -> Result<HashMap<Uuid, Self::Value>, Self::Error> {
-        crate::consent::ledger::current_for(&self.caller, &self.services, keys, None).await.map_err(Arc::new)
-    }
-}
-
-/// A customer's latest touchpoints page (no cursor, no filter): what a list of customers asks for.
+/// A customer's latest touchpoints page (no cursor, no filter), asked for with the permit the resolver got from
+/// the operation's consent session: the loader fetches, it never decides.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct RecentKey {
-    pub customer: Uuid,
+    pub permit: Permit,
     pub first: usize,
 }
 
-/// A policy refusal, kept cloneable for the loader's cache.
-#[derive(Debug, Clone)]
-pub struct Refusal {
-    purpose: String,
-    reason: &'static str,
-    message: String,
-}
-
-impl From<Refusal> for ApiError {
-    fn from(r: Refusal) -> Self {
-        ApiError::ConsentRequired { purpose: r.purpose, reason: r.reason, message: r.message }
-    }
-}
-
-pub type RecentPage =
-    Result<(crate::consent::Permit, crate::pagination::Page<crate::touchpoints::Touchpoint>), Refusal>;
-
-/// Loads the first page of many customers' timelines with one window query (after two for the decisions).
+/// Loads the first page of many customers' timelines with one window query.
 pub struct RecentTouchpointsLoader {
     caller: crate::auth::Caller,
     services: Services,
@@ -90,26 +56,19 @@ impl RecentTouchpointsLoader {
 }
 
 impl Loader<RecentKey> for RecentTouchpointsLoader {
-    type Value = RecentPage;
+    type Value = Permitted<Page<Touchpoint>>;
     type Error = Arc<ApiError>;
 
     async fn load(&self, keys: &[RecentKey]) -> Result<HashMap<RecentKey, Self::Value>, Self::Error> {
-        let mut by_size: HashMap<usize, Vec<Uuid>> = HashMap::new();
+        let mut by_size: HashMap<usize, Vec<Permit>> = HashMap::new();
         for key in keys {
-            by_size.entry(key.first).or_default().push(key.customer);
+            by_size.entry(key.first).or_default().push(key.permit);
         }
         let mut out = HashMap::with_capacity(keys.len());
-        for (first, customers) in by_size {
-            let pages = crate::touchpoints::timeline::recent_for_many(&self.caller, &self.services, &customers, first)
-                .await
-                .map_err(Arc::new)?;
-            for (customer, page) in pages {
-                let value = page.map_err(|err| match err {
-                    ApiError::ConsentRequired { purpose, reason, message } => Refusal { purpose, reason, message },
-                    other => Refusal { purpose: String::new(), reason: "ERROR", message: other.to_string() },
-                });
-                out.insert(RecentKey { customer, first }, value);
-            }
+        for (first, permits) in by_size {
+            let pages =
+                timeline::recent_for_many(&self.caller, &self.services, &permits, first).await.map_err(Arc::new)?;
+            out.extend(pages.into_values().map(|page| (RecentKey { permit: page.permit(), first }, page)));
         }
         Ok(out)
     }

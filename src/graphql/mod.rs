@@ -13,7 +13,7 @@ mod views;
 use async_graphql::{Context, ErrorExtensions, MergedObject, MergedSubscription, Schema};
 
 pub use document::{OperationKind, RequestDocument, inspect};
-pub use loaders::{ConsentLoader, IdentityLoader, RecentTouchpointsLoader};
+pub use loaders::{IdentityLoader, RecentTouchpointsLoader};
 
 use crate::{auth::Caller, config::Config, error::ApiError, services::Services};
 
@@ -59,16 +59,27 @@ impl RequestContext {
             tokio::spawn,
         ));
         data.insert(async_graphql::dataloader::DataLoader::new(
-            ConsentLoader::new(self.caller.clone(), self.services.clone()),
-            tokio::spawn,
-        ));
-        data.insert(async_graphql::dataloader::DataLoader::new(
             RecentTouchpointsLoader::new(self.caller.clone(), self.services.clone()),
             tokio::spawn,
         ));
         data.insert(self);
         data
     }
+}
+
+/// The operation's consent read session (put in by the execution path's `Guard`).
+pub(crate) fn session<'a>(ctx: &Context<'a>) -> async_graphql::Result<&'a crate::consent::ConsentSession> {
+    ctx.data_opt::<crate::consent::ConsentSession>().ok_or_else(|| {
+        ApiError::Internal(anyhow::anyhow!("no consent session: the Guard extension is missing")).extend()
+    })
+}
+
+/// A per-request DataLoader, or an internal error (logged) when an entry point forgot to put the loaders in.
+pub(crate) fn loader<'a, T: Send + Sync + 'static>(ctx: &Context<'a>) -> async_graphql::Result<&'a T> {
+    ctx.data_opt::<T>().ok_or_else(|| {
+        ApiError::Internal(anyhow::anyhow!("no {} in the request: the loaders are missing", std::any::type_name::<T>()))
+            .extend()
+    })
 }
 
 /// The request context, or `UNAUTHENTICATED` when an entry point forgot to put one in.

@@ -8,7 +8,7 @@ use futures_util::{Stream, StreamExt};
 use uuid::Uuid;
 
 use super::{
-    request,
+    request, session,
     views::{CustomerChangeView, CustomerView, MergeView},
 };
 use crate::{
@@ -78,7 +78,7 @@ impl ProfilesQuery {
     /// One customer by id. `NOT_FOUND` when it does not exist in the caller's tenant.
     async fn customer(&self, ctx: &Context<'_>, id: Uuid) -> async_graphql::Result<Option<CustomerView>> {
         let rc = request(ctx)?;
-        let profile = customers::read_profile(&rc.caller, &rc.services, id).await.gql()?;
+        let profile = customers::read_profile(&rc.caller, &rc.services, session(ctx)?, id).await.gql()?;
         Ok(Some(CustomerView::read(profile, Disclosure::for_caller(&rc.caller))))
     }
 
@@ -89,7 +89,8 @@ impl ProfilesQuery {
         identity: IdentityInput,
     ) -> async_graphql::Result<Option<CustomerView>> {
         let rc = request(ctx)?;
-        let profile = customers::find_by_identity(&rc.caller, &rc.services, identity.into()).await.gql()?;
+        let profile =
+            customers::find_by_identity(&rc.caller, &rc.services, session(ctx)?, identity.into()).await.gql()?;
         Ok(Some(CustomerView::read(profile, Disclosure::for_caller(&rc.caller))))
     }
 
@@ -110,7 +111,7 @@ impl ProfilesQuery {
             updated_since: filter.updated_since,
             has_trait: filter.has_trait.map(|t| (t.name, t.equals.0)),
         };
-        let listed = customers::list_customers(&rc.caller, &rc.services, &filter, page).await.gql()?;
+        let listed = customers::list_customers(&rc.caller, &rc.services, session(ctx)?, &filter, page).await.gql()?;
         let fields = CustomerListFields {
             excluded_count: i32::try_from(listed.excluded).unwrap_or(i32::MAX),
             resume_cursor: listed.resume_after.map(encode_cursor),

@@ -5,7 +5,7 @@ use uuid::Uuid;
 
 use super::request;
 use crate::{
-    consent::{ConsentEvent, ConsentStatus, Permit},
+    consent::{ConsentEvent, ConsentStatus, Permit, Permitted},
     error::GqlResult,
     privacy::Disclosure,
     touchpoints::{
@@ -14,7 +14,14 @@ use crate::{
     },
 };
 
-pub struct TouchpointView(pub Touchpoint);
+/// A touchpoint is personalization data: its view is made only from a `Permitted` touchpoint.
+pub struct TouchpointView(Touchpoint);
+
+impl From<Permitted<Touchpoint>> for TouchpointView {
+    fn from(permitted: Permitted<Touchpoint>) -> Self {
+        TouchpointView(permitted.into_value())
+    }
+}
 
 /// One interaction of a customer with the brand.
 #[Object(name = "Touchpoint")]
@@ -121,7 +128,13 @@ impl ConnectionNameType for FeedName {
 }
 
 /// Where the customer is in the journey, stage by stage.
-pub struct JourneyView(pub Journey);
+pub struct JourneyView(Journey);
+
+impl From<Permitted<Journey>> for JourneyView {
+    fn from(permitted: Permitted<Journey>) -> Self {
+        JourneyView(permitted.into_value())
+    }
+}
 
 #[Object(name = "Journey")]
 impl JourneyView {

@@ -79,9 +79,10 @@ impl TouchpointsQuery {
                 resume_cursor: feed.resume_after.map(encode_feed_cursor),
             },
         );
-        connection
-            .edges
-            .extend(feed.page.items.into_iter().map(|(at, tp)| Edge::new(encode_feed_cursor(at), TouchpointView(tp))));
+        connection.edges.extend(feed.page.items.into_iter().map(|item| {
+            let at = item.value().0;
+            Edge::new(encode_feed_cursor(at), TouchpointView::from(item.map(|(_, tp)| tp)))
+        }));
         Ok(connection)
     }
 }
@@ -315,6 +316,6 @@ impl TouchpointsSubscription {
         use futures_util::StreamExt;
         let rc = request(ctx)?;
         let stream = timeline::watch(&rc.caller, &rc.services).await.gql()?;
-        Ok(stream.map(TouchpointView))
+        Ok(stream.map(TouchpointView::from))
     }
 }

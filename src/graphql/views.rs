@@ -5,20 +5,21 @@ use async_graphql::{
     connection::{Connection, Edge, EmptyFields},
     dataloader::DataLoader,
 };
-use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::{
-    loaders::{ConsentLoader, IdentityLoader, RecentKey, RecentTouchpointsLoader},
+    loader,
+    loaders::{IdentityLoader, RecentKey, RecentTouchpointsLoader},
     records::{CustomerTraitsView, SourceRecordView, TraitValueView},
-    request,
+    request, session,
     touchpoint_views::{ConsentView, JourneyView, TimelineFields, TimelineName, TouchpointView},
     touchpoints::TouchpointFilterInput,
 };
 use crate::{
-    consent::{PrivacyState, ledger},
+    auth::Scope,
+    consent::{DataCategory, ledger},
     error::{ApiError, GqlResult},
     pagination::{PageRequest, Window, decode_time_cursor, encode_cursor, encode_time_cursor},
     privacy::Disclosure,
@@ -32,21 +33,22 @@ use crate::{
     touchpoints::timeline::{self, TouchpointFilter},
 };
 
+/// A customer as a view. Its consents and every decision about its personalization data come from the
+/// operation's `ConsentSession`; the view holds no privacy state of its own.
 pub struct CustomerView {
     customer: Customer,
     disclosure: Disclosure,
-    /// Set for a single-customer read: the privacy state this request read with the customer, which its consents
-    /// and every decision on its personalization data use. Lists leave it unset and batch through the loaders.
-    privacy: Option<Arc<PrivacyState>>,
+    /// A single-customer read (its identities are read directly, through the profile cache); lists batch them.
+    single: bool,
 }
 
 impl CustomerView {
     pub fn new(customer: Customer, disclosure: Disclosure) -> Self {
-        CustomerView { customer, disclosure, privacy: None }
+        CustomerView { customer, disclosure, single: false }
     }
 
     pub fn read(profile: Profile, disclosure: Disclosure) -> Self {
-        CustomerView { customer: profile.customer, disclosure, privacy: Some(Arc::new(profile.privacy)) }
+        CustomerView { customer: profile.customer, disclosure, single: true }
     }
 }
 
@@ -69,11 +71,13 @@ impl CustomerView {
 
     /// Every identifier that points at this customer (values masked unless the token has `pii:read`).
     async fn identities(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<IdentityView>> {
-        let identities = if self.privacy.is_some() {
+        let identities = if self.single {
             let rc = request(ctx)?;
-            customers::identities_of_one(rc.caller.tenant(), &rc.services, self.customer.id).await.gql()?
+            let mut found =
+                customers::identities_of(rc.caller.tenant(), &rc.services, &[self.customer.id]).await.gql()?;
+            found.remove(&self.customer.id).unwrap_or_default()
         } else {
-            let loader = ctx.data_unchecked::<DataLoader<IdentityLoader>>();
+            let loader = loader::<DataLoader<IdentityLoader>>(ctx)?;
             loader.load_one(self.customer.id).await.map_err(|e| e.as_ref().extend())?.unwrap_or_default()
         };
         Ok(identities.into_iter().map(|identity| IdentityView { identity, disclosure: self.disclosure }).collect())
@@ -140,12 +144,9 @@ impl CustomerView {
 
     /// The consent decisions in force now, one per purpose (and channel).
     async fn consents(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<ConsentView>> {
-        if let Some(privacy) = &self.privacy {
-            return Ok(privacy.consents.iter().cloned().map(ConsentView::from).collect());
-        }
-        let loader = ctx.data_unchecked::<DataLoader<ConsentLoader>>();
-        let states = loader.load_one(self.customer.id).await.map_err(|e| e.as_ref().extend())?;
-        Ok(states.unwrap_or_default().into_iter().map(ConsentView::from).collect())
+        let rc = request(ctx)?;
+        let state = session(ctx)?.state(&rc.caller, &rc.services, self.customer.id).await.gql()?;
+        Ok(state.consents.iter().cloned().map(ConsentView::from).collect())
     }
 
     /// The decisions that were in force at a past moment.
@@ -188,36 +189,32 @@ impl CustomerView {
         let rc = request(ctx)?;
         let window = Window::parse(first, after.as_deref(), last, before.as_deref(), decode_time_cursor).gql()?;
         let filter: TouchpointFilter = filter.unwrap_or_default().into();
-        let (permit, page) = match (window, &self.privacy) {
-            // A single-customer read decides with the privacy state it read with the customer.
-            (window, Some(privacy)) => {
-                timeline::read_timeline_with(&rc.caller, &rc.services, self.customer.id, privacy, &filter, window)
+        let session = session(ctx)?;
+        let page = match window {
+            // A list of customers with their latest touchpoints: decided here, fetched for the whole list at once.
+            Window::Forward { first, after: None } if !self.single && filter.is_empty() => {
+                rc.caller.require(Scope::TouchpointsRead).gql()?;
+                let permit = session
+                    .decide(&rc.caller, &rc.services, self.customer.id, DataCategory::BehaviouralHistory)
                     .await
-                    .gql()?
+                    .gql()?;
+                let loader = loader::<DataLoader<RecentTouchpointsLoader>>(ctx)?;
+                let loaded = loader.load_one(RecentKey { permit, first }).await.map_err(|e| e.as_ref().extend())?;
+                loaded.ok_or_else(|| ApiError::not_found(format!("customer {}", self.customer.id)).extend())?
             }
-            // The common case (a list of customers with their latest touchpoints) is batched across customers.
-            (Window::Forward { first, after: None }, None) if filter.is_empty() => {
-                let loader = ctx.data_unchecked::<DataLoader<RecentTouchpointsLoader>>();
-                let key = RecentKey { customer: self.customer.id, first };
-                let loaded = loader.load_one(key).await.map_err(|e| e.as_ref().extend())?;
-                match loaded {
-                    Some(Ok(found)) => found,
-                    Some(Err(refusal)) => return Err(ApiError::from(refusal).extend()),
-                    None => return Err(ApiError::not_found(format!("customer {}", self.customer.id)).extend()),
-                }
-            }
-            (window, None) => {
-                timeline::read_timeline(&rc.caller, &rc.services, self.customer.id, &filter, window).await.gql()?
-            }
+            window => timeline::read_timeline(&rc.caller, &rc.services, session, self.customer.id, &filter, window)
+                .await
+                .gql()?,
         };
-        let mut connection = Connection::with_additional_fields(
-            page.has_previous_page,
-            page.has_next_page,
-            TimelineFields { permit, filter },
-        );
-        connection.edges.extend(
-            page.items.into_iter().map(|tp| Edge::new(encode_time_cursor(tp.occurred_at, tp.id), TouchpointView(tp))),
-        );
+        let permit = page.permit();
+        let page = page.into_value();
+        let (has_previous_page, has_next_page) = (page.has_previous_page, page.has_next_page);
+        let mut connection =
+            Connection::with_additional_fields(has_previous_page, has_next_page, TimelineFields { permit, filter });
+        connection.edges.extend(permit.serve(page.items).into_items().map(|tp| {
+            let cursor = encode_time_cursor(tp.value().occurred_at, tp.value().id);
+            Edge::new(cursor, TouchpointView::from(tp))
+        }));
         Ok(Some(connection))
     }
 
@@ -252,12 +249,8 @@ impl CustomerView {
     /// the customer consented to the caller's purpose. Needs `touchpoints:read`.
     async fn journey(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<JourneyView>> {
         let rc = request(ctx)?;
-        let journey = match &self.privacy {
-            Some(privacy) => timeline::read_journey_with(&rc.caller, &rc.services, self.customer.id, privacy).await,
-            None => timeline::read_journey(&rc.caller, &rc.services, self.customer.id).await,
-        }
-        .gql()?;
-        Ok(Some(JourneyView(journey)))
+        let journey = timeline::read_journey(&rc.caller, &rc.services, session(ctx)?, self.customer.id).await.gql()?;
+        Ok(Some(JourneyView::from(journey)))
     }
 }
 

@@ -18,7 +18,7 @@ use super::{
 };
 use crate::{
     auth::{Caller, Scope, TenantId},
-    consent::policy,
+    consent::{ConsentSession, policy},
     error::{ApiError, ApiResult},
     pagination::{Page, PageRequest},
     services::Services,
@@ -225,8 +225,6 @@ async fn set_names(
 #[derive(Debug, Clone)]
 pub struct Profile {
     pub customer: Customer,
-    /// Restriction and consents in force, as read by this request: what its decisions are made with.
-    pub privacy: policy::PrivacyState,
 }
 
 /// One customer of the caller's tenant; `NOT_FOUND` for ids of other tenants. A merged-away id answers with its
@@ -234,7 +232,7 @@ pub struct Profile {
 /// every decision about its personalization data in this request rest on the same fresh state, and no cache sits
 /// between a withdrawal or a restriction and the next read.
 #[tracing::instrument(skip_all, fields(tenant = %caller.tenant(), customer = %id))]
-pub async fn read_profile(caller: &Caller, svc: &Services, id: Uuid) -> ApiResult<Profile> {
+pub async fn read_profile(caller: &Caller, svc: &Services, session: &ConsentSession, id: Uuid) -> ApiResult<Profile> {
     caller.require(Scope::ProfilesRead)?;
     let not_found = || ApiError::not_found(format!("customer {id}"));
     let conn = svc.db.conn();
@@ -251,7 +249,8 @@ pub async fn read_profile(caller: &Caller, svc: &Services, id: Uuid) -> ApiResul
     policy::check_profile_visible(caller, customer.restricted)?;
     // Logged under the person served (the survivor), so the person's access log and export show the read.
     svc.access_log.record(caller, [customer.id], "profile");
-    Ok(Profile { customer, privacy })
+    session.remember(customer.id, privacy).await;
+    Ok(Profile { customer })
 }
 
 /// The customer an id stands for now: itself, or the customer it was merged into (following a chain of merges,
@@ -308,13 +307,18 @@ pub(crate) async fn person_ids(
 
 /// The customer an identity points at, after normalising the identity the same way writes do.
 #[tracing::instrument(skip_all, fields(tenant = %caller.tenant()))]
-pub async fn find_by_identity(caller: &Caller, svc: &Services, input: IdentityInput) -> ApiResult<Profile> {
+pub async fn find_by_identity(
+    caller: &Caller,
+    svc: &Services,
+    session: &ConsentSession,
+    input: IdentityInput,
+) -> ApiResult<Profile> {
     caller.require(Scope::ProfilesRead)?;
     let identity = Identity::parse(input.kind, &input.value, input.source.as_deref(), &svc.settings, "value")?;
     let found = resolution::find_identities(svc.db.conn(), caller.tenant(), std::slice::from_ref(&identity)).await?;
     let owner =
         found.first().map(|m| m.customer_id).ok_or_else(|| ApiError::not_found("customer with that identity"))?;
-    read_profile(caller, svc, owner).await
+    read_profile(caller, svc, session, owner).await
 }
 
 /// A page of the tenant's customers in creation order (UUIDv7), keyset-paged on (tenant, id).
@@ -322,6 +326,7 @@ pub async fn find_by_identity(caller: &Caller, svc: &Services, input: IdentityIn
 pub async fn list_customers(
     caller: &Caller,
     svc: &Services,
+    session: &ConsentSession,
     filter: &CustomerFilter,
     page: PageRequest,
 ) -> ApiResult<CustomerPage> {
@@ -368,6 +373,7 @@ pub async fn list_customers(
     // Restricted customers are served to privacy administration only: left out here, and counted.
     rows.retain(|r| policy::check_profile_visible(caller, r.restricted).is_ok());
     svc.access_log.record(caller, rows.iter().map(|r| r.id), "profile");
+    session.expect(rows.iter().map(|r| r.id)).await;
     Ok(CustomerPage {
         excluded: fetched - rows.len(),
         resume_after,
@@ -394,7 +400,18 @@ pub async fn identities_of(
     svc: &Services,
     customer_ids: &[Uuid],
 ) -> ApiResult<HashMap<Uuid, Vec<CustomerIdentity>>> {
-    let rows = identity_rows(tenant, svc, customer_ids).await?;
+    let rows = match customer_ids {
+        // One customer (a profile read): from the profile cache when it holds them.
+        [one] => match super::cache::identities(svc, tenant, *one).await {
+            Some(rows) => rows,
+            None => {
+                let rows = identity_rows(tenant, svc, &[*one]).await?;
+                super::cache::remember_identities(svc, tenant, *one, &rows).await;
+                rows
+            }
+        },
+        _ => identity_rows(tenant, svc, customer_ids).await?,
+    };
     let mut by_customer: HashMap<Uuid, Vec<CustomerIdentity>> = HashMap::new();
     for row in rows {
         let owner = row.customer_id;
@@ -412,24 +429,6 @@ async fn identity_rows(tenant: &TenantId, svc: &Services, customer_ids: &[Uuid])
         .order_by_asc(identity::Column::Id)
         .all(svc.db.conn())
         .await?)
-}
-
-/// The identities of one customer a read has just served (`read_profile`): from the profile cache when it holds
-/// them, otherwise from the database (then cached).
-pub async fn identities_of_one(
-    tenant: &TenantId,
-    svc: &Services,
-    customer_id: Uuid,
-) -> ApiResult<Vec<CustomerIdentity>> {
-    let rows = match super::cache::identities(svc, tenant, customer_id).await {
-        Some(rows) => rows,
-        None => {
-            let rows = identity_rows(tenant, svc, &[customer_id]).await?;
-            super::cache::remember_identities(svc, tenant, customer_id, &rows).await;
-            rows
-        }
-    };
-    Ok(rows.into_iter().filter_map(to_customer_identity).collect())
 }
 
 /// Changes to the caller's tenant's customers as they happen (on every instance, through pub/sub).

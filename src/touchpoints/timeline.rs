@@ -16,7 +16,7 @@ use uuid::Uuid;
 use super::model::{Channel, JourneyStage, Touchpoint, TouchpointType};
 use crate::{
     auth::{Caller, Scope, TenantId},
-    consent::{DataCategory, Permit, PrivacyState, policy},
+    consent::{ConsentSession, DataCategory, Permit, Permitted, policy},
     error::{ApiError, ApiResult},
     pagination::{FeedCursor, FeedPosition, Page, PageRequest, Window},
     profiles::cache as profile_cache,
@@ -205,7 +205,7 @@ pub async fn journey(tenant: &TenantId, svc: &Services, permit: &Permit) -> ApiR
 #[derive(Debug, Clone)]
 pub struct FeedPage {
     /// The touchpoints served, each with its place in the feed (what its cursor names).
-    pub page: Page<(FeedPosition, Touchpoint)>,
+    pub page: Page<Permitted<(FeedPosition, Touchpoint)>>,
     /// Touchpoints on this page withheld because their customer's consent or restriction forbids the read.
     pub excluded: usize,
     /// The place to resume after, even when every touchpoint of the page was withheld.
@@ -249,18 +249,19 @@ pub async fn feed(
     rows.truncate(page.first);
     let resume_after = rows.last().map(position);
     let customers: Vec<Uuid> = rows.iter().map(|r| r.customer_id).collect::<HashSet<_>>().into_iter().collect();
-    let (permitted, _) = policy::authorize_many(caller, svc, &customers, DataCategory::BehaviouralHistory).await?;
+    let decisions = policy::decide_many(caller, svc, &customers, DataCategory::BehaviouralHistory).await?;
     let total = rows.len();
-    let items: Vec<(FeedPosition, Touchpoint)> = rows
+    let items: Vec<Permitted<(FeedPosition, Touchpoint)>> = rows
         .into_iter()
-        .filter(|r| permitted.contains(&r.customer_id))
         .filter_map(|r| {
+            let permit = *decisions.get(&r.customer_id)?.as_ref().ok()?;
             let at = position(&r);
-            Touchpoint::from_row(r).map(|tp| (at, tp))
+            Touchpoint::from_row(r).map(|tp| permit.serve((at, tp)))
         })
         .collect();
     let excluded = total - items.len();
-    svc.access_log.record(caller, items.iter().map(|(_, t)| t.customer_id).collect::<HashSet<_>>(), "touchpoints");
+    let served: HashSet<Uuid> = items.iter().map(|p| p.permit().customer_id()).collect();
+    svc.access_log.record(caller, served, "touchpoints");
     Ok(FeedPage { page: Page { items, has_next_page, has_previous_page: after.is_some() }, excluded, resume_after })
 }
 
@@ -329,106 +330,72 @@ async fn committed_after(
     }
 }
 
-/// One customer's timeline for the caller: scope, tenant and the policy decision, then the page.
+/// One customer's timeline for the caller: scope, tenant, the policy's decision with the operation's consent
+/// session, then the page. The latest page (what a profile shows) comes from the profile cache when it holds it
+/// under the customer's current consent version.
 pub async fn read_timeline(
     caller: &Caller,
     svc: &Services,
+    session: &ConsentSession,
     customer_id: Uuid,
     filter: &TouchpointFilter,
     window: Window<(DateTime<Utc>, Uuid)>,
-) -> ApiResult<(Permit, Page<Touchpoint>)> {
+) -> ApiResult<Permitted<Page<Touchpoint>>> {
     caller.require(Scope::TouchpointsRead)?;
-    let permit = policy::authorize(caller, svc, customer_id, DataCategory::BehaviouralHistory).await?;
-    serve_timeline(caller, svc, permit, filter, window).await
-}
-
-/// `read_timeline` for a customer whose privacy state this request read with its row (`customers::read_profile`).
-pub async fn read_timeline_with(
-    caller: &Caller,
-    svc: &Services,
-    customer_id: Uuid,
-    state: &PrivacyState,
-    filter: &TouchpointFilter,
-    window: Window<(DateTime<Utc>, Uuid)>,
-) -> ApiResult<(Permit, Page<Touchpoint>)> {
-    caller.require(Scope::TouchpointsRead)?;
-    let permit = policy::decide(caller, customer_id, state, DataCategory::BehaviouralHistory, Utc::now())?;
-    let Window::Forward { first, after: None } = window else {
-        return serve_timeline(caller, svc, permit, filter, window).await;
-    };
-    if !filter.is_empty() {
-        return serve_timeline(caller, svc, permit, filter, window).await;
-    }
-    // The latest page, what a profile shows: from the profile cache when it holds it under this consent version.
-    let tenant = caller.tenant();
-    let rows = match profile_cache::recent(svc, tenant, &permit, state.consent_version, first).await {
-        Some(rows) => rows,
-        None => {
-            let rows = of_customer(tenant, &permit)
-                .order_by(touchpoint::Column::OccurredAt, Order::Desc)
-                .order_by(touchpoint::Column::Id, Order::Desc)
-                .limit(first as u64 + 1)
-                .all(svc.db.conn())
-                .await?;
-            profile_cache::remember_recent(svc, tenant, &permit, state.consent_version, first, &rows).await;
-            rows
+    let state = session.state(caller, svc, customer_id).await?;
+    let permit = policy::decide(caller, customer_id, &state, DataCategory::BehaviouralHistory, Utc::now())?;
+    let page = match window {
+        Window::Forward { first, after: None } if filter.is_empty() => {
+            let tenant = caller.tenant();
+            let rows = match profile_cache::recent(svc, tenant, &permit, state.consent_version, first).await {
+                Some(rows) => rows,
+                None => {
+                    let rows = of_customer(tenant, &permit)
+                        .order_by(touchpoint::Column::OccurredAt, Order::Desc)
+                        .order_by(touchpoint::Column::Id, Order::Desc)
+                        .limit(first as u64 + 1)
+                        .all(svc.db.conn())
+                        .await?;
+                    profile_cache::remember_recent(svc, tenant, &permit, state.consent_version, first, &rows).await;
+                    rows
+                }
+            };
+            let has_next_page = rows.len() > first;
+            let items = rows.into_iter().take(first).filter_map(Touchpoint::from_row).collect();
+            Page { items, has_next_page, has_previous_page: false }
         }
+        window => timeline(caller.tenant(), svc, &permit, filter, window).await?,
     };
-    let has_next_page = rows.len() > first;
-    let items = rows.into_iter().take(first).filter_map(Touchpoint::from_row).collect();
     svc.access_log.record(caller, [customer_id], "touchpoints");
-    Ok((permit, Page { items, has_next_page, has_previous_page: false }))
-}
-
-async fn serve_timeline(
-    caller: &Caller,
-    svc: &Services,
-    permit: Permit,
-    filter: &TouchpointFilter,
-    window: Window<(DateTime<Utc>, Uuid)>,
-) -> ApiResult<(Permit, Page<Touchpoint>)> {
-    let page = timeline(caller.tenant(), svc, &permit, filter, window).await?;
-    svc.access_log.record(caller, [permit.customer_id()], "touchpoints");
-    Ok((permit, page))
+    Ok(permit.serve(page))
 }
 
 /// One customer's journey summary for the caller (derived data: always gated by consent).
-pub async fn read_journey(caller: &Caller, svc: &Services, customer_id: Uuid) -> ApiResult<Journey> {
-    caller.require(Scope::TouchpointsRead)?;
-    let permit = policy::authorize(caller, svc, customer_id, DataCategory::DerivedInsights).await?;
-    serve_journey(caller, svc, permit).await
-}
-
-/// `read_journey` for a customer whose privacy state this request read with its row.
-pub async fn read_journey_with(
+pub async fn read_journey(
     caller: &Caller,
     svc: &Services,
+    session: &ConsentSession,
     customer_id: Uuid,
-    state: &PrivacyState,
-) -> ApiResult<Journey> {
+) -> ApiResult<Permitted<Journey>> {
     caller.require(Scope::TouchpointsRead)?;
-    let permit = policy::decide(caller, customer_id, state, DataCategory::DerivedInsights, Utc::now())?;
-    serve_journey(caller, svc, permit).await
-}
-
-async fn serve_journey(caller: &Caller, svc: &Services, permit: Permit) -> ApiResult<Journey> {
+    let permit = session.decide(caller, svc, customer_id, DataCategory::DerivedInsights).await?;
     let journey = journey(caller.tenant(), svc, &permit).await?;
-    svc.access_log.record(caller, [permit.customer_id()], "journey");
-    Ok(journey)
+    svc.access_log.record(caller, [customer_id], "journey");
+    Ok(permit.serve(journey))
 }
 
-/// The latest `first` touchpoints of many customers at once, each decided by the policy: two queries for the
-/// decisions and one window query for every permitted customer's page (the DataLoader behind
-/// `customers { touchpoints }`).
+/// The latest `first` touchpoints of many customers at once, one window query for all of them (the DataLoader
+/// behind `customers { touchpoints }`). Each customer comes with the permit its page was decided by.
 pub async fn recent_for_many(
     caller: &Caller,
     svc: &Services,
-    customer_ids: &[Uuid],
+    permits: &[Permit],
     first: usize,
-) -> ApiResult<HashMap<Uuid, ApiResult<(Permit, Page<Touchpoint>)>>> {
+) -> ApiResult<HashMap<Uuid, Permitted<Page<Touchpoint>>>> {
     caller.require(Scope::TouchpointsRead)?;
-    let decisions = policy::decide_many(caller, svc, customer_ids, DataCategory::BehaviouralHistory).await?;
-    let permitted: Vec<Uuid> = decisions.iter().filter(|(_, d)| d.is_ok()).map(|(id, _)| *id).collect();
+    let permits: Vec<Permit> =
+        permits.iter().copied().filter(|p| p.category() == DataCategory::BehaviouralHistory).collect();
+    let permitted: Vec<Uuid> = permits.iter().map(Permit::customer_id).collect();
     let mut rows_by_customer: HashMap<Uuid, Vec<touchpoint::Model>> = HashMap::new();
     if !permitted.is_empty() && first > 0 {
         let backend = svc.db.backend();
@@ -465,34 +432,26 @@ pub async fn recent_for_many(
             rows.sort_by_key(|r| std::cmp::Reverse((r.occurred_at, r.id)));
         }
     }
-    let mut served = Vec::new();
-    let result = decisions
+    let result = permits
         .into_iter()
-        .map(|(id, decision)| {
-            let page = decision.map(|permit| {
-                let mut rows = rows_by_customer.remove(&id).unwrap_or_default();
-                let has_next_page = rows.len() > first;
-                rows.truncate(first);
-                served.push(id);
-                (
-                    permit,
-                    Page {
-                        items: rows.into_iter().filter_map(Touchpoint::from_row).collect(),
-                        has_next_page,
-                        has_previous_page: false,
-                    },
-                )
-            });
-            (id, page)
+        .map(|permit| {
+            let mut rows = rows_by_customer.remove(&permit.customer_id()).unwrap_or_default();
+            let has_next_page = rows.len() > first;
+            rows.truncate(first);
+            let items = rows.into_iter().filter_map(Touchpoint::from_row).collect();
+            (permit.customer_id(), permit.serve(Page { items, has_next_page, has_previous_page: false }))
         })
         .collect();
-    svc.access_log.record(caller, served, "touchpoints");
+    svc.access_log.record(caller, permitted, "touchpoints");
     Ok(result)
 }
 
 /// New touchpoints of the caller's tenant as they are recorded, each passed through the policy decision point:
 /// customers who have not consented to the caller's purpose are not streamed. Needs `touchpoints:read`.
-pub async fn watch(caller: &Caller, svc: &Services) -> ApiResult<futures_util::stream::BoxStream<'static, Touchpoint>> {
+pub async fn watch(
+    caller: &Caller,
+    svc: &Services,
+) -> ApiResult<futures_util::stream::BoxStream<'static, Permitted<Touchpoint>>> {
     use futures_util::StreamExt;
     caller.require(Scope::TouchpointsRead)?;
     let stream = svc.pubsub.subscribe(&crate::changes::touchpoints_topic(caller.tenant())).await.map_err(|err| {
@@ -515,7 +474,7 @@ pub async fn watch(caller: &Caller, svc: &Services) -> ApiResult<futures_util::s
                     .await
                     .ok()??;
                 svc.access_log.record(&caller, [event.customer_id], "touchpoints");
-                Touchpoint::from_row(row)
+                Touchpoint::from_row(row).map(|tp| permit.serve(tp))
             }
         })
         .boxed())
