@@ -106,13 +106,47 @@ impl From<DbErr> for ApiError {
     fn from(err: DbErr) -> Self {
         match &err {
             DbErr::RecordNotFound(_) => ApiError::NotFound("record".into()),
-            DbErr::ConnectionAcquire(_) | DbErr::Conn(_) => {
+            _ if is_transient(&err) => {
                 tracing::error!(error = %err, "database unavailable");
                 ApiError::Unavailable("the database is unavailable, try again".into())
             }
             _ => ApiError::Internal(err.into()),
         }
     }
+}
+
+/// Database failures a retry can fix: no connection, a connection lost or shut down by the server (PostgreSQL
+/// restarting answers 57P01), the server refusing connections for now, serialization failures and deadlocks, and
+/// SQLite's busy database. Everything else is a defect or bad data, and is not retried.
+pub(crate) fn is_transient(err: &DbErr) -> bool {
+    use sea_orm::{RuntimeErr, sqlx};
+    let sqlx_error = match err {
+        DbErr::ConnectionAcquire(_) | DbErr::Conn(_) => return true,
+        DbErr::Exec(RuntimeErr::SqlxError(e)) | DbErr::Query(RuntimeErr::SqlxError(e)) => e,
+        _ => return false,
+    };
+    match sqlx_error.as_ref() {
+        sqlx::Error::Io(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::Protocol(_) => true,
+        sqlx::Error::Database(db) => db.code().is_some_and(|code| is_transient_code(&code)),
+        _ => false,
+    }
+}
+
+/// SQLSTATEs (PostgreSQL) and result codes (SQLite) that mean "try again".
+fn is_transient_code(code: &str) -> bool {
+    code.starts_with("08") // connection exception
+        || matches!(
+            code,
+            "57P01" | "57P02" | "57P03" // admin shutdown, crash shutdown, cannot connect now
+                | "53300" // too many connections
+                | "40001" | "40P01" // serialization failure, deadlock
+                | "5" | "6" | "517" // SQLITE_BUSY, SQLITE_LOCKED, SQLITE_BUSY_SNAPSHOT
+        )
 }
 
 impl ErrorExtensions for ApiError {
@@ -147,5 +181,65 @@ pub trait GqlResult<T> {
 impl<T> GqlResult<T> for ApiResult<T> {
     fn gql(self) -> async_graphql::Result<T> {
         self.map_err(|e| e.extend())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{borrow::Cow, sync::Arc};
+
+    use sea_orm::{RuntimeErr, sqlx};
+
+    use super::*;
+
+    /// A database error with a given SQLSTATE, as a driver reports it.
+    #[derive(Debug)]
+    struct Coded(&'static str);
+
+    impl std::fmt::Display for Coded {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "error {}", self.0)
+        }
+    }
+
+    impl std::error::Error for Coded {}
+
+    impl sqlx::error::DatabaseError for Coded {
+        fn message(&self) -> &str {
+            "coded"
+        }
+        fn code(&self) -> Option<Cow<'_, str>> {
+            Some(Cow::Borrowed(self.0))
+        }
+        fn as_error(&self) -> &(dyn std::error::Error + Send + Sync + 'static) {
+            self
+        }
+        fn as_error_mut(&mut self) -> &mut (dyn std::error::Error + Send + Sync + 'static) {
+            self
+        }
+        fn into_error(self: Box<Self>) -> Box<dyn std::error::Error + Send + Sync + 'static> {
+            self
+        }
+        fn kind(&self) -> sqlx::error::ErrorKind {
+            sqlx::error::ErrorKind::Other
+        }
+    }
+
+    fn db(code: &'static str) -> DbErr {
+        DbErr::Exec(RuntimeErr::SqlxError(Arc::new(sqlx::Error::Database(Box::new(Coded(code))))))
+    }
+
+    #[test]
+    fn retryable_database_failures_answer_unavailable() {
+        for code in ["57P01", "57P03", "08006", "40001", "40P01", "53300", "5"] {
+            assert_eq!(ApiError::from(db(code)).code(), ErrorCode::Unavailable, "{code}");
+        }
+        let io = DbErr::Query(RuntimeErr::SqlxError(Arc::new(sqlx::Error::Io(std::io::ErrorKind::BrokenPipe.into()))));
+        assert_eq!(ApiError::from(io).code(), ErrorCode::Unavailable);
+        assert_eq!(ApiError::from(DbErr::Conn(RuntimeErr::Internal("refused".into()))).code(), ErrorCode::Unavailable);
+        // A broken constraint or bad SQL is a defect: not retried.
+        for code in ["23505", "42P01", "22P02"] {
+            assert_eq!(ApiError::from(db(code)).code(), ErrorCode::Internal, "{code}");
+        }
     }
 }
