@@ -17,7 +17,7 @@ use async_graphql::{
 };
 use futures_util::{StreamExt, stream::BoxStream};
 
-use super::document::{OperationKind, inspect};
+use super::document::{OperationKind, ResponseOrder, inspect};
 use crate::{config::Config, error::ErrorCode};
 
 /// The limits and the schema's field types, shared by every operation.
@@ -64,6 +64,8 @@ impl ExtensionFactory for Guard {
 struct Seen {
     name: Option<String>,
     kind: Option<OperationKind>,
+    /// The order the document selects its fields in, which the response keeps.
+    order: Option<Arc<ResponseOrder>>,
 }
 
 struct Operation {
@@ -207,11 +209,17 @@ impl Extension for Operation {
                 shape.expanded_fields, limits.max_expanded_fields
             ));
         }
+        // Within the limits, so expanding the fragments to learn the order is bounded.
+        let order = ResponseOrder::of(&document, name.as_deref());
+        if let Ok(mut seen) = self.seen.lock() {
+            seen.order = Some(Arc::new(order));
+        }
         Ok(document)
     }
 }
 
-/// The last step of every response: codes on every error, `null` where a field failed, metrics.
+/// The last step of every response: codes on every error, `null` where a field failed, fields in the order the
+/// document selects them, metrics.
 fn finish(limits: &Limits, seen: &Seen, mut response: Response, started: Option<Instant>) -> Response {
     let request_failed = response.data == Value::Null
         && !response.errors.is_empty()
@@ -228,6 +236,9 @@ fn finish(limits: &Limits, seen: &Seen, mut response: Response, started: Option<
     }
     if !request_failed {
         limits.types.null_failed_fields(seen.kind.unwrap_or(OperationKind::Query), &mut response);
+    }
+    if let Some(order) = &seen.order {
+        order.apply(&mut response.data);
     }
     if let Some(started) = started {
         let operation = operation_label(seen.name.as_deref());
