@@ -240,6 +240,12 @@ fn finish(limits: &Limits, seen: &Seen, mut response: Response, started: Option<
     if let Some(order) = &seen.order {
         order.apply(&mut response.data);
     }
+    // Errors are collected as fields finish: list them in document order (then by path), so the same request
+    // answers the same body.
+    response.errors.sort_by(|a, b| {
+        let at = |e: &ServerError| e.locations.first().map(|p| (p.line, p.column));
+        at(a).cmp(&at(b)).then_with(|| compare_paths(&a.path, &b.path))
+    });
     if let Some(started) = started {
         let operation = operation_label(seen.name.as_deref());
         metrics::histogram!("kontakt_graphql_request_duration_seconds", "operation" => operation.clone())
@@ -255,6 +261,22 @@ fn finish(limits: &Limits, seen: &Seen, mut response: Response, started: Option<
             .increment(1);
     }
     response
+}
+
+fn compare_paths(a: &[PathSegment], b: &[PathSegment]) -> std::cmp::Ordering {
+    use std::cmp::Ordering;
+    for (x, y) in a.iter().zip(b) {
+        let order = match (x, y) {
+            (PathSegment::Index(x), PathSegment::Index(y)) => x.cmp(y),
+            (PathSegment::Field(x), PathSegment::Field(y)) => x.cmp(y),
+            (PathSegment::Index(_), PathSegment::Field(_)) => Ordering::Less,
+            (PathSegment::Field(_), PathSegment::Index(_)) => Ordering::Greater,
+        };
+        if order != Ordering::Equal {
+            return order;
+        }
+    }
+    a.len().cmp(&b.len())
 }
 
 /// Bounded label cardinality: operation names are client-chosen.
