@@ -4,9 +4,10 @@
 //! before a limit refuses it.
 use std::collections::HashMap;
 
+use async_graphql::Value;
 use async_graphql::parser::{
     Positioned,
-    types::{DocumentOperations, ExecutableDocument, OperationType, Selection, SelectionSet},
+    types::{DocumentOperations, ExecutableDocument, OperationDefinition, OperationType, Selection, SelectionSet},
 };
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,13 +33,21 @@ pub struct RequestDocument {
     pub expanded_fields: usize,
 }
 
-pub fn inspect(doc: &ExecutableDocument, operation_name: Option<&str>) -> RequestDocument {
-    let selected = match (&doc.operations, operation_name) {
+/// The operation that runs for `operation_name`, as async-graphql picks it.
+fn selected<'d>(
+    doc: &'d ExecutableDocument,
+    operation_name: Option<&str>,
+) -> Option<&'d Positioned<OperationDefinition>> {
+    match (&doc.operations, operation_name) {
         (DocumentOperations::Single(op), _) => Some(op),
         (DocumentOperations::Multiple(ops), Some(name)) => ops.get(name),
         (DocumentOperations::Multiple(ops), None) if ops.len() == 1 => ops.values().next(),
         (DocumentOperations::Multiple(_), None) => None,
-    };
+    }
+}
+
+pub fn inspect(doc: &ExecutableDocument, operation_name: Option<&str>) -> RequestDocument {
+    let selected = selected(doc, operation_name);
     let operation = selected.map(|op| match op.node.ty {
         OperationType::Query => OperationKind::Query,
         OperationType::Mutation => OperationKind::Mutation,
@@ -99,6 +108,83 @@ impl<'d> Measure<'d> {
         self.visiting.pop();
         self.memo.insert(key.as_str(), measured);
         measured
+    }
+}
+
+/// The response keys of a selection in the order the document selects them (CollectFields of the GraphQL spec:
+/// fields, aliases and fragments in document order, a key selected twice where it first appears), with the order
+/// of each key's own selection. async-graphql resolves an object's fields concurrently and lists them as they
+/// finish, so a field that loads data can move; [`ResponseOrder::apply`] puts them back.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct ResponseOrder {
+    keys: Vec<(String, ResponseOrder)>,
+}
+
+impl ResponseOrder {
+    /// The order of the operation that runs. Call it once the document is within the size limits (fragments are
+    /// expanded here); a fragment spread inside itself is skipped (validation refuses it).
+    pub fn of(doc: &ExecutableDocument, operation_name: Option<&str>) -> ResponseOrder {
+        let mut order = ResponseOrder::default();
+        if let Some(op) = selected(doc, operation_name) {
+            order.collect(doc, &op.node.selection_set, &mut Vec::new());
+        }
+        order
+    }
+
+    fn collect<'d>(
+        &mut self,
+        doc: &'d ExecutableDocument,
+        set: &'d Positioned<SelectionSet>,
+        visiting: &mut Vec<&'d str>,
+    ) {
+        for item in &set.node.items {
+            match &item.node {
+                Selection::Field(field) => {
+                    let key = field.node.response_key().node.as_str();
+                    let at = match self.keys.iter().position(|(k, _)| k == key) {
+                        Some(at) => at,
+                        None => {
+                            self.keys.push((key.to_owned(), ResponseOrder::default()));
+                            self.keys.len() - 1
+                        }
+                    };
+                    self.keys[at].1.collect(doc, &field.node.selection_set, visiting);
+                }
+                Selection::InlineFragment(fragment) => self.collect(doc, &fragment.node.selection_set, visiting),
+                Selection::FragmentSpread(spread) => {
+                    let Some((name, fragment)) = doc.fragments.get_key_value(&spread.node.fragment_name.node) else {
+                        continue;
+                    };
+                    if visiting.contains(&name.as_str()) {
+                        continue;
+                    }
+                    visiting.push(name.as_str());
+                    self.collect(doc, &fragment.node.selection_set, visiting);
+                    visiting.pop();
+                }
+            }
+        }
+    }
+
+    /// Puts the keys of `value` (and of every object and list below it) in this order; keys the document does not
+    /// name keep their place after the others.
+    pub fn apply(&self, value: &mut Value) {
+        match value {
+            Value::Object(map) if !self.keys.is_empty() => {
+                let mut rest = std::mem::take(map);
+                let mut ordered = async_graphql::indexmap::IndexMap::with_capacity(rest.len());
+                for (key, order) in &self.keys {
+                    if let Some((name, mut child)) = rest.shift_remove_entry(key.as_str()) {
+                        order.apply(&mut child);
+                        ordered.insert(name, child);
+                    }
+                }
+                ordered.extend(rest);
+                *map = ordered;
+            }
+            Value::List(items) => items.iter_mut().for_each(|item| self.apply(item)),
+            _ => {}
+        }
     }
 }
 

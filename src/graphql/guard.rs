@@ -17,7 +17,7 @@ use async_graphql::{
 };
 use futures_util::{StreamExt, stream::BoxStream};
 
-use super::document::{OperationKind, inspect};
+use super::document::{OperationKind, ResponseOrder, inspect};
 use crate::{config::Config, error::ErrorCode};
 
 /// The limits and the schema's field types, shared by every operation.
@@ -64,6 +64,8 @@ impl ExtensionFactory for Guard {
 struct Seen {
     name: Option<String>,
     kind: Option<OperationKind>,
+    /// The order the document selects its fields in, which the response keeps.
+    order: Option<Arc<ResponseOrder>>,
 }
 
 struct Operation {
@@ -209,11 +211,17 @@ impl Extension for Operation {
                 shape.expanded_fields, limits.max_expanded_fields
             ));
         }
+        // Within the limits, so expanding the fragments to learn the order is bounded.
+        let order = ResponseOrder::of(&document, name.as_deref());
+        if let Ok(mut seen) = self.seen.lock() {
+            seen.order = Some(Arc::new(order));
+        }
         Ok(document)
     }
 }
 
-/// The last step of every response: codes on every error, `null` where a field failed, metrics.
+/// The last step of every response: codes on every error, `null` where a field failed, fields in the order the
+/// document selects them, metrics.
 fn finish(limits: &Limits, seen: &Seen, mut response: Response, started: Option<Instant>) -> Response {
     let request_failed = response.data == Value::Null
         && !response.errors.is_empty()
@@ -231,6 +239,15 @@ fn finish(limits: &Limits, seen: &Seen, mut response: Response, started: Option<
     if !request_failed {
         limits.types.null_failed_fields(seen.kind.unwrap_or(OperationKind::Query), &mut response);
     }
+    if let Some(order) = &seen.order {
+        order.apply(&mut response.data);
+    }
+    // Errors are collected as fields finish: list them in document order (then by path), so the same request
+    // answers the same body.
+    response.errors.sort_by(|a, b| {
+        let at = |e: &ServerError| e.locations.first().map(|p| (p.line, p.column));
+        at(a).cmp(&at(b)).then_with(|| compare_paths(&a.path, &b.path))
+    });
     if let Some(started) = started {
         let operation = operation_label(seen.name.as_deref());
         metrics::histogram!("kontakt_graphql_request_duration_seconds", "operation" => operation.clone())
@@ -246,6 +263,22 @@ fn finish(limits: &Limits, seen: &Seen, mut response: Response, started: Option<
             .increment(1);
     }
     response
+}
+
+fn compare_paths(a: &[PathSegment], b: &[PathSegment]) -> std::cmp::Ordering {
+    use std::cmp::Ordering;
+    for (x, y) in a.iter().zip(b) {
+        let order = match (x, y) {
+            (PathSegment::Index(x), PathSegment::Index(y)) => x.cmp(y),
+            (PathSegment::Field(x), PathSegment::Field(y)) => x.cmp(y),
+            (PathSegment::Index(_), PathSegment::Field(_)) => Ordering::Less,
+            (PathSegment::Field(_), PathSegment::Index(_)) => Ordering::Greater,
+        };
+        if order != Ordering::Equal {
+            return order;
+        }
+    }
+    a.len().cmp(&b.len())
 }
 
 /// Bounded label cardinality: operation names are client-chosen.

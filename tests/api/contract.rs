@@ -61,7 +61,49 @@ async fn restriction_mutations_answer_true_when_applied(app: TestApp) {
     assert_eq!(app.data(&officer, profile, json!({ "id": customer })).await["customer"]["processingRestricted"], false);
 }
 
-on_every_backend!(a_refused_nullable_field_is_null_not_missing, restriction_mutations_answer_true_when_applied);
+/// The keys of a response object, in the order they came.
+fn keys(object: &Value) -> Vec<&str> {
+    object.as_object().map(|m| m.keys().map(String::as_str).collect()).unwrap_or_default()
+}
+
+async fn fields_come_in_the_order_the_query_selects_them(app: TestApp) {
+    let result =
+        record(&app, json!([touchpoint("o1", json!([{ "kind": "EMAIL", "value": "o@example.com" }]), "PAGE_VIEW", 3)]))
+            .await;
+    let customer = result["results"][0]["customerId"].as_str().expect("id").to_owned();
+    grant(&app, &customer, "personalization", "GRANTED").await;
+    // Fields that load data (identities, consents, the timeline and its count, the journey) finish in any order;
+    // the response still lists them as selected, fragments and aliases included.
+    let query = "query($id: UUID!) { customer(id: $id) { journey { stages { count } currentStage }
+        touchpoints(first: 1) { totalCount edges { node { id } } pageInfo { hasNextPage } }
+        consents { status purpose } ...Rest mergedInto when: createdAt } }
+        fragment Rest on Customer { identities { value kind } traits { givenName } id }";
+    let expected = vec!["journey", "touchpoints", "consents", "identities", "traits", "id", "mergedInto", "when"];
+    for purpose in ["personalization", "analytics"] {
+        // Without consent (analytics) the history is null: the nulls stand where the fields were selected.
+        for _ in 0..5 {
+            let (_, body) = app.gql(&reader(&app, purpose), query, json!({ "id": customer })).await;
+            let served = &body["data"]["customer"];
+            assert_eq!(keys(served), expected, "{purpose}: {body}");
+            if purpose == "analytics" {
+                let paths: Vec<&Value> =
+                    body["errors"].as_array().expect("errors").iter().map(|e| &e["path"]).collect();
+                assert_eq!(paths, [&json!(["customer", "journey"]), &json!(["customer", "touchpoints"])], "{body}");
+            }
+            if purpose == "personalization" {
+                assert_eq!(keys(&served["touchpoints"]), vec!["totalCount", "edges", "pageInfo"], "{body}");
+                assert_eq!(keys(&served["journey"]), vec!["stages", "currentStage"], "{body}");
+                assert_eq!(keys(&served["consents"][0]), vec!["status", "purpose"], "{body}");
+            }
+        }
+    }
+}
+
+on_every_backend!(
+    a_refused_nullable_field_is_null_not_missing,
+    restriction_mutations_answer_true_when_applied,
+    fields_come_in_the_order_the_query_selects_them
+);
 
 #[tokio::test]
 async fn the_standard_introspection_query_works_at_the_default_limits() {

@@ -18,6 +18,7 @@ mod records;
 mod resolution;
 mod schema;
 mod seed;
+mod snapshots;
 mod subscriptions;
 mod touchpoints;
 mod tracking;
