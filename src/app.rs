@@ -10,6 +10,7 @@ use crate::{
     config::Config,
     graphql::build_schema,
     http::{self, AppState},
+    jobs::JobRunner,
     privacy::access_log::{AccessLog, AccessLogWriter},
     services::{DomainSettings, Services},
     storage::{
@@ -24,6 +25,7 @@ pub struct Application {
     router: Router,
     state: AppState,
     access_log_writer: AccessLogWriter,
+    job_runner: JobRunner,
 }
 
 impl Application {
@@ -35,7 +37,10 @@ impl Application {
         if config.migrate_on_start {
             db.migrate().await?;
         }
+        let job_db = Database::for_jobs(&config, &db).await?;
         let (services, access_log_writer) = build_services(&config, db).await?;
+        // Jobs run outside any request: no request timeout, and on PostgreSQL a pool without the statement timeout.
+        let job_runner = JobRunner::start(Services { db: job_db, ..services.clone() }, config.job_poll());
         let mut write_keys = http::tracking::WriteKeys::new();
         for (key, (tenant, source)) in config.parsed_write_keys()? {
             let tenant = crate::auth::TenantId::parse(&tenant)
@@ -55,7 +60,7 @@ impl Application {
         let listener = tokio::net::TcpListener::bind(state.config.listen)
             .await
             .with_context(|| format!("binding {} (set KONTAKT_LISTEN or --listen)", state.config.listen))?;
-        Ok(Application { listener, router, state, access_log_writer })
+        Ok(Application { listener, router, state, access_log_writer, job_runner })
     }
 
     pub fn local_addr(&self) -> anyhow::Result<SocketAddr> {
@@ -66,12 +71,14 @@ impl Application {
         &self.state
     }
 
-    /// Serves until `shutdown` resolves, finishes the requests in flight, then writes the queued access log.
+    /// Serves until `shutdown` resolves, finishes the requests in flight, stops the job runner after its current
+    /// batch (the job resumes from its checkpoint on the next start), then writes the queued access log.
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
         let served = axum::serve(self.listener, self.router.into_make_service_with_connect_info::<SocketAddr>())
             .with_graceful_shutdown(shutdown)
             .await
             .context("serving HTTP");
+        self.job_runner.stop().await;
         self.access_log_writer.flush_and_stop().await;
         served
     }

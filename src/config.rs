@@ -108,6 +108,10 @@ pub struct Config {
     #[arg(long, env = "KONTAKT_REQUEST_TIMEOUT_MS", default_value_t = 15_000, global = true)]
     pub request_timeout_ms: u64,
 
+    /// How often the job runner looks for queued jobs (and for running ones a stopped instance left), in ms.
+    #[arg(long, env = "KONTAKT_JOB_POLL_MS", default_value_t = 500, global = true)]
+    pub job_poll_ms: u64,
+
     /// Most operations in one batched request; 0 turns batching off.
     #[arg(long, env = "KONTAKT_MAX_BATCH", default_value_t = 0, global = true)]
     pub max_batch: usize,
@@ -176,6 +180,10 @@ impl Config {
 
     pub fn request_timeout(&self) -> Duration {
         Duration::from_millis(self.request_timeout_ms)
+    }
+
+    pub fn job_poll(&self) -> Duration {
+        Duration::from_millis(self.job_poll_ms.max(10))
     }
 
     pub fn is_sqlite(&self) -> bool {

@@ -8,6 +8,7 @@ pub mod consent;
 pub mod error;
 pub mod graphql;
 pub mod http;
+pub mod jobs;
 pub mod pagination;
 pub mod privacy;
 pub mod profiles;

@@ -12,6 +12,10 @@ mod m20261122_000008_create_merges;
 mod m20261122_000009_create_source_records;
 mod m20261122_000010_add_touchpoint_identity;
 mod m20261122_000011_add_touchpoint_commit_position;
+mod m20261122_000012_create_jobs;
+mod m20261122_000013_backfill_legacy_names;
+
+pub use m20261122_000013_backfill_legacy_names::{LEGACY_SOURCE, backfill_legacy_names};
 
 pub struct Migrator;
 
@@ -30,6 +34,8 @@ impl MigratorTrait for Migrator {
             Box::new(m20261122_000009_create_source_records::Migration),
             Box::new(m20261122_000010_add_touchpoint_identity::Migration),
             Box::new(m20261122_000011_add_touchpoint_commit_position::Migration),
+            Box::new(m20261122_000012_create_jobs::Migration),
+            Box::new(m20261122_000013_backfill_legacy_names::Migration),
         ]
     }
 }

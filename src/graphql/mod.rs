@@ -1,6 +1,7 @@
 //! The GraphQL layer: schema assembly, request context, thin resolvers and view types. No rules live here.
 mod document;
 mod guard;
+mod jobs;
 mod loaders;
 mod privacy;
 mod profiles;
@@ -25,6 +26,7 @@ pub struct QueryRoot(
     touchpoints::TouchpointsQuery,
     privacy::PrivacyQuery,
     system::SystemQuery,
+    jobs::JobsQuery,
 );
 
 #[derive(MergedObject, Default)]

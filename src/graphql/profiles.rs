@@ -8,11 +8,13 @@ use futures_util::{Stream, StreamExt};
 use uuid::Uuid;
 
 use super::{
+    jobs::JobView,
     request, session,
     views::{CustomerChangeView, CustomerView, MergeView},
 };
 use crate::{
     error::GqlResult,
+    jobs::{self, JobKind},
     pagination::{PageRequest, encode_cursor},
     privacy::Disclosure,
     profiles::{
@@ -188,21 +190,6 @@ impl From<ResolutionRules> for rules::ResolutionRules {
     }
 }
 
-/// What a re-resolution changed.
-#[derive(SimpleObject)]
-pub struct ReresolutionReport {
-    /// Identities whose value is now blocked: removed.
-    identities_removed: i32,
-    /// Automatic merges undone: made through a now-blocked identity, or bringing a customer identities of a kind
-    /// beyond its limit.
-    merges_undone: i32,
-    /// Such merges that could not be undone (the survivor was merged again since).
-    merges_kept: i32,
-    /// Identities unlinked from customers still over a kind's limit (newest first); each is a conflict with reason
-    /// `limit_lowered` in the customer's `identityGraph`.
-    identities_unlinked: i32,
-}
-
 #[derive(Default)]
 pub struct ProfilesMutation;
 
@@ -221,20 +208,17 @@ impl ProfilesMutation {
         Ok(MergeView(merge::merge_customers(&rc.caller, &rc.services, survivor_id, merged_id, note).await.gql()?))
     }
 
-    /// Applies the tenant's current rules to customers already resolved: merges made through a now-blocked identity
-    /// are undone and the blocked identities removed; a customer over a kind's limit first gets back the automatic
-    /// merges that brought it identities of that kind (newest first, while still over), then its newest excess
-    /// identities of that kind are unlinked (its touchpoints stay). Needs `profiles:write`.
-    async fn reresolve_customers(&self, ctx: &Context<'_>) -> async_graphql::Result<ReresolutionReport> {
+    /// Starts a job (kind `RERESOLVE_CUSTOMERS`) that applies the tenant's current rules to customers already
+    /// resolved, and returns it at once; poll `job(id)`. Merges made through a now-blocked identity are undone and
+    /// the blocked identities removed; a customer over a kind's limit first gets back the automatic merges that
+    /// brought it identities of that kind (newest first, while still over), then its newest excess identities of
+    /// that kind are unlinked (its touchpoints stay). The job's `result` counts `identitiesRemoved`,
+    /// `mergesUndone`, `mergesKept` (could not be undone: the survivor was merged again since) and
+    /// `identitiesUnlinked` (each a `limit_lowered` conflict in the customer's `identityGraph`). Needs
+    /// `profiles:write`.
+    async fn reresolve_customers(&self, ctx: &Context<'_>) -> async_graphql::Result<JobView> {
         let rc = request(ctx)?;
-        let report = rules::reresolve(&rc.caller, &rc.services).await.gql()?;
-        let n = |v: usize| i32::try_from(v).unwrap_or(i32::MAX);
-        Ok(ReresolutionReport {
-            identities_removed: n(report.identities_removed),
-            merges_undone: n(report.merges_undone),
-            merges_kept: n(report.merges_kept),
-            identities_unlinked: n(report.identities_unlinked),
-        })
+        Ok(JobView(jobs::enqueue(&rc.caller, &rc.services, JobKind::ReresolveCustomers).await.gql()?))
     }
 
     /// Undoes a merge: both customers are restored with their own identities, touchpoints and consents, and the

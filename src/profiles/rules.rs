@@ -2,7 +2,7 @@
 //! priority of kinds that decides which link gives way when a record would break a limit.
 use crate::changes::{self, Changed, CustomerChangeKind};
 use std::{
-    collections::{HashMap, HashSet},
+    collections::{BTreeSet, HashMap, HashSet},
     sync::Arc,
     time::Duration,
 };
@@ -10,7 +10,8 @@ use std::{
 use chrono::Utc;
 use regex::RegexSet;
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Set,
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseTransaction, DbErr, EntityTrait, QueryFilter, QueryOrder,
+    QuerySelect, Set,
     sea_query::{Expr, ExprTrait, Func},
 };
 use serde::{Deserialize, Serialize};
@@ -21,7 +22,7 @@ use crate::{
     auth::{Caller, Scope, TenantId},
     error::{ApiError, ApiResult},
     services::Services,
-    storage::entities::{identity, merge, resolution_conflict, resolution_rules},
+    storage::entities::{customer, identity, merge, resolution_conflict, resolution_rules},
 };
 
 /// The rules as stored and edited.
@@ -172,7 +173,8 @@ pub async fn update(caller: &Caller, svc: &Services, rules: ResolutionRules) -> 
 }
 
 /// What a re-resolution changed.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
 pub struct Reresolution {
     /// Identities whose value the rules now block: removed.
     pub identities_removed: usize,
@@ -189,39 +191,80 @@ pub struct Reresolution {
 /// The reason of the conflict recorded for an identity unlinked by a lowered limit.
 pub const LIMIT_LOWERED: &str = "limit_lowered";
 
-/// Applies the tenant's current rules to customers already resolved. Blocked values: merges made through a
+/// Customers per re-resolution batch.
+pub const RERESOLVE_BATCH: u64 = 200;
+
+/// One batch of a re-resolution, its writes in `txn` (not yet committed, so the caller can record its checkpoint
+/// in the same transaction); `commit` commits and announces the changes.
+pub struct ReresolveBatch {
+    /// The last customer id of the batch: the next batch starts after it.
+    pub last: Uuid,
+    /// Customers of the batch (customers restored by its unmerges come on top, not counted).
+    pub customers: usize,
+    pub txn: DatabaseTransaction,
+    touched: Vec<Uuid>,
+}
+
+impl ReresolveBatch {
+    pub async fn commit(self, svc: &Services, tenant: &TenantId) -> ApiResult<()> {
+        self.txn.commit().await?;
+        changes::committed(svc, tenant, Changed::new().customers(self.touched, CustomerChangeKind::Updated)).await;
+        Ok(())
+    }
+}
+
+/// Applies the tenant's current rules to the customers after `after` (in id order, `RERESOLVE_BATCH` of them), and
+/// to the customers its unmerges restore; `None` when no customer is left. Blocked values: merges made through a
 /// now-blocked identity are undone and the blocked identities removed. Limits: a customer holding more identities
 /// of a kind than its limit first gets back, newest first and while still over, the automatic merges that brought
 /// it identities of that kind; what is still over is unlinked, newest first, and recorded as a conflict (the
-/// customer keeps its touchpoints). Needs `profiles:write`.
+/// customer keeps its touchpoints). Each unmerge commits on its own (a resumed batch finds it undone and skips
+/// it); the removals and unlinks are in the returned transaction. Needs `profiles:write`. Run by the
+/// `RERESOLVE_CUSTOMERS` job (`crate::jobs`), never inside a request.
 #[tracing::instrument(skip_all, fields(tenant = %caller.tenant()))]
-pub async fn reresolve(caller: &Caller, svc: &Services) -> ApiResult<Reresolution> {
-    caller.require(Scope::ProfilesWrite)?;
-    let rules = for_tenant(svc, caller.tenant()).await?;
-    let mut report = Reresolution::default();
-    remove_blocked(caller, svc, &rules, &mut report).await?;
-    undo_merges_over_limits(caller, svc, &rules, &mut report).await?;
-    unlink_over_limits(caller, svc, &rules, &mut report).await?;
-    Ok(report)
-}
-
-async fn remove_blocked(
+pub async fn reresolve_batch(
     caller: &Caller,
     svc: &Services,
     rules: &CompiledRules,
+    after: Option<Uuid>,
     report: &mut Reresolution,
-) -> ApiResult<()> {
+) -> ApiResult<Option<ReresolveBatch>> {
+    caller.require(Scope::ProfilesWrite)?;
+    let tenant = caller.tenant();
+    let mut query =
+        customer::of_tenant(tenant).select_only().column(customer::Column::Id).order_by_asc(customer::Column::Id);
+    if let Some(after) = after {
+        query = query.filter(customer::Column::Id.gt(after));
+    }
+    let ids: Vec<Uuid> = query.limit(RERESOLVE_BATCH).into_tuple().all(svc.db.conn()).await?;
+    let Some(&last) = ids.last() else { return Ok(None) };
+    let mut scope: BTreeSet<Uuid> = ids.iter().copied().collect();
+    let blocked = undo_blocked_merges(caller, svc, rules, &mut scope, report).await?;
+    undo_merges_over_limits(caller, svc, rules, &mut scope, report).await?;
+    let txn = svc.db.begin_write().await?;
+    let mut touched = remove_blocked(&txn, tenant, &blocked, report).await?;
+    touched.extend(unlink_over_limits(&txn, tenant, rules, &scope, report).await?);
+    Ok(Some(ReresolveBatch { last, customers: ids.len(), txn, touched }))
+}
+
+/// The blocked identities of the customers in `scope`, after undoing (newest first) the automatic merges made
+/// through them; the customers those unmerges restore join `scope`.
+async fn undo_blocked_merges(
+    caller: &Caller,
+    svc: &Services,
+    rules: &CompiledRules,
+    scope: &mut BTreeSet<Uuid>,
+    report: &mut Reresolution,
+) -> ApiResult<Vec<Uuid>> {
     let tenant = caller.tenant();
     let mut blocked: Vec<Uuid> = Vec::new();
-    let mut after: Option<Uuid> = None;
-    loop {
-        let mut query = identity::of_tenant(tenant).order_by_asc(identity::Column::Id).limit(1000);
-        if let Some(after) = after {
-            query = query.filter(identity::Column::Id.gt(after));
-        }
-        let rows = query.all(svc.db.conn()).await?;
-        let Some(last) = rows.last() else { break };
-        after = Some(last.id);
+    let customers: Vec<Uuid> = scope.iter().copied().collect();
+    for chunk in customers.chunks(500) {
+        let rows = identity::of_tenant(tenant)
+            .filter(identity::Column::CustomerId.is_in(chunk.iter().copied()))
+            .order_by_asc(identity::Column::Id)
+            .all(svc.db.conn())
+            .await?;
         for row in &rows {
             if let Ok(kind) = row.kind.parse::<IdentityKind>() {
                 let stored = Identity::from_stored(kind, row.source.clone(), row.value.clone());
@@ -232,7 +275,7 @@ async fn remove_blocked(
         }
     }
     if blocked.is_empty() {
-        return Ok(());
+        return Ok(blocked);
     }
     let merges = merge::of_tenant(tenant)
         .filter(merge::Column::Reason.eq("identity"))
@@ -244,13 +287,25 @@ async fn remove_blocked(
         let through = m.evidence.get("identityId").and_then(|v| v.as_str()).and_then(|v| v.parse::<Uuid>().ok());
         if through.is_some_and(|id| blocked.contains(&id)) {
             match super::merge::unmerge(caller, svc, m.id).await {
-                Ok(_) => report.merges_undone += 1,
+                Ok(_) => {
+                    report.merges_undone += 1;
+                    scope.insert(m.merged_id);
+                }
                 Err(ApiError::Conflict(_)) => report.merges_kept += 1,
                 Err(other) => return Err(other),
             }
         }
     }
-    let txn = svc.db.begin_write().await?;
+    Ok(blocked)
+}
+
+/// Removes the blocked identities; returns the customers that held them.
+async fn remove_blocked(
+    txn: &DatabaseTransaction,
+    tenant: &TenantId,
+    blocked: &[Uuid],
+    report: &mut Reresolution,
+) -> ApiResult<Vec<Uuid>> {
     let mut owners: Vec<Uuid> = Vec::new();
     for chunk in blocked.chunks(500) {
         owners.extend(
@@ -259,19 +314,17 @@ async fn remove_blocked(
                 .select_only()
                 .column(identity::Column::CustomerId)
                 .into_tuple::<Uuid>()
-                .all(&txn)
+                .all(txn)
                 .await?,
         );
         report.identities_removed += identity::Entity::delete_many()
             .filter(identity::Column::Tenant.eq(tenant.as_str()))
             .filter(identity::Column::Id.is_in(chunk.iter().copied()))
-            .exec(&txn)
+            .exec(txn)
             .await?
             .rows_affected as usize;
     }
-    txn.commit().await?;
-    changes::committed(svc, tenant, Changed::new().customers(owners, CustomerChangeKind::Updated)).await;
-    Ok(())
+    Ok(owners)
 }
 
 /// The (customer, kind) pairs holding more identities than the kind's limit: one grouped query.
@@ -279,14 +332,31 @@ async fn over_limits(
     conn: &impl ConnectionTrait,
     tenant: &TenantId,
     rules: &CompiledRules,
+    scope: &BTreeSet<Uuid>,
 ) -> Result<Vec<(Uuid, String)>, DbErr> {
     let Some(first) = rules.rules.limits.first() else { return Ok(Vec::new()) };
+    let customers: Vec<Uuid> = scope.iter().copied().collect();
+    let mut over = Vec::new();
+    for chunk in customers.chunks(500) {
+        over.extend(over_limits_of(conn, tenant, rules, first, chunk).await?);
+    }
+    Ok(over)
+}
+
+async fn over_limits_of(
+    conn: &impl ConnectionTrait,
+    tenant: &TenantId,
+    rules: &CompiledRules,
+    first: &KindLimit,
+    customers: &[Uuid],
+) -> Result<Vec<(Uuid, String)>, DbErr> {
     // The first limit of a kind counts, as in `CompiledRules::limit`.
     let limit = rules.rules.limits.iter().skip(1).fold(
         Expr::case(Expr::col(identity::Column::Kind).eq(first.kind.as_str()), i64::from(first.max)),
         |case, l| case.case(Expr::col(identity::Column::Kind).eq(l.kind.as_str()), i64::from(l.max)),
     );
     identity::of_tenant(tenant)
+        .filter(identity::Column::CustomerId.is_in(customers.iter().copied()))
         .filter(identity::Column::Kind.is_in(rules.rules.limits.iter().map(|l| l.kind.as_str())))
         .select_only()
         .column(identity::Column::CustomerId)
@@ -313,20 +383,21 @@ async fn held(conn: &impl ConnectionTrait, tenant: &TenantId, customer: Uuid, ki
         .await
 }
 
-/// Undoes, newest first, the automatic merges that brought an over-limit customer identities of the kind, while
-/// it is still over. A restored customer may itself be over a limit: the passes repeat until one undoes nothing
-/// (each merge is tried once).
+/// Undoes, newest first, the automatic merges that brought an over-limit customer of `scope` identities of the
+/// kind, while it is still over. A restored customer joins `scope` and may itself be over a limit: the passes
+/// repeat until one undoes nothing (each merge is tried once).
 async fn undo_merges_over_limits(
     caller: &Caller,
     svc: &Services,
     rules: &CompiledRules,
+    scope: &mut BTreeSet<Uuid>,
     report: &mut Reresolution,
 ) -> ApiResult<()> {
     let tenant = caller.tenant();
     let conn = svc.db.conn();
     let mut tried: HashSet<Uuid> = HashSet::new();
     loop {
-        let over = over_limits(conn, tenant, rules).await?;
+        let over = over_limits(conn, tenant, rules, scope).await?;
         let mut customers: Vec<Uuid> = over.iter().map(|(customer, _)| *customer).collect();
         customers.dedup();
         let mut merges: Vec<merge::Model> = Vec::new();
@@ -364,6 +435,7 @@ async fn undo_merges_over_limits(
                 match super::merge::unmerge(caller, svc, m.id).await {
                     Ok(_) => {
                         report.merges_undone += 1;
+                        scope.insert(m.merged_id);
                         undone_any = true;
                     }
                     Err(ApiError::Conflict(_) | ApiError::NotFound(_)) => report.merges_kept += 1,
@@ -377,20 +449,19 @@ async fn undo_merges_over_limits(
     }
 }
 
-/// Unlinks the newest identities of a kind beyond its limit from each customer still over it, in one transaction,
-/// and records each as a conflict. Touchpoints stay with the customer.
+/// Unlinks the newest identities of a kind beyond its limit from each customer of `scope` still over it, in the
+/// batch's transaction, and records each as a conflict. Touchpoints stay with the customer. Returns the customers
+/// changed.
 async fn unlink_over_limits(
-    caller: &Caller,
-    svc: &Services,
+    txn: &DatabaseTransaction,
+    tenant: &TenantId,
     rules: &CompiledRules,
+    scope: &BTreeSet<Uuid>,
     report: &mut Reresolution,
-) -> ApiResult<()> {
-    let tenant = caller.tenant();
-    let txn = svc.db.begin_write().await?;
-    let over = over_limits(&txn, tenant, rules).await?;
+) -> ApiResult<Vec<Uuid>> {
+    let over = over_limits(txn, tenant, rules, scope).await?;
     if over.is_empty() {
-        txn.rollback().await?;
-        return Ok(());
+        return Ok(Vec::new());
     }
     let now = Utc::now();
     let mut touched: Vec<Uuid> = Vec::new();
@@ -402,7 +473,7 @@ async fn unlink_over_limits(
             .filter(identity::Column::Kind.is_in(kinds.iter().copied()))
             .order_by_desc(identity::Column::CreatedAt)
             .order_by_desc(identity::Column::Id)
-            .all(&txn)
+            .all(txn)
             .await?;
         let mut by_pair: HashMap<(Uuid, &str), Vec<Uuid>> = HashMap::new();
         for row in &rows {
@@ -433,15 +504,13 @@ async fn unlink_over_limits(
             report.identities_unlinked += identity::Entity::delete_many()
                 .filter(identity::Column::Tenant.eq(tenant.as_str()))
                 .filter(identity::Column::Id.is_in(ids.iter().copied()))
-                .exec(&txn)
+                .exec(txn)
                 .await?
                 .rows_affected as usize;
         }
         for rows in conflicts.chunks(500) {
-            resolution_conflict::Entity::insert_many(rows.to_vec()).exec(&txn).await?;
+            resolution_conflict::Entity::insert_many(rows.to_vec()).exec(txn).await?;
         }
     }
-    txn.commit().await?;
-    changes::committed(svc, tenant, Changed::new().customers(touched, CustomerChangeKind::Updated)).await;
-    Ok(())
+    Ok(touched)
 }

@@ -25,6 +25,22 @@ pub struct Database {
 
 impl Database {
     pub async fn connect(config: &Config) -> anyhow::Result<Self> {
+        Self::connect_with(config, true).await
+    }
+
+    /// The database for background jobs: on PostgreSQL a small pool of its own without the statement timeout
+    /// (a job's batch is not a request); on SQLite, which has no statement timeout, the same pool as `main`
+    /// (an in-memory database exists only in its one pool).
+    pub async fn for_jobs(config: &Config, main: &Database) -> anyhow::Result<Self> {
+        if config.is_sqlite() {
+            return Ok(main.clone());
+        }
+        let mut config = config.clone();
+        config.database_max_connections = 2;
+        Self::connect_with(&config, false).await
+    }
+
+    async fn connect_with(config: &Config, statement_timeout: bool) -> anyhow::Result<Self> {
         let mut options = ConnectOptions::new(config.database_url.clone());
         options
             .max_connections(if config.is_sqlite() {
@@ -39,7 +55,7 @@ impl Database {
         if let Some(schema) = &config.database_schema {
             options.set_schema_search_path(schema.clone());
         }
-        if !config.is_sqlite() {
+        if statement_timeout && !config.is_sqlite() {
             // The database stops work a request has given up on, instead of finishing it for nobody.
             options.statement_timeout(config.request_timeout());
         }

@@ -228,6 +228,34 @@ impl TestApp {
         data["upsertCustomer"]["customer"]["id"].as_str().expect("id").to_owned()
     }
 
+    /// Runs a job to its end: enqueues it with `mutation` (which selects `id`), polls `job(id)` a bounded number of
+    /// times until it leaves QUEUED/RUNNING, asserts it SUCCEEDED and returns the job.
+    pub async fn run_job(&self, token: &str, mutation: &str) -> Value {
+        let data = self.data(token, mutation, json!({})).await;
+        let id = data.as_object().and_then(|o| o.values().next()).and_then(|job| job["id"].as_str()).expect("job id");
+        let job = self.wait_for_job(token, id).await;
+        assert_eq!(job["state"], "SUCCEEDED", "{job}");
+        job
+    }
+
+    /// Polls `job(id)` (at most 200 times, 50 ms apart) until the job is no longer QUEUED or RUNNING.
+    pub async fn wait_for_job(&self, token: &str, id: &str) -> Value {
+        for _ in 0..200 {
+            let data = self.data(token, JOB, json!({ "id": id })).await;
+            let job = data["job"].clone();
+            if job["state"] != "QUEUED" && job["state"] != "RUNNING" {
+                return job;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        panic!("job {id} did not finish in 10 s");
+    }
+
+    /// Re-resolves the tenant's customers as a job and returns the job's result (what it changed).
+    pub async fn reresolve(&self, token: &str) -> Value {
+        self.run_job(token, "mutation { reresolveCustomers { id } }").await["result"].clone()
+    }
+
     /// Statements this server has run so far (from /metrics, labelled with this instance).
     pub async fn statements(&self) -> u64 {
         let health: Value =
@@ -242,6 +270,10 @@ impl TestApp {
             .expect("kontakt_db_statements for this instance")
     }
 }
+
+/// Every field of a job.
+pub const JOB: &str = "query($id: UUID!) { job(id: $id) { id kind state progress { done total } result error
+    createdAt startedAt finishedAt } }";
 
 /// The `extensions.code` of the first error.
 pub fn first_code(body: &Value) -> &str {

@@ -11,6 +11,7 @@ mod customers;
 mod disclosure;
 mod feed;
 mod http_spec;
+mod jobs;
 mod limits;
 mod merges;
 mod privacy;

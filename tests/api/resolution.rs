@@ -192,10 +192,8 @@ async fn a_value_blocked_after_the_fact_undoes_the_merges_it_made(app: TestApp) 
     let mut rules = app.data(&token, RULES, json!({})).await["resolutionRules"].clone();
     rules["blockedValues"].as_array_mut().expect("list").push(json!("kiosk-7"));
     app.data(&token, UPDATE, json!({ "r": rules })).await;
-    let report = app
-        .data(&token, "mutation { reresolveCustomers { identitiesRemoved mergesUndone mergesKept } }", json!({}))
-        .await;
-    assert_eq!(report["reresolveCustomers"], json!({ "identitiesRemoved": 1, "mergesUndone": 1, "mergesKept": 0 }));
+    let report = app.reresolve(&token).await;
+    assert_eq!(report, json!({ "identitiesRemoved": 1, "mergesUndone": 1, "mergesKept": 0, "identitiesUnlinked": 0 }));
     let split = app
         .data(
             &token,
@@ -212,9 +210,7 @@ async fn a_value_blocked_after_the_fact_undoes_the_merges_it_made(app: TestApp) 
     assert_eq!(first_code(&body), "NOT_FOUND");
 }
 
-const REPORT: &str = "mutation { reresolveCustomers { identitiesRemoved mergesUndone mergesKept identitiesUnlinked } }";
-
-async fn lower_limit(app: &TestApp, token: &str, kind: &str, max: u32) {
+pub async fn lower_limit(app: &TestApp, token: &str, kind: &str, max: u32) {
     let mut rules = app.data(token, RULES, json!({})).await["resolutionRules"].clone();
     let mut found = false;
     for limit in rules["limits"].as_array_mut().expect("limits") {
@@ -228,7 +224,7 @@ async fn lower_limit(app: &TestApp, token: &str, kind: &str, max: u32) {
 }
 
 /// The customer's values of one identity kind, sorted.
-async fn values_of(app: &TestApp, customer: &str, kind: &str) -> Vec<String> {
+pub async fn values_of(app: &TestApp, customer: &str, kind: &str) -> Vec<String> {
     let data = app
         .data(
             &app.admin(),
@@ -248,7 +244,7 @@ async fn values_of(app: &TestApp, customer: &str, kind: &str) -> Vec<String> {
     values
 }
 
-fn email(value: &str) -> serde_json::Value {
+pub fn email(value: &str) -> serde_json::Value {
     json!({ "kind": "EMAIL", "value": value })
 }
 
@@ -264,11 +260,8 @@ async fn a_limit_lowered_after_the_fact_unlinks_the_newest_excess_identities(app
     assert_eq!(values_of(&app, &customer, "EMAIL").await.len(), 4);
 
     lower_limit(&app, &token, "EMAIL", 2).await;
-    let report = app.data(&token, REPORT, json!({})).await;
-    assert_eq!(
-        report["reresolveCustomers"],
-        json!({ "identitiesRemoved": 0, "mergesUndone": 0, "mergesKept": 0, "identitiesUnlinked": 2 })
-    );
+    let report = app.reresolve(&token).await;
+    assert_eq!(report, json!({ "identitiesRemoved": 0, "mergesUndone": 0, "mergesKept": 0, "identitiesUnlinked": 2 }));
     assert_eq!(values_of(&app, &customer, "EMAIL").await, ["l1@example.com", "l2@example.com"], "the oldest stay");
     let graph = app
         .data(
@@ -283,9 +276,9 @@ async fn a_limit_lowered_after_the_fact_unlinks_the_newest_excess_identities(app
     let lowered = json!({ "kind": "EMAIL", "reason": "limit_lowered", "otherCustomerId": null });
     assert_eq!(conflicts.iter().filter(|c| **c == lowered).count(), 2, "{conflicts:?}");
 
-    let again = app.data(&token, REPORT, json!({})).await;
+    let again = app.reresolve(&token).await;
     assert_eq!(
-        again["reresolveCustomers"],
+        again,
         json!({ "identitiesRemoved": 0, "mergesUndone": 0, "mergesKept": 0, "identitiesUnlinked": 0 }),
         "nothing left to apply"
     );
@@ -324,9 +317,9 @@ async fn a_lowered_limit_first_undoes_the_automatic_merges_that_broke_it(app: Te
     assert_eq!(values_of(&app, &x, "EMAIL").await.len(), 4);
 
     lower_limit(&app, &token, "EMAIL", 2).await;
-    let report = app.data(&token, REPORT, json!({})).await;
+    let report = app.reresolve(&token).await;
     assert_eq!(
-        report["reresolveCustomers"],
+        report,
         json!({ "identitiesRemoved": 0, "mergesUndone": 1, "mergesKept": 0, "identitiesUnlinked": 1 }),
         "the merge that brought y's email is undone first, then x's newest email goes"
     );

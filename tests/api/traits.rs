@@ -1,7 +1,7 @@
 //! Every path tells the same truth: a customer's top-level names are the winning `givenName` / `familyName` trait
 //! values after a trait-rule change, a manual merge, an unmerge, a record ingest and an upsert; a source that
 //! re-sends its value later wins back under MOST_RECENT; a re-sent record without `observedAt` changes nothing.
-use chrono::{Duration, Utc};
+use chrono::{Duration, SubsecRound, Utc};
 use serde_json::{Value, json};
 
 use crate::common::TestApp;
@@ -226,7 +226,53 @@ async fn upsert_names_are_trait_values_from_a_named_source(app: TestApp) {
     assert_eq!(crate::common::first_code(&body), "VALIDATION", "{body}");
 }
 
+/// A customer written before names were trait values: names in the columns, no `trait_values` row. The backfill
+/// migration gives it `legacy` trait values, so a merge (which re-derives the names) keeps them.
+async fn names_written_before_traits_survive_a_merge_after_the_backfill(app: TestApp) {
+    use kontakt::storage::entities::customer;
+    use sea_orm::{ActiveModelTrait, Set};
+    let db = app.db().await;
+    let legacy = uuid::Uuid::now_v7();
+    let written = (Utc::now() - Duration::days(3)).trunc_subsecs(6);
+    customer::ActiveModel {
+        id: Set(legacy),
+        tenant: Set("acme".into()),
+        given_name: Set(Some("Lena".into())),
+        family_name: Set(Some("Lund".into())),
+        created_at: Set(written),
+        updated_at: Set(written),
+        merged_into: Set(None),
+        restricted: Set(false),
+        consent_version: Set(0),
+    }
+    .insert(&db)
+    .await
+    .expect("a customer the old way");
+    let other = app.upsert(&app.admin(), json!([{ "kind": "EMAIL", "value": "lena@example.com" }]), None).await;
+
+    assert_eq!(migration::backfill_legacy_names(&db).await.expect("backfill"), 1);
+    assert_eq!(migration::backfill_legacy_names(&db).await.expect("backfill again"), 0, "it runs once per customer");
+
+    let merged = app
+        .data(
+            &app.admin(),
+            "mutation($s: UUID!, $m: UUID!) { mergeCustomers(survivorId: $s, mergedId: $m) { id } }",
+            json!({ "s": legacy, "m": other }),
+        )
+        .await;
+    assert!(merged["mergeCustomers"]["id"].is_string(), "{merged}");
+    let c = names(&app, &legacy.to_string()).await;
+    assert_eq!((c["givenName"].as_str(), c["familyName"].as_str()), (Some("Lena"), Some("Lund")), "{c}");
+    assert_eq!(c["traitHistory"][0]["source"], "legacy", "{c}");
+    assert_eq!(
+        c["traitHistory"][0]["observedAt"].as_str().and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok()),
+        Some(written.into()),
+        "observed when the customer was last written: {c}"
+    );
+}
+
 on_every_backend!(
+    names_written_before_traits_survive_a_merge_after_the_backfill,
     a_trait_rule_change_re_derives_the_top_level_names,
     a_manual_merge_and_its_unmerge_re_derive_the_names,
     a_source_re_sending_its_value_later_wins_back_under_most_recent,

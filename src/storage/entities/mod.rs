@@ -4,6 +4,7 @@ pub mod consent_event;
 pub mod customer;
 pub mod erasure_receipt;
 pub mod identity;
+pub mod job;
 pub mod merge;
 pub mod resolution_conflict;
 pub mod resolution_rules;

@@ -1,0 +1,440 @@
+//! Durable jobs: tenant-wide work that does not fit in a request. A mutation enqueues a job and answers at once;
+//! a runner started by `Application` claims it, works in batches (each committed with the job's progress and
+//! checkpoint), and a job a stopped instance left RUNNING is claimed again once its heartbeat is stale and goes on
+//! from its checkpoint.
+use std::{collections::BTreeSet, time::Duration};
+
+use chrono::{DateTime, Utc};
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, Condition, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, Set,
+    sea_query::Expr,
+};
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+use uuid::Uuid;
+
+use crate::{
+    auth::{Caller, Purpose, Scope, TenantId},
+    error::{ApiError, ApiResult},
+    pagination::{Page, PageRequest},
+    profiles::rules::{self, Reresolution},
+    services::Services,
+    storage::entities::{customer, job},
+};
+
+/// What a job does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, async_graphql::Enum)]
+pub enum JobKind {
+    /// Applies the tenant's current identity-resolution rules to its existing customers (`reresolveCustomers`).
+    ReresolveCustomers,
+}
+
+impl JobKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobKind::ReresolveCustomers => "reresolve_customers",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Option<Self> {
+        match raw {
+            "reresolve_customers" => Some(JobKind::ReresolveCustomers),
+            _ => None,
+        }
+    }
+
+    /// The scope a caller needs to start a job of this kind, and to read it.
+    pub fn scope(self) -> Scope {
+        match self {
+            JobKind::ReresolveCustomers => Scope::ProfilesWrite,
+        }
+    }
+}
+
+/// Where a job is. QUEUED → RUNNING → SUCCEEDED | FAILED; a running job whose instance stops goes back to QUEUED
+/// (a clean stop) or stays RUNNING until its heartbeat is stale (a crash), and is claimed again either way.
+/// CANCELLED is reserved: nothing cancels a job yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, async_graphql::Enum)]
+pub enum JobState {
+    Queued,
+    Running,
+    Succeeded,
+    Failed,
+    Cancelled,
+}
+
+impl JobState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobState::Queued => "QUEUED",
+            JobState::Running => "RUNNING",
+            JobState::Succeeded => "SUCCEEDED",
+            JobState::Failed => "FAILED",
+            JobState::Cancelled => "CANCELLED",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Option<Self> {
+        [JobState::Queued, JobState::Running, JobState::Succeeded, JobState::Failed, JobState::Cancelled]
+            .into_iter()
+            .find(|s| s.as_str() == raw)
+    }
+}
+
+/// How far a job is: items done of the items there were when it started.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Progress {
+    pub done: u64,
+    pub total: u64,
+}
+
+/// A job as callers see it.
+#[derive(Debug, Clone)]
+pub struct Job {
+    pub id: Uuid,
+    pub kind: JobKind,
+    pub state: JobState,
+    pub progress: Progress,
+    pub result: Option<serde_json::Value>,
+    pub error: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+impl TryFrom<job::Model> for Job {
+    type Error = ApiError;
+
+    fn try_from(row: job::Model) -> ApiResult<Self> {
+        let unreadable = |what: &str| ApiError::internal(anyhow::anyhow!("job {}: unreadable {what}", row.id));
+        Ok(Job {
+            id: row.id,
+            kind: JobKind::parse(&row.kind).ok_or_else(|| unreadable("kind"))?,
+            state: JobState::parse(&row.state).ok_or_else(|| unreadable("state"))?,
+            progress: serde_json::from_value(row.progress.clone()).unwrap_or_default(),
+            result: row.result,
+            error: row.error,
+            created_at: row.created_at,
+            started_at: row.started_at,
+            finished_at: row.finished_at,
+        })
+    }
+}
+
+/// Every job kind so far needs `profiles:write`; reads of jobs need it too.
+const READ_SCOPE: Scope = Scope::ProfilesWrite;
+
+/// Queues a job of `kind` for the caller's tenant and returns it; the runner starts it within the poll interval.
+pub async fn enqueue(caller: &Caller, svc: &Services, kind: JobKind) -> ApiResult<Job> {
+    caller.require(kind.scope())?;
+    let row = job::ActiveModel {
+        id: Set(Uuid::now_v7()),
+        tenant: Set(caller.tenant().as_str().to_owned()),
+        kind: Set(kind.as_str().to_owned()),
+        state: Set(JobState::Queued.as_str().to_owned()),
+        progress: Set(serde_json::json!(Progress::default())),
+        checkpoint: Set(None),
+        result: Set(None),
+        error: Set(None),
+        requested_by: Set(caller.subject().chars().take(256).collect()),
+        runner: Set(None),
+        created_at: Set(Utc::now()),
+        started_at: Set(None),
+        finished_at: Set(None),
+        heartbeat_at: Set(None),
+    }
+    .insert(svc.db.conn())
+    .await?;
+    row.try_into()
+}
+
+/// One of the caller's tenant's jobs; `NOT_FOUND` for an id of another tenant's.
+pub async fn get(caller: &Caller, svc: &Services, id: Uuid) -> ApiResult<Job> {
+    caller.require(READ_SCOPE)?;
+    job::of_tenant(caller.tenant())
+        .filter(job::Column::Id.eq(id))
+        .one(svc.db.conn())
+        .await?
+        .ok_or_else(|| ApiError::NotFound("job".into()))?
+        .try_into()
+}
+
+/// The caller's tenant's jobs, newest first, keyset-paged on `(tenant, id)`.
+pub async fn list(caller: &Caller, svc: &Services, page: PageRequest) -> ApiResult<Page<Job>> {
+    caller.require(READ_SCOPE)?;
+    let mut query = job::of_tenant(caller.tenant()).order_by_desc(job::Column::Id).limit(page.first as u64 + 1);
+    if let Some(after) = page.after {
+        query = query.filter(job::Column::Id.lt(after));
+    }
+    let mut rows = query.all(svc.db.conn()).await?;
+    let has_next_page = rows.len() > page.first;
+    rows.truncate(page.first);
+    Ok(Page {
+        items: rows.into_iter().map(Job::try_from).collect::<ApiResult<_>>()?,
+        has_next_page,
+        has_previous_page: page.after.is_some(),
+    })
+}
+
+/// A running job's heartbeat is refreshed this often…
+const HEARTBEAT: Duration = Duration::from_secs(5);
+/// …and a RUNNING job whose heartbeat is older than this is taken to be abandoned by a stopped instance.
+const STALE_AFTER: Duration = Duration::from_secs(30);
+
+/// The background runner; `stop` ends it between batches (the job goes back to QUEUED with its checkpoint).
+pub struct JobRunner {
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl JobRunner {
+    /// Starts the runner on `svc` (whose database should be the jobs' own: no statement timeout).
+    pub fn start(svc: Services, poll: Duration) -> Self {
+        let (stop, stopped) = watch::channel(false);
+        let runner = Runner { svc, poll, stopped, id: Uuid::new_v4() };
+        let task = tokio::spawn(runner.run());
+        JobRunner { stop, task }
+    }
+
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        let _ = self.task.await;
+    }
+}
+
+struct Runner {
+    svc: Services,
+    poll: Duration,
+    stopped: watch::Receiver<bool>,
+    /// This runner's claim token: every write of a claimed job is conditional on it.
+    id: Uuid,
+}
+
+/// How a run ended short of an outcome.
+enum Interrupted {
+    /// Asked to stop: the job goes back to QUEUED.
+    Stopped,
+    /// Another runner holds the job now: leave it alone.
+    Lost,
+}
+
+impl Runner {
+    async fn run(mut self) {
+        while !*self.stopped.borrow() {
+            match self.claim().await {
+                Ok(Some(job)) => self.work(job).await,
+                Ok(None) => self.idle().await,
+                Err(err) => {
+                    tracing::error!(error = %err, "claiming a job failed");
+                    self.idle().await;
+                }
+            }
+        }
+    }
+
+    async fn idle(&mut self) {
+        tokio::select! {
+            () = tokio::time::sleep(self.poll) => {}
+            _ = self.stopped.changed() => {}
+        }
+    }
+
+    fn claimable(now: DateTime<Utc>) -> Condition {
+        let stale = now - chrono::Duration::from_std(STALE_AFTER).unwrap_or_default();
+        Condition::any().add(job::Column::State.eq(JobState::Queued.as_str())).add(
+            Condition::all()
+                .add(job::Column::State.eq(JobState::Running.as_str()))
+                .add(Condition::any().add(job::Column::HeartbeatAt.is_null()).add(job::Column::HeartbeatAt.lt(stale))),
+        )
+    }
+
+    /// Takes the oldest claimable job: a conditional UPDATE (state and heartbeat as read), so of several instances
+    /// only one wins; in a write transaction, which SQLite serializes.
+    async fn claim(&self) -> ApiResult<Option<job::Model>> {
+        let db = &self.svc.db;
+        let now = Utc::now();
+        let Some(candidate) = job::Entity::find()
+            .filter(Self::claimable(now))
+            .order_by_asc(job::Column::Id)
+            .select_only()
+            .column(job::Column::Id)
+            .into_tuple::<Uuid>()
+            .one(db.conn())
+            .await?
+        else {
+            return Ok(None);
+        };
+        let txn = db.begin_write().await?;
+        let claimed = job::Entity::update_many()
+            .col_expr(job::Column::State, Expr::value(JobState::Running.as_str()))
+            .col_expr(job::Column::Runner, Expr::value(self.id))
+            .col_expr(job::Column::HeartbeatAt, Expr::value(now))
+            .col_expr(
+                job::Column::StartedAt,
+                Expr::expr(sea_orm::sea_query::Func::coalesce([Expr::col(job::Column::StartedAt), Expr::value(now)])),
+            )
+            .filter(job::Column::Id.eq(candidate))
+            .filter(Self::claimable(now))
+            .exec(&txn)
+            .await?
+            .rows_affected;
+        let row = if claimed == 1 { job::Entity::find_by_id(candidate).one(&txn).await? } else { None };
+        txn.commit().await?;
+        Ok(row)
+    }
+
+    /// Runs a claimed job to its end (or to a stop), refreshing its heartbeat meanwhile.
+    async fn work(&mut self, row: job::Model) {
+        let id = row.id;
+        tracing::info!(job = %id, kind = %row.kind, tenant = %row.tenant, "job started");
+        let mut stopped = self.stopped.clone();
+        let outcome = {
+            let run = self.execute(row, &mut stopped);
+            tokio::pin!(run);
+            let mut beat = tokio::time::interval(HEARTBEAT);
+            beat.tick().await;
+            loop {
+                tokio::select! {
+                    outcome = &mut run => break outcome,
+                    _ = beat.tick() => {
+                        if let Err(err) = self.update(id, |q| q.col_expr(job::Column::HeartbeatAt, Expr::value(Utc::now()))).await {
+                            tracing::warn!(job = %id, error = %err, "job heartbeat failed");
+                        }
+                    }
+                }
+            }
+        };
+        let now = Utc::now();
+        let written = match outcome {
+            Ok(Ok(result)) => {
+                tracing::info!(job = %id, "job succeeded");
+                self.update(id, |q| {
+                    q.col_expr(job::Column::State, Expr::value(JobState::Succeeded.as_str()))
+                        .col_expr(job::Column::Result, Expr::value(result))
+                        .col_expr(job::Column::FinishedAt, Expr::value(now))
+                        .col_expr(job::Column::HeartbeatAt, Expr::value(now))
+                })
+                .await
+            }
+            Ok(Err(Interrupted::Stopped)) => {
+                tracing::info!(job = %id, "job paused for shutdown; it resumes from its checkpoint");
+                self.update(id, |q| {
+                    q.col_expr(job::Column::State, Expr::value(JobState::Queued.as_str()))
+                        .col_expr(job::Column::Runner, Expr::value(Option::<Uuid>::None))
+                        .col_expr(job::Column::HeartbeatAt, Expr::value(Option::<DateTime<Utc>>::None))
+                })
+                .await
+            }
+            Ok(Err(Interrupted::Lost)) => {
+                tracing::warn!(job = %id, "another runner took the job over");
+                Ok(0)
+            }
+            Err(err) => {
+                let message = match &err {
+                    ApiError::Internal(cause) => {
+                        tracing::error!(job = %id, error = ?cause, "job failed");
+                        "internal error".to_owned()
+                    }
+                    other => other.to_string(),
+                };
+                self.update(id, |q| {
+                    q.col_expr(job::Column::State, Expr::value(JobState::Failed.as_str()))
+                        .col_expr(job::Column::Error, Expr::value(message))
+                        .col_expr(job::Column::FinishedAt, Expr::value(now))
+                })
+                .await
+            }
+        };
+        if let Err(err) = written {
+            tracing::error!(job = %id, error = %err, "recording the job's outcome failed; it is claimed again when stale");
+        }
+    }
+
+    /// Updates the job while this runner holds it; returns the rows changed (0: it lost the job).
+    async fn update(
+        &self,
+        id: Uuid,
+        set: impl FnOnce(sea_orm::UpdateMany<job::Entity>) -> sea_orm::UpdateMany<job::Entity>,
+    ) -> ApiResult<u64> {
+        Ok(set(job::Entity::update_many())
+            .filter(job::Column::Id.eq(id))
+            .filter(job::Column::Runner.eq(self.id))
+            .filter(job::Column::State.eq(JobState::Running.as_str()))
+            .exec(self.svc.db.conn())
+            .await?
+            .rows_affected)
+    }
+
+    async fn execute(
+        &self,
+        row: job::Model,
+        stopped: &mut watch::Receiver<bool>,
+    ) -> ApiResult<Result<serde_json::Value, Interrupted>> {
+        let tenant = TenantId::parse(&row.tenant)?;
+        let kind = JobKind::parse(&row.kind)
+            .ok_or_else(|| ApiError::internal(anyhow::anyhow!("job {}: unknown kind {}", row.id, row.kind)))?;
+        // The job acts for the caller who asked for it, with the scope its kind needs and nothing else.
+        let caller = Caller::new(
+            tenant,
+            row.requested_by.clone(),
+            BTreeSet::from([kind.scope()]),
+            Purpose::parse("job").expect("a valid purpose"),
+        );
+        match kind {
+            JobKind::ReresolveCustomers => self.reresolve(&caller, row, stopped).await,
+        }
+    }
+
+    /// Re-resolution in batches of customers after the checkpoint; each batch's writes, progress, checkpoint and
+    /// result so far commit together.
+    async fn reresolve(
+        &self,
+        caller: &Caller,
+        row: job::Model,
+        stopped: &mut watch::Receiver<bool>,
+    ) -> ApiResult<Result<serde_json::Value, Interrupted>> {
+        let svc = &self.svc;
+        let tenant = caller.tenant();
+        let rules = rules::for_tenant(svc, tenant).await?;
+        let mut progress: Progress = serde_json::from_value(row.progress).unwrap_or_default();
+        let mut report: Reresolution = row.result.and_then(|r| serde_json::from_value(r).ok()).unwrap_or_default();
+        let mut after: Option<Uuid> = match row.checkpoint.as_deref() {
+            Some(text) => Some(
+                text.parse()
+                    .map_err(|_| ApiError::internal(anyhow::anyhow!("job {}: unreadable checkpoint", row.id)))?,
+            ),
+            None => None,
+        };
+        if after.is_none() {
+            progress = Progress { done: 0, total: customer::of_tenant(tenant).count(svc.db.conn()).await? };
+        }
+        loop {
+            if *stopped.borrow() {
+                return Ok(Err(Interrupted::Stopped));
+            }
+            let Some(batch) = rules::reresolve_batch(caller, svc, &rules, after, &mut report).await? else { break };
+            progress.done += batch.customers as u64;
+            progress.total = progress.total.max(progress.done);
+            let result = serde_json::to_value(&report).map_err(ApiError::internal)?;
+            let recorded = job::Entity::update_many()
+                .col_expr(job::Column::Progress, Expr::value(serde_json::json!(progress)))
+                .col_expr(job::Column::Checkpoint, Expr::value(batch.last.to_string()))
+                .col_expr(job::Column::Result, Expr::value(result))
+                .col_expr(job::Column::HeartbeatAt, Expr::value(Utc::now()))
+                .filter(job::Column::Id.eq(row.id))
+                .filter(job::Column::Runner.eq(self.id))
+                .filter(job::Column::State.eq(JobState::Running.as_str()))
+                .exec(&batch.txn)
+                .await?
+                .rows_affected;
+            if recorded == 0 {
+                batch.txn.rollback().await?;
+                return Ok(Err(Interrupted::Lost));
+            }
+            after = Some(batch.last);
+            batch.commit(svc, tenant).await?;
+        }
+        Ok(Ok(serde_json::to_value(&report).map_err(ApiError::internal)?))
+    }
+}
