@@ -11,7 +11,6 @@ pub mod http;
 pub mod pagination;
 pub mod privacy;
 pub mod profiles;
-pub mod seed;
 pub mod services;
 pub mod storage;
 pub mod telemetry;

@@ -17,7 +17,6 @@ mod privacy;
 mod records;
 mod resolution;
 mod schema;
-mod seed;
 mod subscriptions;
 mod touchpoints;
 mod tracking;

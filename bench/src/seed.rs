@@ -1,4 +1,4 @@
-//! `kontakt seed`: a realistic, reproducible dataset for one tenant, written fast enough to benchmark against.
+//! `kontakt-bench seed`: a realistic, reproducible dataset for one tenant, written fast enough to benchmark against.
 //!
 //! Customers, identities and consent decisions go in with multi-row inserts; touchpoints (the bulk) stream from a
 //! generator thread into PostgreSQL's `COPY … FROM STDIN`, or into multi-row inserts on SQLite.
@@ -21,7 +21,7 @@ use serde::Serialize;
 use serde_json::json;
 use uuid::Uuid;
 
-use crate::{
+use kontakt::{
     auth::TenantId,
     storage::{
         Database,
@@ -30,7 +30,7 @@ use crate::{
     touchpoints::{Channel, FeedbackMetric, JourneyStage, TouchpointType},
 };
 
-/// What `kontakt seed` writes.
+/// What `kontakt-bench seed` writes.
 #[derive(Debug, Clone, clap::Args)]
 pub struct SeedArgs {
     /// Tenant to fill. It must hold no customers yet (seed a fresh tenant or database).
