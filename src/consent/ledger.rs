@@ -4,8 +4,7 @@ use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseTransaction, EntityTrait, QueryFilter, QueryOrder,
-    QuerySelect, Set,
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseTransaction, QueryFilter, QueryOrder, QuerySelect, Set,
     sea_query::{Expr, ExprTrait},
 };
 use uuid::Uuid;
@@ -245,10 +244,9 @@ pub(crate) async fn bump_consent_version(
     tenant: &TenantId,
     customer_id: Uuid,
 ) -> Result<(), sea_orm::DbErr> {
-    customer::Entity::update_many()
+    customer::update_of_tenant(tenant)
         .col_expr(customer::Column::ConsentVersion, Expr::col(customer::Column::ConsentVersion).add(1))
         .col_expr(customer::Column::UpdatedAt, Expr::value(Utc::now()))
-        .filter(customer::Column::Tenant.eq(tenant.as_str()))
         .filter(customer::Column::Id.eq(customer_id))
         .exec(txn)
         .await?;

@@ -59,32 +59,27 @@ pub async fn erase_customer(caller: &Caller, svc: &Services, requested_id: Uuid)
         .collect();
     suppression::suppress(&txn, tenant, &svc.settings, &identities).await?;
 
-    let touchpoints = touchpoint::Entity::delete_many()
-        .filter(touchpoint::Column::Tenant.eq(tenant.as_str()))
+    let touchpoints = touchpoint::delete_of_tenant(tenant)
         .filter(touchpoint::Column::CustomerId.eq(customer_id))
         .exec(&txn)
         .await?
         .rows_affected;
-    let consents = consent_event::Entity::delete_many()
-        .filter(consent_event::Column::Tenant.eq(tenant.as_str()))
+    let consents = consent_event::delete_of_tenant(tenant)
         .filter(consent_event::Column::CustomerId.eq(customer_id))
         .exec(&txn)
         .await?
         .rows_affected;
-    let records = source_record::Entity::delete_many()
-        .filter(source_record::Column::Tenant.eq(tenant.as_str()))
+    let records = source_record::delete_of_tenant(tenant)
         .filter(source_record::Column::CustomerId.is_in(people.clone()))
         .exec(&txn)
         .await?
         .rows_affected;
-    let trait_rows = trait_value::Entity::delete_many()
-        .filter(trait_value::Column::Tenant.eq(tenant.as_str()))
+    let trait_rows = trait_value::delete_of_tenant(tenant)
         .filter(trait_value::Column::CustomerId.is_in(people.clone()))
         .exec(&txn)
         .await?
         .rows_affected;
-    resolution_conflict::Entity::delete_many()
-        .filter(resolution_conflict::Column::Tenant.eq(tenant.as_str()))
+    resolution_conflict::delete_of_tenant(tenant)
         .filter(
             sea_orm::Condition::any()
                 .add(resolution_conflict::Column::CustomerId.eq(customer_id))
@@ -92,14 +87,12 @@ pub async fn erase_customer(caller: &Caller, svc: &Services, requested_id: Uuid)
         )
         .exec(&txn)
         .await?;
-    let identity_rows = identity::Entity::delete_many()
-        .filter(identity::Column::Tenant.eq(tenant.as_str()))
+    let identity_rows = identity::delete_of_tenant(tenant)
         .filter(identity::Column::CustomerId.eq(customer_id))
         .exec(&txn)
         .await?
         .rows_affected;
-    merge::Entity::delete_many()
-        .filter(merge::Column::Tenant.eq(tenant.as_str()))
+    merge::delete_of_tenant(tenant)
         .filter(
             sea_orm::Condition::any()
                 .add(merge::Column::SurvivorId.is_in(people.clone()))
@@ -107,8 +100,7 @@ pub async fn erase_customer(caller: &Caller, svc: &Services, requested_id: Uuid)
         )
         .exec(&txn)
         .await?;
-    let customers = customer::Entity::delete_many()
-        .filter(customer::Column::Tenant.eq(tenant.as_str()))
+    let customers = customer::delete_of_tenant(tenant)
         .filter(customer::Column::Id.is_in(people.clone()))
         .exec(&txn)
         .await?

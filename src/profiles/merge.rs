@@ -5,8 +5,8 @@ use std::collections::HashSet;
 
 use chrono::{DateTime, Utc};
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, Condition, ConnectionTrait, DatabaseTransaction, DbBackend, DbErr, EntityTrait,
-    QueryFilter, QueryOrder, QuerySelect, QueryTrait, Set, Statement, sea_query::Expr,
+    ActiveModelTrait, ColumnTrait, Condition, ConnectionTrait, DatabaseTransaction, DbBackend, DbErr, QueryFilter,
+    QueryOrder, QuerySelect, QueryTrait, Set, Statement, sea_query::Expr,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -22,7 +22,9 @@ use crate::{
     },
     error::{ApiError, ApiResult},
     services::Services,
-    storage::entities::{consent_event, customer, identity, merge, source_record, touchpoint, trait_value},
+    storage::entities::{
+        TenantScoped, consent_event, customer, identity, merge, source_record, touchpoint, trait_value,
+    },
 };
 
 /// One merge as the domain hands it out.
@@ -85,11 +87,10 @@ async fn load(txn: &DatabaseTransaction, tenant: &TenantId, id: Uuid) -> Result<
 
 async fn ids_of<E, C>(txn: &DatabaseTransaction, tenant: &TenantId, customer: Uuid) -> Result<Vec<Uuid>, DbErr>
 where
-    E: EntityTrait<Column = C>,
+    E: TenantScoped<Column = C>,
     C: sea_orm::ColumnTrait + From<MergeColumn>,
 {
-    E::find()
-        .filter(C::from(MergeColumn::Tenant).eq(tenant.as_str()))
+    E::of_tenant(tenant)
         .filter(C::from(MergeColumn::CustomerId).eq(customer))
         .select_only()
         .column(C::from(MergeColumn::Id))
@@ -98,11 +99,10 @@ where
         .await
 }
 
-/// The three columns every table a merge moves shares.
+/// The two columns (beside the tenant) every table a merge moves shares.
 #[derive(Clone, Copy)]
 pub enum MergeColumn {
     Id,
-    Tenant,
     CustomerId,
 }
 
@@ -112,7 +112,6 @@ macro_rules! merge_columns {
             fn from(c: MergeColumn) -> Self {
                 match c {
                     MergeColumn::Id => $entity::Column::Id,
-                    MergeColumn::Tenant => $entity::Column::Tenant,
                     MergeColumn::CustomerId => $entity::Column::CustomerId,
                 }
             }
@@ -123,13 +122,12 @@ merge_columns!(identity, touchpoint, consent_event, source_record, trait_value);
 
 async fn move_rows<E, C>(txn: &DatabaseTransaction, tenant: &TenantId, ids: &[Uuid], to: Uuid) -> Result<(), DbErr>
 where
-    E: EntityTrait<Column = C>,
+    E: TenantScoped<Column = C>,
     C: sea_orm::ColumnTrait + From<MergeColumn>,
 {
     for chunk in ids.chunks(500) {
-        E::update_many()
+        E::update_of_tenant(tenant)
             .col_expr(C::from(MergeColumn::CustomerId), Expr::value(to))
-            .filter(C::from(MergeColumn::Tenant).eq(tenant.as_str()))
             .filter(C::from(MergeColumn::Id).is_in(chunk.iter().copied()))
             .exec(txn)
             .await?;
@@ -290,8 +288,7 @@ pub async fn unmerge(caller: &Caller, svc: &Services, merge_id: Uuid) -> ApiResu
     let merged = load(&txn, tenant, row.merged_id).await?.ok_or_else(|| ApiError::not_found("merged customer"))?;
     let moved: Moved = serde_json::from_value(row.moved.clone()).map_err(ApiError::internal)?;
 
-    consent_event::Entity::delete_many()
-        .filter(consent_event::Column::Tenant.eq(tenant.as_str()))
+    consent_event::delete_of_tenant(tenant)
         .filter(consent_event::Column::Id.is_in(moved.added_consent_events.iter().copied()))
         .exec(&txn)
         .await?;
@@ -341,9 +338,8 @@ async fn follow_identities(
         .select_only()
         .column(identity::Column::Id)
         .into_query();
-    touchpoint::Entity::update_many()
+    touchpoint::update_of_tenant(tenant)
         .col_expr(touchpoint::Column::CustomerId, Expr::value(restored))
-        .filter(touchpoint::Column::Tenant.eq(tenant.as_str()))
         .filter(touchpoint::Column::CustomerId.eq(survivor))
         .filter(touchpoint::Column::ReceivedAt.gt(since))
         .filter(touchpoint::Column::IdentityId.in_subquery(restored_identities))
@@ -392,9 +388,8 @@ async fn follow_identities(
         .select_only()
         .column(source_record::Column::Id)
         .into_query();
-    trait_value::Entity::update_many()
+    trait_value::update_of_tenant(tenant)
         .col_expr(trait_value::Column::CustomerId, Expr::value(restored))
-        .filter(trait_value::Column::Tenant.eq(tenant.as_str()))
         .filter(trait_value::Column::CustomerId.eq(survivor))
         .filter(trait_value::Column::RecordId.in_subquery(restored_records))
         .exec(txn)

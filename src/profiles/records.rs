@@ -232,9 +232,8 @@ async fn write(
             if old.customer_id != customer_id {
                 refresh.push(old.customer_id);
                 // The record now points elsewhere: its trait history follows it.
-                trait_value::Entity::update_many()
+                trait_value::update_of_tenant(tenant)
                     .col_expr(trait_value::Column::CustomerId, Expr::value(customer_id))
-                    .filter(trait_value::Column::Tenant.eq(tenant.as_str()))
                     .filter(trait_value::Column::RecordId.eq(old.id))
                     .exec(&txn)
                     .await?;
@@ -346,9 +345,8 @@ pub(crate) async fn write_api_values(
             if old.customer_id != customer_id {
                 // The record went elsewhere (an unmerge sent it after its identities): it comes back, with its history.
                 refresh.push(old.customer_id);
-                trait_value::Entity::update_many()
+                trait_value::update_of_tenant(tenant)
                     .col_expr(trait_value::Column::CustomerId, Expr::value(customer_id))
-                    .filter(trait_value::Column::Tenant.eq(tenant.as_str()))
                     .filter(trait_value::Column::RecordId.eq(old.id))
                     .exec(txn)
                     .await?;

@@ -262,8 +262,7 @@ async fn remove_blocked(
                 .all(&txn)
                 .await?,
         );
-        report.identities_removed += identity::Entity::delete_many()
-            .filter(identity::Column::Tenant.eq(tenant.as_str()))
+        report.identities_removed += identity::delete_of_tenant(tenant)
             .filter(identity::Column::Id.is_in(chunk.iter().copied()))
             .exec(&txn)
             .await?
@@ -430,8 +429,7 @@ async fn unlink_over_limits(
             touched.push(*customer);
         }
         for ids in unlink.chunks(500) {
-            report.identities_unlinked += identity::Entity::delete_many()
-                .filter(identity::Column::Tenant.eq(tenant.as_str()))
+            report.identities_unlinked += identity::delete_of_tenant(tenant)
                 .filter(identity::Column::Id.is_in(ids.iter().copied()))
                 .exec(&txn)
                 .await?
