@@ -198,7 +198,7 @@ pub struct ReresolutionReport {
     /// Such merges that could not be undone (the survivor was merged again since).
     merges_kept: i32,
     /// Identities unlinked from customers still over a kind's limit (newest first); each is a conflict with reason
-    /// `limit_lowered` in the customer's `identityGraph`.
+    /// `LIMIT_LOWERED` in the customer's `identityGraph`.
     identities_unlinked: i32,
 }
 

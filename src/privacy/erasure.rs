@@ -1,6 +1,7 @@
 //! Erasure (GDPR art. 17): the customer, source data, identities, touchpoints and consents go in one transaction;
 //! cached copies go too; the identities are suppressed; a receipt without personal data remains.
 use crate::changes::{Changed, CustomerChangeKind};
+use crate::privacy::access_log::AccessCategory;
 use chrono::{DateTime, Utc};
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QuerySelect, Set};
 use serde_json::json;
@@ -128,6 +129,6 @@ pub async fn erase_customer(caller: &Caller, svc: &Services, requested_id: Uuid)
     // Every id of the person: a merged-away id's cache entry holds the survivor's profile.
     let changed = Changed::new().customer(customer_id, CustomerChangeKind::Erased).uncache(people.iter().copied());
     crate::changes::committed(svc, tenant, changed).await;
-    svc.access_log.record(caller, [customer_id], "erasure");
+    svc.access_log.record(caller, [customer_id], AccessCategory::Erasure);
     Ok(ErasureReceipt { id, erased_at, rows })
 }

@@ -1,5 +1,6 @@
 //! Customers: upsert by identities, reads by id and identity, keyset-paged lists, and batched identity loads.
 use crate::changes::{self, CustomerChange};
+use crate::privacy::access_log::AccessCategory;
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
@@ -250,7 +251,7 @@ pub async fn read_profile(caller: &Caller, svc: &Services, id: Uuid) -> ApiResul
     }
     policy::check_profile_visible(caller, customer.restricted)?;
     // Logged under the person served (the survivor), so the person's access log and export show the read.
-    svc.access_log.record(caller, [customer.id], "profile");
+    svc.access_log.record(caller, [customer.id], AccessCategory::Profile);
     Ok(Profile { customer, privacy })
 }
 
@@ -367,7 +368,7 @@ pub async fn list_customers(
     let fetched = rows.len();
     // Restricted customers are served to privacy administration only: left out here, and counted.
     rows.retain(|r| policy::check_profile_visible(caller, r.restricted).is_ok());
-    svc.access_log.record(caller, rows.iter().map(|r| r.id), "profile");
+    svc.access_log.record(caller, rows.iter().map(|r| r.id), AccessCategory::Profile);
     Ok(CustomerPage {
         excluded: fetched - rows.len(),
         resume_after,

@@ -27,32 +27,67 @@ use crate::{
     },
 };
 
+/// Why two customers were merged.
+// Stored in `merges.reason` as `as_str` writes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, async_graphql::Enum)]
+pub enum MergeReason {
+    /// An agent merged them (`mergeCustomers`).
+    Manual,
+    /// Identity resolution found one identity pointing at both.
+    Identity,
+}
+
+impl MergeReason {
+    pub const ALL: [MergeReason; 2] = [MergeReason::Manual, MergeReason::Identity];
+
+    /// The stored text.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            MergeReason::Manual => "manual",
+            MergeReason::Identity => "identity",
+        }
+    }
+}
+
+impl std::str::FromStr for MergeReason {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        MergeReason::ALL.into_iter().find(|r| r.as_str() == s).ok_or_else(|| format!("unknown merge reason `{s}`"))
+    }
+}
+
+impl std::fmt::Display for MergeReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// One merge as the domain hands it out.
 #[derive(Debug, Clone)]
 pub struct Merge {
     pub id: Uuid,
     pub survivor_id: Uuid,
     pub merged_id: Uuid,
-    /// `manual` or `identity` (resolution found one identity pointing at both).
-    pub reason: String,
+    pub reason: MergeReason,
     pub evidence: Value,
     pub merged_by: String,
     pub created_at: DateTime<Utc>,
     pub undone_at: Option<DateTime<Utc>>,
 }
 
-impl From<merge::Model> for Merge {
-    fn from(m: merge::Model) -> Self {
-        Merge {
+impl TryFrom<merge::Model> for Merge {
+    type Error = ApiError;
+    fn try_from(m: merge::Model) -> ApiResult<Self> {
+        Ok(Merge {
             id: m.id,
             survivor_id: m.survivor_id,
             merged_id: m.merged_id,
-            reason: m.reason,
+            reason: m.reason.parse().map_err(|e: String| ApiError::internal(anyhow::anyhow!(e)))?,
             evidence: m.evidence,
             merged_by: m.merged_by,
             created_at: m.created_at,
             undone_at: m.undone_at,
-        }
+        })
     }
 }
 
@@ -142,7 +177,7 @@ pub(crate) async fn merge_in_txn(
     actor: &str,
     survivor: Uuid,
     merged: Uuid,
-    reason: &str,
+    reason: MergeReason,
     evidence: Value,
 ) -> Result<ApiResult<merge::Model>, DbErr> {
     if survivor == merged {
@@ -228,7 +263,7 @@ pub(crate) async fn merge_in_txn(
         tenant: Set(tenant.as_str().to_owned()),
         survivor_id: Set(survivor),
         merged_id: Set(merged),
-        reason: Set(reason.to_owned()),
+        reason: Set(reason.as_str().to_owned()),
         evidence: Set(evidence),
         moved: Set(serde_json::to_value(&moved).unwrap_or(Value::Null)),
         merged_by: Set(actor.chars().take(256).collect()),
@@ -237,7 +272,7 @@ pub(crate) async fn merge_in_txn(
     }
     .insert(txn)
     .await?;
-    metrics::counter!("kontakt_merges_total", "reason" => reason.to_owned()).increment(1);
+    metrics::counter!("kontakt_merges_total", "reason" => reason.as_str()).increment(1);
     Ok(Ok(row))
 }
 
@@ -253,13 +288,14 @@ pub async fn merge_customers(
     caller.require(Scope::ProfilesWrite)?;
     let txn = svc.db.begin_write().await?;
     let evidence = json!({ "rule": "manual", "note": note.map(|n| n.chars().take(500).collect::<String>()) });
-    let row = match merge_in_txn(&txn, caller.tenant(), caller.subject(), survivor, merged, "manual", evidence).await? {
+    let reason = MergeReason::Manual;
+    let row = match merge_in_txn(&txn, caller.tenant(), caller.subject(), survivor, merged, reason, evidence).await? {
         Ok(row) => row,
         Err(err) => return Err(err),
     };
     txn.commit().await?;
     changes::committed(svc, caller.tenant(), Changed::new().merge(survivor, merged)).await;
-    Ok(row.into())
+    row.try_into()
 }
 
 /// Undoes a merge: every row it moved goes back, the consents it added go away, and the merged customer is
@@ -318,7 +354,7 @@ pub async fn unmerge(caller: &Caller, svc: &Services, merge_id: Uuid) -> ApiResu
         Changed::new().customers([row.survivor_id, row.merged_id], CustomerChangeKind::Unmerged),
     )
     .await;
-    Ok(row.into())
+    row.try_into()
 }
 
 /// Moves the rows that reached `survivor` after `since` (the merge) and belong with `restored` by their identities,
@@ -410,5 +446,5 @@ pub async fn history(caller: &Caller, svc: &Services, customer_id: Uuid) -> ApiR
         .limit(100)
         .all(svc.db.conn())
         .await?;
-    Ok(rows.into_iter().map(Merge::from).collect())
+    rows.into_iter().map(Merge::try_from).collect()
 }

@@ -1,6 +1,7 @@
 //! Source records: upserted by (tenant, source, source record id), kept as received, resolved into customers by
 //! the one resolution function; every changed trait value is kept with its source for survivorship and history.
 use crate::changes;
+use crate::privacy::access_log::AccessCategory;
 use chrono::{DateTime, SubsecRound, Utc};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, DatabaseTransaction, EntityTrait, QueryFilter, QuerySelect, Set, sea_query::Expr,
@@ -448,7 +449,7 @@ pub async fn find(caller: &Caller, svc: &Services, source: &str, key: &str) -> A
         .await?
         .unwrap_or(false);
     crate::consent::policy::check_profile_visible(caller, restricted)?;
-    svc.access_log.record(caller, [row.customer_id], "source_record");
+    svc.access_log.record(caller, [row.customer_id], AccessCategory::SourceRecord);
     Ok(row.into())
 }
 

@@ -16,7 +16,11 @@ use sea_orm::{
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::identity::{Identity, IdentityKind};
+use super::{
+    identity::{Identity, IdentityKind},
+    merge::MergeReason,
+    resolution::ConflictReason,
+};
 use crate::{
     auth::{Caller, Scope, TenantId},
     error::{ApiError, ApiResult},
@@ -186,9 +190,6 @@ pub struct Reresolution {
     pub identities_unlinked: usize,
 }
 
-/// The reason of the conflict recorded for an identity unlinked by a lowered limit.
-pub const LIMIT_LOWERED: &str = "limit_lowered";
-
 /// Applies the tenant's current rules to customers already resolved. Blocked values: merges made through a
 /// now-blocked identity are undone and the blocked identities removed. Limits: a customer holding more identities
 /// of a kind than its limit first gets back, newest first and while still over, the automatic merges that brought
@@ -235,7 +236,7 @@ async fn remove_blocked(
         return Ok(());
     }
     let merges = merge::of_tenant(tenant)
-        .filter(merge::Column::Reason.eq("identity"))
+        .filter(merge::Column::Reason.eq(MergeReason::Identity.as_str()))
         .filter(merge::Column::UndoneAt.is_null())
         .order_by_desc(merge::Column::Id)
         .all(svc.db.conn())
@@ -332,7 +333,7 @@ async fn undo_merges_over_limits(
         for chunk in customers.chunks(500) {
             merges.extend(
                 merge::of_tenant(tenant)
-                    .filter(merge::Column::Reason.eq("identity"))
+                    .filter(merge::Column::Reason.eq(MergeReason::Identity.as_str()))
                     .filter(merge::Column::UndoneAt.is_null())
                     .filter(merge::Column::SurvivorId.is_in(chunk.iter().copied()))
                     .all(conn)
@@ -423,7 +424,7 @@ async fn unlink_over_limits(
                 customer_id: Set(*customer),
                 other_customer_id: Set(None),
                 kind: Set(kind.clone()),
-                reason: Set(LIMIT_LOWERED.to_owned()),
+                reason: Set(ConflictReason::LimitLowered.as_str().to_owned()),
                 created_at: Set(now),
             }));
             touched.push(*customer);

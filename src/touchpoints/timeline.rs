@@ -1,5 +1,6 @@
 //! Reading history: one customer's timeline (newest first, keyset on (occurred_at, id) in both directions), the
 //! journey summary, and the cross-customer feed in commit order. Every read needs a policy `Permit`.
+use crate::privacy::access_log::AccessCategory;
 use std::{
     collections::{BTreeMap, HashMap, HashSet},
     time::{Duration, Instant},
@@ -260,7 +261,11 @@ pub async fn feed(
         })
         .collect();
     let excluded = total - items.len();
-    svc.access_log.record(caller, items.iter().map(|(_, t)| t.customer_id).collect::<HashSet<_>>(), "touchpoints");
+    svc.access_log.record(
+        caller,
+        items.iter().map(|(_, t)| t.customer_id).collect::<HashSet<_>>(),
+        AccessCategory::Touchpoints,
+    );
     Ok(FeedPage { page: Page { items, has_next_page, has_previous_page: after.is_some() }, excluded, resume_after })
 }
 
@@ -376,7 +381,7 @@ pub async fn read_timeline_with(
     };
     let has_next_page = rows.len() > first;
     let items = rows.into_iter().take(first).filter_map(Touchpoint::from_row).collect();
-    svc.access_log.record(caller, [customer_id], "touchpoints");
+    svc.access_log.record(caller, [customer_id], AccessCategory::Touchpoints);
     Ok((permit, Page { items, has_next_page, has_previous_page: false }))
 }
 
@@ -388,7 +393,7 @@ async fn serve_timeline(
     window: Window<(DateTime<Utc>, Uuid)>,
 ) -> ApiResult<(Permit, Page<Touchpoint>)> {
     let page = timeline(caller.tenant(), svc, &permit, filter, window).await?;
-    svc.access_log.record(caller, [permit.customer_id()], "touchpoints");
+    svc.access_log.record(caller, [permit.customer_id()], AccessCategory::Touchpoints);
     Ok((permit, page))
 }
 
@@ -413,7 +418,7 @@ pub async fn read_journey_with(
 
 async fn serve_journey(caller: &Caller, svc: &Services, permit: Permit) -> ApiResult<Journey> {
     let journey = journey(caller.tenant(), svc, &permit).await?;
-    svc.access_log.record(caller, [permit.customer_id()], "journey");
+    svc.access_log.record(caller, [permit.customer_id()], AccessCategory::Journey);
     Ok(journey)
 }
 
@@ -486,7 +491,7 @@ pub async fn recent_for_many(
             (id, page)
         })
         .collect();
-    svc.access_log.record(caller, served, "touchpoints");
+    svc.access_log.record(caller, served, AccessCategory::Touchpoints);
     Ok(result)
 }
 
@@ -514,7 +519,7 @@ pub async fn watch(caller: &Caller, svc: &Services) -> ApiResult<futures_util::s
                     .one(svc.db.conn())
                     .await
                     .ok()??;
-                svc.access_log.record(&caller, [event.customer_id], "touchpoints");
+                svc.access_log.record(&caller, [event.customer_id], AccessCategory::Touchpoints);
                 Touchpoint::from_row(row)
             }
         })
