@@ -226,7 +226,7 @@ pub(crate) async fn merge_in_txn(
             actor,
             RecordConsent {
                 customer_id: survivor,
-                purpose: wanted.purpose.clone(),
+                purpose: wanted.purpose.as_str().to_owned(),
                 channel: wanted.channel.clone(),
                 status,
                 captured_at: Some(wanted.captured_at),
@@ -255,7 +255,9 @@ pub(crate) async fn merge_in_txn(
     if let Some(map) = evidence.as_object_mut() {
         map.insert(
             "consentConflicts".into(),
-            json!(disagreements.iter().map(|(p, c)| json!({ "purpose": p, "channel": c })).collect::<Vec<_>>()),
+            json!(
+                disagreements.iter().map(|(p, c)| json!({ "purpose": p.as_str(), "channel": c })).collect::<Vec<_>>()
+            ),
         );
     }
     let row = merge::ActiveModel {
