@@ -59,7 +59,7 @@ if [[ -z "${SKIP_SEED:-}" ]]; then
         -c "DROP DATABASE IF EXISTS $BENCH_DB WITH (FORCE)" -c "CREATE DATABASE $BENCH_DB"
 
     log "seeding: ${SEED_CUSTOMERS:-20000} customers, ${SEED_TOUCHPOINTS:-1000000} touchpoints, heavy ${SEED_HEAVY:-1000,100000,1000000}"
-    "$BIN/kontakt" seed --tenant "$TENANT" \
+    "$BIN/kontakt-bench" seed --tenant "$TENANT" \
         --customers "${SEED_CUSTOMERS:-20000}" \
         --touchpoints "${SEED_TOUCHPOINTS:-1000000}" \
         --heavy "${SEED_HEAVY:-1000,100000,1000000}" \

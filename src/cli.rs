@@ -1,4 +1,4 @@
-//! The `kontakt` command line: serve (default), migrate, token, schema, seed.
+//! The `kontakt` command line: serve (default), migrate, token, schema.
 use std::{io::Write, process::ExitCode};
 
 use clap::{Parser, Subcommand};
@@ -49,11 +49,6 @@ pub enum Command {
     },
     /// Print the GraphQL schema (SDL).
     Schema,
-    /// Fill a tenant with a realistic benchmark dataset and write a manifest for `kontakt-bench`.
-    Seed {
-        #[command(flatten)]
-        args: crate::seed::SeedArgs,
-    },
 }
 
 pub async fn run() -> ExitCode {
@@ -92,11 +87,6 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             db.migrate().await?;
             eprintln!("migrations applied");
             Ok(())
-        }
-        Command::Seed { args } => {
-            crate::telemetry::init_logging(config.log_format());
-            let db = Database::connect(&config).await?;
-            crate::seed::run(&db, args).await.map(|_| ())
         }
         Command::Serve => serve(config).await,
     }

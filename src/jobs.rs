@@ -14,7 +14,7 @@ use tokio::sync::watch;
 use uuid::Uuid;
 
 use crate::{
-    auth::{Caller, Purpose, Scope, TenantId},
+    auth::{Caller, Scope, TenantId},
     error::{ApiError, ApiResult},
     pagination::{Page, PageRequest},
     profiles::rules::{self, Reresolution},
@@ -266,7 +266,7 @@ impl Runner {
             return Ok(None);
         };
         let txn = db.begin_write().await?;
-        let claimed = job::Entity::update_many()
+        let claimed = job::update_by_id(candidate)
             .col_expr(job::Column::State, Expr::value(JobState::Running.as_str()))
             .col_expr(job::Column::Runner, Expr::value(self.id))
             .col_expr(job::Column::HeartbeatAt, Expr::value(now))
@@ -274,7 +274,6 @@ impl Runner {
                 job::Column::StartedAt,
                 Expr::expr(sea_orm::sea_query::Func::coalesce([Expr::col(job::Column::StartedAt), Expr::value(now)])),
             )
-            .filter(job::Column::Id.eq(candidate))
             .filter(Self::claimable(now))
             .exec(&txn)
             .await?
@@ -357,8 +356,7 @@ impl Runner {
         id: Uuid,
         set: impl FnOnce(sea_orm::UpdateMany<job::Entity>) -> sea_orm::UpdateMany<job::Entity>,
     ) -> ApiResult<u64> {
-        Ok(set(job::Entity::update_many())
-            .filter(job::Column::Id.eq(id))
+        Ok(set(job::update_by_id(id))
             .filter(job::Column::Runner.eq(self.id))
             .filter(job::Column::State.eq(JobState::Running.as_str()))
             .exec(self.svc.db.conn())
@@ -375,12 +373,7 @@ impl Runner {
         let kind = JobKind::parse(&row.kind)
             .ok_or_else(|| ApiError::internal(anyhow::anyhow!("job {}: unknown kind {}", row.id, row.kind)))?;
         // The job acts for the caller who asked for it, with the scope its kind needs and nothing else.
-        let caller = Caller::new(
-            tenant,
-            row.requested_by.clone(),
-            BTreeSet::from([kind.scope()]),
-            Purpose::parse("job").expect("a valid purpose"),
-        );
+        let caller = Caller::for_job(tenant, row.requested_by.clone(), BTreeSet::from([kind.scope()]));
         match kind {
             JobKind::ReresolveCustomers => self.reresolve(&caller, row, stopped).await,
         }
@@ -417,12 +410,11 @@ impl Runner {
             progress.done += batch.customers as u64;
             progress.total = progress.total.max(progress.done);
             let result = serde_json::to_value(&report).map_err(ApiError::internal)?;
-            let recorded = job::Entity::update_many()
+            let recorded = job::update_by_id(row.id)
                 .col_expr(job::Column::Progress, Expr::value(serde_json::json!(progress)))
                 .col_expr(job::Column::Checkpoint, Expr::value(batch.last.to_string()))
                 .col_expr(job::Column::Result, Expr::value(result))
                 .col_expr(job::Column::HeartbeatAt, Expr::value(Utc::now()))
-                .filter(job::Column::Id.eq(row.id))
                 .filter(job::Column::Runner.eq(self.id))
                 .filter(job::Column::State.eq(JobState::Running.as_str()))
                 .exec(&batch.txn)

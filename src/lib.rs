@@ -12,7 +12,6 @@ pub mod jobs;
 pub mod pagination;
 pub mod privacy;
 pub mod profiles;
-pub mod seed;
 pub mod services;
 pub mod storage;
 pub mod telemetry;

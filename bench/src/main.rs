@@ -1,9 +1,11 @@
-//! `kontakt-bench`: drives a running Kontakt server over HTTP and reports throughput and latency per scenario.
+//! `kontakt-bench`: drives a running Kontakt server over HTTP and reports throughput and latency per scenario;
+//! `kontakt-bench seed` writes the dataset it reads (see `seed.rs`).
 //!
-//! It reads the manifest `kontakt seed` wrote (who exists, who is heavy), runs each scenario with N concurrent
+//! It reads the manifest `kontakt-bench seed` wrote (who exists, who is heavy), runs each scenario with N concurrent
 //! clients for a fixed time after a warm-up, and prints requests/s and p50/p90/p99/max latency.
 mod report;
 mod scenarios;
+mod seed;
 
 use std::{
     collections::BTreeMap,
@@ -25,15 +27,23 @@ use crate::{
 };
 
 #[derive(Parser, Debug)]
-#[command(name = "kontakt-bench", version, about = "Load generator for a running Kontakt server")]
+#[command(
+    name = "kontakt-bench",
+    version,
+    about = "Load generator for a running Kontakt server; `kontakt-bench seed` writes the benchmark dataset",
+    subcommand_negates_reqs = true,
+    args_conflicts_with_subcommands = true
+)]
 pub struct Args {
+    #[command(subcommand)]
+    pub command: Option<Command>,
     /// Base URL of the server (only loopback addresses are accepted).
     #[arg(long, env = "KONTAKT_BENCH_URL", default_value = "http://127.0.0.1:8080")]
     pub url: String,
     /// Bearer token: `kontakt token --tenant bench --scopes profiles:read,touchpoints:read,touchpoints:write,pii:read`.
-    #[arg(long, env = "KONTAKT_BENCH_TOKEN", hide_env_values = true)]
-    pub token: String,
-    /// The manifest `kontakt seed` wrote.
+    #[arg(long, env = "KONTAKT_BENCH_TOKEN", hide_env_values = true, required = true)]
+    pub token: Option<String>,
+    /// The manifest `kontakt-bench seed` wrote.
     #[arg(long, default_value = "bench-manifest.json")]
     pub manifest: PathBuf,
     /// Scenarios to run (repeatable): profile, timeline-1k, timeline-100k, timeline-1m, timeline-deep, feed,
@@ -64,6 +74,18 @@ pub struct Args {
     /// Also write the results as JSON here.
     #[arg(long)]
     pub json: Option<PathBuf>,
+}
+
+#[derive(clap::Subcommand, Debug)]
+pub enum Command {
+    /// Fill a tenant with a realistic benchmark dataset and write the manifest the load generator reads. The
+    /// database is the server's: `DATABASE_URL`, `KONTAKT_DATABASE_SCHEMA` and the other `KONTAKT_*` settings.
+    Seed {
+        #[command(flatten)]
+        args: seed::SeedArgs,
+        #[command(flatten)]
+        config: Box<kontakt::config::Config>,
+    },
 }
 
 /// The part of the seed manifest the benchmark needs.
@@ -107,6 +129,11 @@ pub struct Shared {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    if let Some(Command::Seed { args, config }) = args.command {
+        kontakt::telemetry::init_logging(config.log_format());
+        let db = kontakt::storage::Database::connect(&config).await?;
+        return seed::run(&db, args).await.map(|_| ());
+    }
     let base = loopback_base(&args.url)?;
     if args.concurrency == 0 || args.concurrency > 1024 {
         anyhow::bail!("--concurrency must be 1–1024");
@@ -129,7 +156,7 @@ async fn main() -> anyhow::Result<()> {
         client,
         graphql: format!("{base}/graphql"),
         base: base.clone(),
-        token: args.token.clone(),
+        token: args.token.clone().unwrap_or_default(),
         write_key: args.write_key.clone(),
         batch: args.batch,
         run_id: Uuid::new_v4().simple().to_string()[..12].to_owned(),

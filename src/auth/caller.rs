@@ -1,7 +1,10 @@
 //! The caller of a request: tenant, subject, scopes and the purpose it acts for.
 use std::{collections::BTreeSet, fmt, str::FromStr};
 
-use crate::error::{ApiError, ApiResult};
+use crate::{
+    consent::ConsentPurpose,
+    error::{ApiError, ApiResult},
+};
 
 /// A tenant (brand or workspace). Every row and every query carries one.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -73,24 +76,105 @@ impl FromStr for Scope {
     }
 }
 
-/// Why the caller reads data (`personalization`, `analytics`, `support`, …). Tenants may add their own purposes.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct Purpose(String);
+/// What a caller acts for: a consent purpose (reads of personalization data need that consent), or one of the
+/// purposes that consent does not govern.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PurposeKind {
+    /// A purpose the customer consents to (`personalization`, `marketing`, `analytics`, `profiling`, `sharing`).
+    Consent(ConsentPurpose),
+    /// `support`: serves the customer operationally; reads the raw history without a consent.
+    Support,
+    /// `privacy_admin`: privacy officers (with `privacy:admin`); sees everything, restricted customers included.
+    PrivacyAdmin,
+    /// `ingestion`: the tracking API's write keys; reads nothing.
+    Ingestion,
+    /// `job`: a background job acting for the caller who asked for it; never in a token.
+    Job,
+}
 
-impl Purpose {
-    pub fn parse(raw: &str) -> ApiResult<Self> {
-        let ok = !raw.is_empty()
-            && raw.len() <= 64
-            && raw.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '_' | '-' | ':'));
-        if ok {
-            Ok(Purpose(raw.to_owned()))
-        } else {
-            Err(ApiError::validation("purpose", "1–64 lower-case letters, digits, `_`, `-` or `:`"))
+impl PurposeKind {
+    const OTHERS: [(PurposeKind, &'static str); 3] = [
+        (PurposeKind::Support, "support"),
+        (PurposeKind::PrivacyAdmin, "privacy_admin"),
+        (PurposeKind::Ingestion, "ingestion"),
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PurposeKind::Consent(p) => p.as_str(),
+            PurposeKind::Job => "job",
+            other => PurposeKind::OTHERS.iter().find(|(k, _)| *k == other).map_or("", |(_, text)| text),
         }
     }
 
+    fn parse(raw: &str) -> Option<Self> {
+        raw.parse::<ConsentPurpose>()
+            .ok()
+            .map(PurposeKind::Consent)
+            .or_else(|| PurposeKind::OTHERS.iter().find(|(_, text)| *text == raw).map(|(k, _)| *k))
+    }
+
+    /// Every purpose a caller may act for, comma-separated, for error messages.
+    fn list() -> String {
+        let mut all: Vec<&str> = ConsentPurpose::ALL.iter().map(|p| p.as_str()).collect();
+        all.extend(PurposeKind::OTHERS.iter().map(|(_, text)| *text));
+        all.join(", ")
+    }
+}
+
+/// Why the caller reads data, from the token's `purpose` claim: a purpose of the closed set (`PurposeKind`),
+/// and for a consent purpose optionally one channel (`marketing:email`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Purpose {
+    kind: PurposeKind,
+    channel: Option<String>,
+    /// As written: `purpose` or `purpose:channel`.
+    text: String,
+}
+
+impl Purpose {
+    /// `VALIDATION` for a purpose outside the set, or a channel that is not 1–32 lower-case letters, digits, `_`
+    /// or `-` (a channel only after a consent purpose).
+    pub fn parse(raw: &str) -> ApiResult<Self> {
+        let (name, channel) = match raw.split_once(':') {
+            Some((name, channel)) => (name, Some(channel)),
+            None => (raw, None),
+        };
+        let kind = PurposeKind::parse(name).ok_or_else(|| {
+            ApiError::validation("purpose", format!("unknown purpose `{name}`: one of {}", PurposeKind::list()))
+        })?;
+        if let Some(channel) = channel {
+            let ok = !channel.is_empty()
+                && channel.len() <= 32
+                && channel.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '_' | '-'));
+            if !ok {
+                return Err(ApiError::validation(
+                    "purpose",
+                    "the channel after `:` must be 1–32 lower-case letters, digits, `_` or `-` (marketing:email)",
+                ));
+            }
+            if !matches!(kind, PurposeKind::Consent(_)) {
+                return Err(ApiError::validation("purpose", format!("`{name}` takes no channel")));
+            }
+        }
+        Ok(Purpose { kind, channel: channel.map(str::to_owned), text: raw.to_owned() })
+    }
+
+    pub fn kind(&self) -> PurposeKind {
+        self.kind
+    }
+
+    /// The consent purpose and channel a read for this purpose needs, if consent governs it.
+    pub fn consent(&self) -> Option<(ConsentPurpose, Option<&str>)> {
+        match self.kind {
+            PurposeKind::Consent(p) => Some((p, self.channel.as_deref())),
+            _ => None,
+        }
+    }
+
+    /// As written in the token.
     pub fn as_str(&self) -> &str {
-        &self.0
+        &self.text
     }
 }
 
@@ -117,7 +201,19 @@ impl Caller {
             tenant,
             subject: format!("write-key:{source}"),
             scopes: [Scope::TouchpointsWrite, Scope::ProfilesWrite, Scope::ConsentWrite].into_iter().collect(),
-            purpose: Purpose("ingestion".to_owned()),
+            purpose: Purpose { kind: PurposeKind::Ingestion, channel: None, text: "ingestion".to_owned() },
+            request_id: None,
+        }
+    }
+
+    /// The caller a background job acts as: the subject who asked for it, with the scopes its kind needs, and a
+    /// purpose (`job`) no token can carry.
+    pub fn for_job(tenant: TenantId, subject: String, scopes: BTreeSet<Scope>) -> Self {
+        Caller {
+            tenant,
+            subject,
+            scopes,
+            purpose: Purpose { kind: PurposeKind::Job, channel: None, text: "job".to_owned() },
             request_id: None,
         }
     }

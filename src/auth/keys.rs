@@ -130,7 +130,13 @@ impl KeyRing {
         })?;
         let claims = data.claims;
         let tenant = TenantId::parse(&claims.tenant).map_err(|_| unauthenticated("bad `tenant` claim"))?;
-        let purpose = Purpose::parse(&claims.purpose).map_err(|_| unauthenticated("bad `purpose` claim"))?;
+        let purpose = Purpose::parse(&claims.purpose).map_err(|e| {
+            let why = match e {
+                ApiError::Validation { message, .. } => message,
+                other => other.to_string(),
+            };
+            unauthenticated(&format!("bad `purpose` claim: {why}"))
+        })?;
         let scopes: BTreeSet<Scope> = claims.scope.split_whitespace().filter_map(|s| s.parse().ok()).collect();
         Ok(Caller::new(tenant, claims.sub, scopes, purpose))
     }

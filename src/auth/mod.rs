@@ -2,5 +2,5 @@
 mod caller;
 pub(crate) mod keys;
 
-pub use caller::{Caller, Purpose, Scope, TenantId};
+pub use caller::{Caller, Purpose, PurposeKind, Scope, TenantId};
 pub use keys::{Claims, KeyRing, TokenRequest};

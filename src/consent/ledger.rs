@@ -4,14 +4,14 @@ use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseTransaction, EntityTrait, QueryFilter, QueryOrder,
-    QuerySelect, Set,
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseTransaction, QueryFilter, QueryOrder, QuerySelect, Set,
     sea_query::{Expr, ExprTrait},
 };
 use uuid::Uuid;
 
 use crate::{
-    auth::{Caller, Purpose, Scope, TenantId},
+    auth::{Caller, Scope, TenantId},
+    consent::ConsentPurpose,
     error::{ApiError, ApiResult},
     pagination::{Page, PageRequest},
     services::Services,
@@ -45,7 +45,7 @@ impl ConsentStatus {
 pub struct ConsentEvent {
     pub id: Uuid,
     pub customer_id: Uuid,
-    pub purpose: String,
+    pub purpose: ConsentPurpose,
     /// `None` means every channel of the purpose.
     pub channel: Option<String>,
     pub status: ConsentStatus,
@@ -72,7 +72,7 @@ fn from_row(m: consent_event::Model) -> Option<ConsentEvent> {
     Some(ConsentEvent {
         id: m.id,
         customer_id: m.customer_id,
-        purpose: m.purpose,
+        purpose: m.purpose.parse().ok()?,
         channel: (!m.channel.is_empty()).then_some(m.channel),
         status: ConsentStatus::parse(&m.status)?,
         captured_at: m.captured_at,
@@ -89,6 +89,8 @@ fn from_row(m: consent_event::Model) -> Option<ConsentEvent> {
 #[derive(Debug, Clone)]
 pub struct RecordConsent {
     pub customer_id: Uuid,
+    /// As the caller wrote it: a `ConsentPurpose` text, optionally with its channel (`marketing:email`); `append`
+    /// refuses any other.
     pub purpose: String,
     pub channel: Option<String>,
     pub status: ConsentStatus,
@@ -113,12 +115,11 @@ fn clean(field: &str, value: Option<&str>, max: usize) -> ApiResult<Option<Strin
 
 /// The purpose and channel a decision is about. A purpose written the way callers act for it, `marketing:email`,
 /// is the purpose `marketing` for the channel `email`; a `channel` given as well must name the same channel.
-fn purpose_and_channel(purpose: &str, channel: Option<&str>) -> ApiResult<(Purpose, Option<String>)> {
+fn purpose_and_channel(purpose: &str, channel: Option<&str>) -> ApiResult<(ConsentPurpose, Option<String>)> {
     let invalid = || {
         ApiError::validation(
             "purpose",
-            "1–64 lower-case letters, digits, `_` or `-` (e.g. personalization, marketing), optionally followed by \
-             `:channel` (marketing:email)",
+            format!("one of {}, optionally followed by `:channel` (marketing:email)", ConsentPurpose::list()),
         )
     };
     let channel = clean("channel", channel, 32)?.map(|c| c.to_lowercase());
@@ -129,7 +130,9 @@ fn purpose_and_channel(purpose: &str, channel: Option<&str>) -> ApiResult<(Purpo
     if purpose.is_empty() || purpose.contains(':') {
         return Err(invalid());
     }
-    let purpose = Purpose::parse(purpose).map_err(|_| invalid())?;
+    let purpose = purpose.parse::<ConsentPurpose>().map_err(|e| {
+        ApiError::validation("purpose", format!("{e}; a channel may follow after `:` (marketing:email)"))
+    })?;
     let Some(named) = named else { return Ok((purpose, channel)) };
     let named = clean("purpose", Some(named), 32)?.ok_or_else(invalid)?.to_lowercase();
     if named.contains(':') {
@@ -245,10 +248,9 @@ pub(crate) async fn bump_consent_version(
     tenant: &TenantId,
     customer_id: Uuid,
 ) -> Result<(), sea_orm::DbErr> {
-    customer::Entity::update_many()
+    customer::update_of_tenant(tenant)
         .col_expr(customer::Column::ConsentVersion, Expr::col(customer::Column::ConsentVersion).add(1))
         .col_expr(customer::Column::UpdatedAt, Expr::value(Utc::now()))
-        .filter(customer::Column::Tenant.eq(tenant.as_str()))
         .filter(customer::Column::Id.eq(customer_id))
         .exec(txn)
         .await?;

@@ -11,7 +11,8 @@ use uuid::Uuid;
 
 use super::ledger::{self, ConsentState};
 use crate::{
-    auth::{Caller, Scope, TenantId},
+    auth::{Caller, PurposeKind, Scope, TenantId},
+    consent::ConsentPurpose,
     error::{ApiError, ApiResult},
     services::Services,
     storage::entities::{consent_event, customer},
@@ -25,11 +26,6 @@ pub enum DataCategory {
     /// Anything derived from behaviour (journey stage, segments, scores): personalization data for every purpose.
     DerivedInsights,
 }
-
-/// Purposes that serve the customer operationally and do not need a consent to read the raw history.
-const OPERATIONAL_PURPOSES: [&str; 1] = ["support"];
-/// The purpose of privacy officers: sees everything, restricted customers included (needs `privacy:admin`).
-pub const PRIVACY_ADMIN_PURPOSE: &str = "privacy_admin";
 
 /// Proof that the policy allowed one caller to read one customer's data of one category. Only `decide` makes one,
 /// so personalization data cannot be served without a decision.
@@ -154,21 +150,13 @@ pub struct PrivacyState {
     pub consent_version: i64,
 }
 
-/// Splits a caller purpose such as `marketing:email` into the consent purpose and channel.
-fn consent_key(purpose: &str) -> (&str, Option<&str>) {
-    match purpose.split_once(':') {
-        Some((purpose, channel)) => (purpose, Some(channel)),
-        None => (purpose, None),
-    }
-}
-
 /// The decision in force for a purpose and, optionally, one channel: of the decisions that apply (the purpose-wide
 /// one, which covers every channel, and the one for that channel), the one captured later; on a tie the more
 /// restrictive. Without a channel only the purpose-wide decision applies. `consents` holds the latest decision per
 /// (purpose, channel), as the ledger derives them.
 pub fn in_force<'a>(
     consents: &'a [ConsentState],
-    purpose: &str,
+    purpose: ConsentPurpose,
     channel: Option<&str>,
     now: DateTime<Utc>,
 ) -> Option<&'a ConsentState> {
@@ -190,9 +178,10 @@ pub fn decide(
     category: DataCategory,
     now: DateTime<Utc>,
 ) -> ApiResult<Permit> {
+    let kind = caller.purpose().kind();
     let purpose = caller.purpose().as_str();
     let permit = Permit { customer_id, category };
-    if purpose == PRIVACY_ADMIN_PURPOSE {
+    if kind == PurposeKind::PrivacyAdmin {
         caller.require(Scope::PrivacyAdmin)?;
         return Ok(permit);
     }
@@ -202,11 +191,13 @@ pub fn decide(
     if state.restricted {
         return refuse("PROCESSING_RESTRICTED", "processing of this customer's data is restricted".into());
     }
-    if category == DataCategory::BehaviouralHistory && OPERATIONAL_PURPOSES.contains(&purpose) {
+    // Support serves the customer operationally: it reads the raw history without a consent.
+    if category == DataCategory::BehaviouralHistory && kind == PurposeKind::Support {
         return Ok(permit);
     }
-    let (consent_purpose, channel) = consent_key(purpose);
-    match in_force(&state.consents, consent_purpose, channel, now) {
+    // A purpose consent does not govern (support for derived data, ingestion) has no consent to find.
+    let decision = caller.purpose().consent().and_then(|(p, channel)| in_force(&state.consents, p, channel, now));
+    match decision {
         None => refuse("NOT_GIVEN", format!("the customer has not consented to `{purpose}`")),
         Some(c) if c.is_effective_at(now) => Ok(permit),
         Some(c) if c.status == super::ConsentStatus::Granted => {
@@ -222,7 +213,7 @@ pub fn decide(
 /// Profile data (who the customer is) is not personalization data, but a restriction of processing withholds it
 /// too: a restricted customer is served to privacy administration only.
 pub fn check_profile_visible(caller: &Caller, restricted: bool) -> ApiResult<()> {
-    if restricted && caller.purpose().as_str() != PRIVACY_ADMIN_PURPOSE {
+    if restricted && caller.purpose().kind() != PurposeKind::PrivacyAdmin {
         return Err(ApiError::ConsentRequired {
             purpose: caller.purpose().as_str().to_owned(),
             reason: "PROCESSING_RESTRICTED",
@@ -361,18 +352,18 @@ fn restrictiveness(state: &ConsentState, now: DateTime<Utc>) -> u8 {
 pub fn most_restrictive(
     sides: &[Vec<ConsentState>],
     now: DateTime<Utc>,
-) -> (Vec<ConsentState>, Vec<(String, Option<String>)>) {
-    let mut keys: Vec<(String, Option<String>)> =
-        sides.iter().flatten().map(|s| (s.purpose.clone(), s.channel.clone())).collect();
+) -> (Vec<ConsentState>, Vec<(ConsentPurpose, Option<String>)>) {
+    let mut keys: Vec<(ConsentPurpose, Option<String>)> =
+        sides.iter().flatten().map(|s| (s.purpose, s.channel.clone())).collect();
     keys.sort();
     keys.dedup();
     let mut states = Vec::with_capacity(keys.len());
     let mut conflicts = Vec::new();
     for (purpose, channel) in keys {
         let held: Vec<&ConsentState> =
-            sides.iter().filter_map(|side| in_force(side, &purpose, channel.as_deref(), now)).collect();
+            sides.iter().filter_map(|side| in_force(side, purpose, channel.as_deref(), now)).collect();
         if held.iter().any(|h| h.status != held[0].status) {
-            conflicts.push((purpose.clone(), channel.clone()));
+            conflicts.push((purpose, channel.clone()));
         }
         let Some(winner) = held.into_iter().max_by(|a, b| {
             restrictiveness(a, now).cmp(&restrictiveness(b, now)).then_with(|| a.captured_at.cmp(&b.captured_at))
@@ -394,18 +385,18 @@ pub fn merge_appends(resolved: &[ConsentState], after: &[ConsentState], now: Dat
     let held = |s: &ConsentState| after.iter().find(|a| a.purpose == s.purpose && a.channel == s.channel);
     let mut appends = Vec::new();
     // Purpose-wide decisions first: when each ends up captured is what channel decisions must come after.
-    let mut wide_at: HashMap<&str, DateTime<Utc>> = HashMap::new();
+    let mut wide_at: HashMap<ConsentPurpose, DateTime<Utc>> = HashMap::new();
     for wanted in resolved.iter().filter(|s| s.channel.is_none()) {
         if held(wanted).is_some_and(|h| h.id == wanted.id) {
-            wide_at.insert(&wanted.purpose, wanted.captured_at);
+            wide_at.insert(wanted.purpose, wanted.captured_at);
         } else {
-            wide_at.insert(&wanted.purpose, now);
+            wide_at.insert(wanted.purpose, now);
             appends.push(ConsentState { captured_at: now, ..wanted.clone() });
         }
     }
     for wanted in resolved.iter().filter(|s| s.channel.is_some()) {
         let kept = held(wanted).is_some_and(|h| h.id == wanted.id);
-        let after_wide = wide_at.get(wanted.purpose.as_str()).is_none_or(|wide| wanted.captured_at > *wide);
+        let after_wide = wide_at.get(&wanted.purpose).is_none_or(|wide| wanted.captured_at > *wide);
         if !(kept && after_wide) {
             appends.push(ConsentState { captured_at: channel_time, ..wanted.clone() });
         }
@@ -427,7 +418,7 @@ mod tests {
         ConsentState {
             id: Uuid::now_v7(),
             customer_id: Uuid::now_v7(),
-            purpose: purpose.into(),
+            purpose: purpose.parse().expect("purpose"),
             channel: channel.map(str::to_owned),
             status,
             captured_at: at,
@@ -526,14 +517,14 @@ mod tests {
 
     /// The status `in_force` answers with, as a comparable rank (0 granted … 2 denied/withdrawn, 3 none).
     fn rank(consents: &[ConsentState], channel: Option<&str>, now: DateTime<Utc>) -> Option<u8> {
-        in_force(consents, "marketing", channel, now).map(|c| restrictiveness(c, now))
+        in_force(consents, ConsentPurpose::Marketing, channel, now).map(|c| restrictiveness(c, now))
     }
 
     /// The latest decision per (purpose, channel) of a ledger, as `ledger::latest_states` derives them.
     fn latest(ledger: &[ConsentState]) -> Vec<ConsentState> {
-        let mut by_key: HashMap<(String, Option<String>), ConsentState> = HashMap::new();
+        let mut by_key: HashMap<(ConsentPurpose, Option<String>), ConsentState> = HashMap::new();
         for event in ledger {
-            let key = (event.purpose.clone(), event.channel.clone());
+            let key = (event.purpose, event.channel.clone());
             if by_key.get(&key).is_none_or(|held| (held.captured_at, held.id) <= (event.captured_at, event.id)) {
                 by_key.insert(key, event.clone());
             }
@@ -594,6 +585,6 @@ mod tests {
                 ("personalization", ConsentStatus::Withdrawn),
             ]
         );
-        assert_eq!(conflicts, vec![("personalization".to_owned(), None)]);
+        assert_eq!(conflicts, vec![(ConsentPurpose::Personalization, None)]);
     }
 }

@@ -182,6 +182,7 @@ pub struct ChannelCount {
 #[graphql(name = "Consent", complex)]
 pub struct ConsentView {
     id: Uuid,
+    /// `personalization`, `marketing`, `analytics`, `profiling` or `sharing` (the channel apart).
     purpose: String,
     /// Absent: the decision covers every channel of the purpose.
     channel: Option<String>,
@@ -207,7 +208,7 @@ impl From<ConsentEvent> for ConsentView {
     fn from(e: ConsentEvent) -> Self {
         ConsentView {
             id: e.id,
-            purpose: e.purpose,
+            purpose: e.purpose.as_str().to_owned(),
             channel: e.channel,
             status: e.status,
             captured_at: e.captured_at,

@@ -24,10 +24,13 @@ use crate::{
     pagination::{PageRequest, Window, decode_time_cursor, encode_cursor, encode_time_cursor},
     privacy::Disclosure,
     privacy::access_log,
-    profiles::merge::{self, Merge},
     profiles::{
         Customer, CustomerIdentity, IdentityKind,
         customers::{self, Profile},
+    },
+    profiles::{
+        merge::{self, Merge, MergeReason},
+        resolution::ConflictReason,
     },
     profiles::{records, resolution, traits},
     touchpoints::timeline::{self, TouchpointFilter},
@@ -236,7 +239,7 @@ impl CustomerView {
                 AccessLogEntry {
                     subject: e.subject,
                     purpose: e.purpose,
-                    categories: e.categories.split(',').map(str::to_owned).collect(),
+                    categories: e.categories,
                     request_id: e.request_id,
                     at: e.at,
                 },
@@ -295,9 +298,8 @@ impl MergeView {
     async fn merged_id(&self) -> Uuid {
         self.0.merged_id
     }
-    /// `manual` (an agent merged them) or `identity` (one identity pointed at both).
-    async fn reason(&self) -> &str {
-        &self.0.reason
+    async fn reason(&self) -> MergeReason {
+        self.0.reason
     }
     /// Which rule, which identity (by id and kind, never its value), when; and consents that disagreed.
     async fn evidence(&self) -> async_graphql::Json<serde_json::Value> {
@@ -358,8 +360,7 @@ impl IdentityGraphView {
 #[graphql(name = "ResolutionConflict")]
 pub struct ResolutionConflictView {
     kind: IdentityKind,
-    /// `limit`, `owned_by_other`, or `limit_lowered` (unlinked by a re-resolution after the kind's limit was lowered).
-    reason: String,
+    reason: ConflictReason,
     other_customer_id: Option<Uuid>,
     at: DateTime<Utc>,
 }
@@ -370,6 +371,7 @@ pub struct AccessLogEntry {
     /// The token's subject.
     subject: String,
     purpose: String,
+    /// What was read, in the order read: `profile`, `touchpoints`, `journey`, `source_record`, `export`, `erasure`.
     categories: Vec<String>,
     request_id: Option<String>,
     at: DateTime<Utc>,

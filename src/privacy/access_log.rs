@@ -22,6 +22,63 @@ const FLUSH_EVERY: Duration = Duration::from_millis(200);
 /// `access_log.categories` holds at most 256 characters.
 const MAX_CATEGORIES_LEN: usize = 255;
 
+/// What part of a customer's personal data a read served: a closed set, stored in `access_log.categories` (a
+/// comma-separated list, in the order read) in the text `as_str` gives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AccessCategory {
+    /// The profile: the customer row, identities, traits, consents.
+    Profile,
+    /// Touchpoints: a timeline, the feed, a subscription.
+    Touchpoints,
+    /// The journey derived from the touchpoints.
+    Journey,
+    /// One source record as received.
+    SourceRecord,
+    /// The whole export (DOMAIN rule 4).
+    Export,
+    /// The erasure (what was read to erase).
+    Erasure,
+}
+
+impl AccessCategory {
+    pub const ALL: [AccessCategory; 6] = [
+        AccessCategory::Profile,
+        AccessCategory::Touchpoints,
+        AccessCategory::Journey,
+        AccessCategory::SourceRecord,
+        AccessCategory::Export,
+        AccessCategory::Erasure,
+    ];
+
+    /// The stored text.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            AccessCategory::Profile => "profile",
+            AccessCategory::Touchpoints => "touchpoints",
+            AccessCategory::Journey => "journey",
+            AccessCategory::SourceRecord => "source_record",
+            AccessCategory::Export => "export",
+            AccessCategory::Erasure => "erasure",
+        }
+    }
+}
+
+impl std::str::FromStr for AccessCategory {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        AccessCategory::ALL
+            .into_iter()
+            .find(|c| c.as_str() == s)
+            .ok_or_else(|| format!("unknown access category `{s}`"))
+    }
+}
+
+impl std::fmt::Display for AccessCategory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// One recorded read.
 #[derive(Debug, Clone)]
 pub struct AccessEntry {
@@ -29,7 +86,8 @@ pub struct AccessEntry {
     pub customer_id: Uuid,
     pub subject: String,
     pub purpose: String,
-    pub categories: String,
+    /// The categories read, in the order read (`AccessCategory::as_str` texts).
+    pub categories: Vec<String>,
     pub request_id: Option<String>,
     pub at: chrono::DateTime<Utc>,
 }
@@ -90,8 +148,8 @@ impl AccessLog {
         (AccessLog { tx }, AccessLogWriter { stop, task })
     }
 
-    /// Records that `caller` read `categories` of these customers.
-    pub fn record(&self, caller: &Caller, customer_ids: impl IntoIterator<Item = Uuid>, categories: &str) {
+    /// Records that `caller` read `category` of these customers.
+    pub fn record(&self, caller: &Caller, customer_ids: impl IntoIterator<Item = Uuid>, category: AccessCategory) {
         let now = Utc::now();
         for customer_id in customer_ids {
             let entry = access_log::Model {
@@ -100,7 +158,7 @@ impl AccessLog {
                 customer_id,
                 subject: caller.subject().chars().take(256).collect(),
                 purpose: caller.purpose().as_str().to_owned(),
-                categories: categories.to_owned(),
+                categories: category.as_str().to_owned(),
                 request_id: caller.request_id().map(str::to_owned),
                 at: now,
             };
@@ -188,7 +246,7 @@ pub async fn for_customer(
                 customer_id: r.customer_id,
                 subject: r.subject,
                 purpose: r.purpose,
-                categories: r.categories,
+                categories: r.categories.split(',').map(str::to_owned).collect(),
                 request_id: r.request_id,
                 at: r.at,
             })

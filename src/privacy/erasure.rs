@@ -1,6 +1,7 @@
 //! Erasure (GDPR art. 17): the customer, source data, identities, touchpoints and consents go in one transaction;
 //! cached copies go too; the identities are suppressed; a receipt without personal data remains.
 use crate::changes::{Changed, CustomerChangeKind};
+use crate::privacy::access_log::AccessCategory;
 use chrono::{DateTime, Utc};
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QuerySelect, Set};
 use serde_json::json;
@@ -59,32 +60,27 @@ pub async fn erase_customer(caller: &Caller, svc: &Services, requested_id: Uuid)
         .collect();
     suppression::suppress(&txn, tenant, &svc.settings, &identities).await?;
 
-    let touchpoints = touchpoint::Entity::delete_many()
-        .filter(touchpoint::Column::Tenant.eq(tenant.as_str()))
+    let touchpoints = touchpoint::delete_of_tenant(tenant)
         .filter(touchpoint::Column::CustomerId.eq(customer_id))
         .exec(&txn)
         .await?
         .rows_affected;
-    let consents = consent_event::Entity::delete_many()
-        .filter(consent_event::Column::Tenant.eq(tenant.as_str()))
+    let consents = consent_event::delete_of_tenant(tenant)
         .filter(consent_event::Column::CustomerId.eq(customer_id))
         .exec(&txn)
         .await?
         .rows_affected;
-    let records = source_record::Entity::delete_many()
-        .filter(source_record::Column::Tenant.eq(tenant.as_str()))
+    let records = source_record::delete_of_tenant(tenant)
         .filter(source_record::Column::CustomerId.is_in(people.clone()))
         .exec(&txn)
         .await?
         .rows_affected;
-    let trait_rows = trait_value::Entity::delete_many()
-        .filter(trait_value::Column::Tenant.eq(tenant.as_str()))
+    let trait_rows = trait_value::delete_of_tenant(tenant)
         .filter(trait_value::Column::CustomerId.is_in(people.clone()))
         .exec(&txn)
         .await?
         .rows_affected;
-    resolution_conflict::Entity::delete_many()
-        .filter(resolution_conflict::Column::Tenant.eq(tenant.as_str()))
+    resolution_conflict::delete_of_tenant(tenant)
         .filter(
             sea_orm::Condition::any()
                 .add(resolution_conflict::Column::CustomerId.eq(customer_id))
@@ -92,14 +88,12 @@ pub async fn erase_customer(caller: &Caller, svc: &Services, requested_id: Uuid)
         )
         .exec(&txn)
         .await?;
-    let identity_rows = identity::Entity::delete_many()
-        .filter(identity::Column::Tenant.eq(tenant.as_str()))
+    let identity_rows = identity::delete_of_tenant(tenant)
         .filter(identity::Column::CustomerId.eq(customer_id))
         .exec(&txn)
         .await?
         .rows_affected;
-    merge::Entity::delete_many()
-        .filter(merge::Column::Tenant.eq(tenant.as_str()))
+    merge::delete_of_tenant(tenant)
         .filter(
             sea_orm::Condition::any()
                 .add(merge::Column::SurvivorId.is_in(people.clone()))
@@ -107,8 +101,7 @@ pub async fn erase_customer(caller: &Caller, svc: &Services, requested_id: Uuid)
         )
         .exec(&txn)
         .await?;
-    let customers = customer::Entity::delete_many()
-        .filter(customer::Column::Tenant.eq(tenant.as_str()))
+    let customers = customer::delete_of_tenant(tenant)
         .filter(customer::Column::Id.is_in(people.clone()))
         .exec(&txn)
         .await?
@@ -136,6 +129,6 @@ pub async fn erase_customer(caller: &Caller, svc: &Services, requested_id: Uuid)
     // Every id of the person: a merged-away id's cache entry holds the survivor's profile.
     let changed = Changed::new().customer(customer_id, CustomerChangeKind::Erased).uncache(people.iter().copied());
     crate::changes::committed(svc, tenant, changed).await;
-    svc.access_log.record(caller, [customer_id], "erasure");
+    svc.access_log.record(caller, [customer_id], AccessCategory::Erasure);
     Ok(ErasureReceipt { id, erased_at, rows })
 }

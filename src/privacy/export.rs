@@ -1,4 +1,5 @@
 //! Access and portability (GDPR art. 15 and 20): everything held about one customer, in one JSON document.
+use crate::privacy::access_log::AccessCategory;
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder};
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -69,7 +70,7 @@ pub async fn export_customer(caller: &Caller, svc: &Services, requested_id: Uuid
         .order_by_asc(merge::Column::Id)
         .all(conn)
         .await?;
-    svc.access_log.record(caller, [customer_id], "export");
+    svc.access_log.record(caller, [customer_id], AccessCategory::Export);
     Ok(json!({
         "format": "kontakt.customer-export/1",
         "exportedAt": chrono::Utc::now(),

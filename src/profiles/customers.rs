@@ -1,5 +1,6 @@
 //! Customers: upsert by identities, reads by id and identity, keyset-paged lists, and batched identity loads.
 use crate::changes::{self, CustomerChange};
+use crate::privacy::access_log::AccessCategory;
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
@@ -248,7 +249,7 @@ pub async fn read_profile(caller: &Caller, svc: &Services, session: &ConsentSess
     }
     policy::check_profile_visible(caller, customer.restricted)?;
     // Logged under the person served (the survivor), so the person's access log and export show the read.
-    svc.access_log.record(caller, [customer.id], "profile");
+    svc.access_log.record(caller, [customer.id], AccessCategory::Profile);
     session.remember(customer.id, privacy).await;
     Ok(Profile { customer })
 }
@@ -372,7 +373,7 @@ pub async fn list_customers(
     let fetched = rows.len();
     // Restricted customers are served to privacy administration only: left out here, and counted.
     rows.retain(|r| policy::check_profile_visible(caller, r.restricted).is_ok());
-    svc.access_log.record(caller, rows.iter().map(|r| r.id), "profile");
+    svc.access_log.record(caller, rows.iter().map(|r| r.id), AccessCategory::Profile);
     session.expect(rows.iter().map(|r| r.id)).await;
     Ok(CustomerPage {
         excluded: fetched - rows.len(),

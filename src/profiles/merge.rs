@@ -5,8 +5,8 @@ use std::collections::HashSet;
 
 use chrono::{DateTime, Utc};
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, Condition, ConnectionTrait, DatabaseTransaction, DbBackend, DbErr, EntityTrait,
-    QueryFilter, QueryOrder, QuerySelect, QueryTrait, Set, Statement, sea_query::Expr,
+    ActiveModelTrait, ColumnTrait, Condition, ConnectionTrait, DatabaseTransaction, DbBackend, DbErr, QueryFilter,
+    QueryOrder, QuerySelect, QueryTrait, Set, Statement, sea_query::Expr,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -22,8 +22,45 @@ use crate::{
     },
     error::{ApiError, ApiResult},
     services::Services,
-    storage::entities::{consent_event, customer, identity, merge, source_record, touchpoint, trait_value},
+    storage::entities::{
+        TenantScoped, consent_event, customer, identity, merge, source_record, touchpoint, trait_value,
+    },
 };
+
+/// Why two customers were merged.
+// Stored in `merges.reason` as `as_str` writes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, async_graphql::Enum)]
+pub enum MergeReason {
+    /// An agent merged them (`mergeCustomers`).
+    Manual,
+    /// Identity resolution found one identity pointing at both.
+    Identity,
+}
+
+impl MergeReason {
+    pub const ALL: [MergeReason; 2] = [MergeReason::Manual, MergeReason::Identity];
+
+    /// The stored text.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            MergeReason::Manual => "manual",
+            MergeReason::Identity => "identity",
+        }
+    }
+}
+
+impl std::str::FromStr for MergeReason {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        MergeReason::ALL.into_iter().find(|r| r.as_str() == s).ok_or_else(|| format!("unknown merge reason `{s}`"))
+    }
+}
+
+impl std::fmt::Display for MergeReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
 
 /// One merge as the domain hands it out.
 #[derive(Debug, Clone)]
@@ -31,26 +68,26 @@ pub struct Merge {
     pub id: Uuid,
     pub survivor_id: Uuid,
     pub merged_id: Uuid,
-    /// `manual` or `identity` (resolution found one identity pointing at both).
-    pub reason: String,
+    pub reason: MergeReason,
     pub evidence: Value,
     pub merged_by: String,
     pub created_at: DateTime<Utc>,
     pub undone_at: Option<DateTime<Utc>>,
 }
 
-impl From<merge::Model> for Merge {
-    fn from(m: merge::Model) -> Self {
-        Merge {
+impl TryFrom<merge::Model> for Merge {
+    type Error = ApiError;
+    fn try_from(m: merge::Model) -> ApiResult<Self> {
+        Ok(Merge {
             id: m.id,
             survivor_id: m.survivor_id,
             merged_id: m.merged_id,
-            reason: m.reason,
+            reason: m.reason.parse().map_err(|e: String| ApiError::internal(anyhow::anyhow!(e)))?,
             evidence: m.evidence,
             merged_by: m.merged_by,
             created_at: m.created_at,
             undone_at: m.undone_at,
-        }
+        })
     }
 }
 
@@ -85,11 +122,10 @@ async fn load(txn: &DatabaseTransaction, tenant: &TenantId, id: Uuid) -> Result<
 
 async fn ids_of<E, C>(txn: &DatabaseTransaction, tenant: &TenantId, customer: Uuid) -> Result<Vec<Uuid>, DbErr>
 where
-    E: EntityTrait<Column = C>,
+    E: TenantScoped<Column = C>,
     C: sea_orm::ColumnTrait + From<MergeColumn>,
 {
-    E::find()
-        .filter(C::from(MergeColumn::Tenant).eq(tenant.as_str()))
+    E::of_tenant(tenant)
         .filter(C::from(MergeColumn::CustomerId).eq(customer))
         .select_only()
         .column(C::from(MergeColumn::Id))
@@ -98,11 +134,10 @@ where
         .await
 }
 
-/// The three columns every table a merge moves shares.
+/// The two columns (beside the tenant) every table a merge moves shares.
 #[derive(Clone, Copy)]
 pub enum MergeColumn {
     Id,
-    Tenant,
     CustomerId,
 }
 
@@ -112,7 +147,6 @@ macro_rules! merge_columns {
             fn from(c: MergeColumn) -> Self {
                 match c {
                     MergeColumn::Id => $entity::Column::Id,
-                    MergeColumn::Tenant => $entity::Column::Tenant,
                     MergeColumn::CustomerId => $entity::Column::CustomerId,
                 }
             }
@@ -123,13 +157,12 @@ merge_columns!(identity, touchpoint, consent_event, source_record, trait_value);
 
 async fn move_rows<E, C>(txn: &DatabaseTransaction, tenant: &TenantId, ids: &[Uuid], to: Uuid) -> Result<(), DbErr>
 where
-    E: EntityTrait<Column = C>,
+    E: TenantScoped<Column = C>,
     C: sea_orm::ColumnTrait + From<MergeColumn>,
 {
     for chunk in ids.chunks(500) {
-        E::update_many()
+        E::update_of_tenant(tenant)
             .col_expr(C::from(MergeColumn::CustomerId), Expr::value(to))
-            .filter(C::from(MergeColumn::Tenant).eq(tenant.as_str()))
             .filter(C::from(MergeColumn::Id).is_in(chunk.iter().copied()))
             .exec(txn)
             .await?;
@@ -144,7 +177,7 @@ pub(crate) async fn merge_in_txn(
     actor: &str,
     survivor: Uuid,
     merged: Uuid,
-    reason: &str,
+    reason: MergeReason,
     evidence: Value,
 ) -> Result<ApiResult<merge::Model>, DbErr> {
     if survivor == merged {
@@ -193,7 +226,7 @@ pub(crate) async fn merge_in_txn(
             actor,
             RecordConsent {
                 customer_id: survivor,
-                purpose: wanted.purpose.clone(),
+                purpose: wanted.purpose.as_str().to_owned(),
                 channel: wanted.channel.clone(),
                 status,
                 captured_at: Some(wanted.captured_at),
@@ -222,7 +255,9 @@ pub(crate) async fn merge_in_txn(
     if let Some(map) = evidence.as_object_mut() {
         map.insert(
             "consentConflicts".into(),
-            json!(disagreements.iter().map(|(p, c)| json!({ "purpose": p, "channel": c })).collect::<Vec<_>>()),
+            json!(
+                disagreements.iter().map(|(p, c)| json!({ "purpose": p.as_str(), "channel": c })).collect::<Vec<_>>()
+            ),
         );
     }
     let row = merge::ActiveModel {
@@ -230,7 +265,7 @@ pub(crate) async fn merge_in_txn(
         tenant: Set(tenant.as_str().to_owned()),
         survivor_id: Set(survivor),
         merged_id: Set(merged),
-        reason: Set(reason.to_owned()),
+        reason: Set(reason.as_str().to_owned()),
         evidence: Set(evidence),
         moved: Set(serde_json::to_value(&moved).unwrap_or(Value::Null)),
         merged_by: Set(actor.chars().take(256).collect()),
@@ -239,7 +274,7 @@ pub(crate) async fn merge_in_txn(
     }
     .insert(txn)
     .await?;
-    metrics::counter!("kontakt_merges_total", "reason" => reason.to_owned()).increment(1);
+    metrics::counter!("kontakt_merges_total", "reason" => reason.as_str()).increment(1);
     Ok(Ok(row))
 }
 
@@ -255,13 +290,14 @@ pub async fn merge_customers(
     caller.require(Scope::ProfilesWrite)?;
     let txn = svc.db.begin_write().await?;
     let evidence = json!({ "rule": "manual", "note": note.map(|n| n.chars().take(500).collect::<String>()) });
-    let row = match merge_in_txn(&txn, caller.tenant(), caller.subject(), survivor, merged, "manual", evidence).await? {
+    let reason = MergeReason::Manual;
+    let row = match merge_in_txn(&txn, caller.tenant(), caller.subject(), survivor, merged, reason, evidence).await? {
         Ok(row) => row,
         Err(err) => return Err(err),
     };
     txn.commit().await?;
     changes::committed(svc, caller.tenant(), Changed::new().merge(survivor, merged)).await;
-    Ok(row.into())
+    row.try_into()
 }
 
 /// Undoes a merge: every row it moved goes back, the consents it added go away, and the merged customer is
@@ -290,8 +326,7 @@ pub async fn unmerge(caller: &Caller, svc: &Services, merge_id: Uuid) -> ApiResu
     let merged = load(&txn, tenant, row.merged_id).await?.ok_or_else(|| ApiError::not_found("merged customer"))?;
     let moved: Moved = serde_json::from_value(row.moved.clone()).map_err(ApiError::internal)?;
 
-    consent_event::Entity::delete_many()
-        .filter(consent_event::Column::Tenant.eq(tenant.as_str()))
+    consent_event::delete_of_tenant(tenant)
         .filter(consent_event::Column::Id.is_in(moved.added_consent_events.iter().copied()))
         .exec(&txn)
         .await?;
@@ -321,7 +356,7 @@ pub async fn unmerge(caller: &Caller, svc: &Services, merge_id: Uuid) -> ApiResu
         Changed::new().customers([row.survivor_id, row.merged_id], CustomerChangeKind::Unmerged),
     )
     .await;
-    Ok(row.into())
+    row.try_into()
 }
 
 /// Moves the rows that reached `survivor` after `since` (the merge) and belong with `restored` by their identities,
@@ -341,9 +376,8 @@ async fn follow_identities(
         .select_only()
         .column(identity::Column::Id)
         .into_query();
-    touchpoint::Entity::update_many()
+    touchpoint::update_of_tenant(tenant)
         .col_expr(touchpoint::Column::CustomerId, Expr::value(restored))
-        .filter(touchpoint::Column::Tenant.eq(tenant.as_str()))
         .filter(touchpoint::Column::CustomerId.eq(survivor))
         .filter(touchpoint::Column::ReceivedAt.gt(since))
         .filter(touchpoint::Column::IdentityId.in_subquery(restored_identities))
@@ -392,9 +426,8 @@ async fn follow_identities(
         .select_only()
         .column(source_record::Column::Id)
         .into_query();
-    trait_value::Entity::update_many()
+    trait_value::update_of_tenant(tenant)
         .col_expr(trait_value::Column::CustomerId, Expr::value(restored))
-        .filter(trait_value::Column::Tenant.eq(tenant.as_str()))
         .filter(trait_value::Column::CustomerId.eq(survivor))
         .filter(trait_value::Column::RecordId.in_subquery(restored_records))
         .exec(txn)
@@ -415,5 +448,5 @@ pub async fn history(caller: &Caller, svc: &Services, customer_id: Uuid) -> ApiR
         .limit(100)
         .all(svc.db.conn())
         .await?;
-    Ok(rows.into_iter().map(Merge::from).collect())
+    rows.into_iter().map(Merge::try_from).collect()
 }

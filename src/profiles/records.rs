@@ -1,6 +1,7 @@
 //! Source records: upserted by (tenant, source, source record id), kept as received, resolved into customers by
 //! the one resolution function; every changed trait value is kept with its source for survivorship and history.
 use crate::changes;
+use crate::privacy::access_log::AccessCategory;
 use chrono::{DateTime, SubsecRound, Utc};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, DatabaseTransaction, EntityTrait, QueryFilter, QuerySelect, Set, sea_query::Expr,
@@ -232,9 +233,8 @@ async fn write(
             if old.customer_id != customer_id {
                 refresh.push(old.customer_id);
                 // The record now points elsewhere: its trait history follows it.
-                trait_value::Entity::update_many()
+                trait_value::update_of_tenant(tenant)
                     .col_expr(trait_value::Column::CustomerId, Expr::value(customer_id))
-                    .filter(trait_value::Column::Tenant.eq(tenant.as_str()))
                     .filter(trait_value::Column::RecordId.eq(old.id))
                     .exec(&txn)
                     .await?;
@@ -346,9 +346,8 @@ pub(crate) async fn write_api_values(
             if old.customer_id != customer_id {
                 // The record went elsewhere (an unmerge sent it after its identities): it comes back, with its history.
                 refresh.push(old.customer_id);
-                trait_value::Entity::update_many()
+                trait_value::update_of_tenant(tenant)
                     .col_expr(trait_value::Column::CustomerId, Expr::value(customer_id))
-                    .filter(trait_value::Column::Tenant.eq(tenant.as_str()))
                     .filter(trait_value::Column::RecordId.eq(old.id))
                     .exec(txn)
                     .await?;
@@ -450,7 +449,7 @@ pub async fn find(caller: &Caller, svc: &Services, source: &str, key: &str) -> A
         .await?
         .unwrap_or(false);
     crate::consent::policy::check_profile_visible(caller, restricted)?;
-    svc.access_log.record(caller, [row.customer_id], "source_record");
+    svc.access_log.record(caller, [row.customer_id], AccessCategory::SourceRecord);
     Ok(row.into())
 }
 

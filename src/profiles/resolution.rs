@@ -13,7 +13,7 @@ use uuid::Uuid;
 
 use super::{
     identity::{Identity, IdentityKind},
-    merge,
+    merge::{self, MergeReason},
     rules::CompiledRules,
 };
 use crate::{
@@ -99,11 +99,11 @@ pub(crate) async fn resolve(
         rules.limit(kind).is_some_and(|max| counts.get(kind.as_str()).copied().unwrap_or(0) + 1 > max)
     };
     let strongest = usable[0];
-    let mut conflicts: Vec<(Option<Uuid>, IdentityKind, &'static str)> = Vec::new();
+    let mut conflicts: Vec<(Option<Uuid>, IdentityKind, ConflictReason)> = Vec::new();
     let owner = match owner {
         Some(owner) if !is_match(strongest) && would_break(&counts, strongest.kind()) => {
             // The record's strongest identity cannot join the owner: it becomes a customer of its own.
-            conflicts.push((Some(owner), strongest.kind(), "limit"));
+            conflicts.push((Some(owner), strongest.kind(), ConflictReason::Limit));
             counts.clear();
             None
         }
@@ -137,7 +137,7 @@ pub(crate) async fn resolve(
     for identity in usable.iter().filter(|i| !is_match(i)) {
         if would_break(&counts, identity.kind()) {
             over_limit += 1;
-            conflicts.push((None, identity.kind(), "limit"));
+            conflicts.push((None, identity.kind(), ConflictReason::Limit));
             continue;
         }
         *counts.entry(identity.kind().as_str().to_owned()).or_default() += 1;
@@ -175,7 +175,7 @@ pub(crate) async fn resolve(
             let evidence = serde_json::json!({
                 "rule": "identity_match", "kind": link.kind, "identityId": link.id, "at": now,
             });
-            match merge::merge_in_txn(txn, tenant, actor, customer.id, other, "identity", evidence).await? {
+            match merge::merge_in_txn(txn, tenant, actor, customer.id, other, MergeReason::Identity, evidence).await? {
                 Ok(_) => {
                     for (kind, n) in theirs {
                         *counts.entry(kind).or_default() += n;
@@ -188,7 +188,7 @@ pub(crate) async fn resolve(
         }
         conflicting.push(other);
         if let Ok(kind) = link.kind.parse::<IdentityKind>() {
-            conflicts.push((Some(other), kind, "owned_by_other"));
+            conflicts.push((Some(other), kind, ConflictReason::OwnedByOther));
         }
     }
     // Attached through the strongest identity now on the customer: matched on it (or on a customer merged into
@@ -211,7 +211,7 @@ pub(crate) async fn resolve(
                 customer_id: Set(customer.id),
                 other_customer_id: Set(other),
                 kind: Set(kind.as_str().to_owned()),
-                reason: Set(reason.to_owned()),
+                reason: Set(reason.as_str().to_owned()),
                 created_at: Set(now),
             })
             .collect();
@@ -270,13 +270,53 @@ pub(crate) async fn find_identities(
     identity::of_tenant(tenant).filter(any).all(conn).await
 }
 
+/// Why identity resolution refused (or undid) a link.
+// Stored in `resolution_conflicts.reason` as `as_str` writes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, async_graphql::Enum)]
+pub enum ConflictReason {
+    /// The kind's limit on one customer would be exceeded.
+    Limit,
+    /// The identity points at another customer, and merging with it would exceed a limit.
+    OwnedByOther,
+    /// Unlinked by a re-resolution after the kind's limit was lowered.
+    LimitLowered,
+}
+
+impl ConflictReason {
+    pub const ALL: [ConflictReason; 3] =
+        [ConflictReason::Limit, ConflictReason::OwnedByOther, ConflictReason::LimitLowered];
+
+    /// The stored text.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            ConflictReason::Limit => "limit",
+            ConflictReason::OwnedByOther => "owned_by_other",
+            ConflictReason::LimitLowered => "limit_lowered",
+        }
+    }
+}
+
+impl std::str::FromStr for ConflictReason {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        ConflictReason::ALL
+            .into_iter()
+            .find(|r| r.as_str() == s)
+            .ok_or_else(|| format!("unknown conflict reason `{s}`"))
+    }
+}
+
+impl std::fmt::Display for ConflictReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// A link resolution refused to make for a customer.
 #[derive(Debug, Clone)]
 pub struct Conflict {
     pub kind: IdentityKind,
-    /// `limit` (the kind's limit on one customer), `owned_by_other` (the identity points at another customer) or
-    /// `limit_lowered` (unlinked by a re-resolution after the kind's limit was lowered).
-    pub reason: String,
+    pub reason: ConflictReason,
     pub other_customer_id: Option<Uuid>,
     pub at: DateTime<Utc>,
 }
@@ -301,7 +341,7 @@ pub async fn conflicts_of(
         .filter_map(|r| {
             Some(Conflict {
                 kind: r.kind.parse().ok()?,
-                reason: r.reason,
+                reason: r.reason.parse().ok()?,
                 other_customer_id: r.other_customer_id,
                 at: r.created_at,
             })

@@ -17,7 +17,11 @@ use sea_orm::{
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::identity::{Identity, IdentityKind};
+use super::{
+    identity::{Identity, IdentityKind},
+    merge::MergeReason,
+    resolution::ConflictReason,
+};
 use crate::{
     auth::{Caller, Scope, TenantId},
     error::{ApiError, ApiResult},
@@ -188,9 +192,6 @@ pub struct Reresolution {
     pub identities_unlinked: usize,
 }
 
-/// The reason of the conflict recorded for an identity unlinked by a lowered limit.
-pub const LIMIT_LOWERED: &str = "limit_lowered";
-
 /// Customers per re-resolution batch.
 pub const RERESOLVE_BATCH: u64 = 200;
 
@@ -278,7 +279,7 @@ async fn undo_blocked_merges(
         return Ok(blocked);
     }
     let merges = merge::of_tenant(tenant)
-        .filter(merge::Column::Reason.eq("identity"))
+        .filter(merge::Column::Reason.eq(MergeReason::Identity.as_str()))
         .filter(merge::Column::UndoneAt.is_null())
         .order_by_desc(merge::Column::Id)
         .all(svc.db.conn())
@@ -317,8 +318,7 @@ async fn remove_blocked(
                 .all(txn)
                 .await?,
         );
-        report.identities_removed += identity::Entity::delete_many()
-            .filter(identity::Column::Tenant.eq(tenant.as_str()))
+        report.identities_removed += identity::delete_of_tenant(tenant)
             .filter(identity::Column::Id.is_in(chunk.iter().copied()))
             .exec(txn)
             .await?
@@ -404,7 +404,7 @@ async fn undo_merges_over_limits(
         for chunk in customers.chunks(500) {
             merges.extend(
                 merge::of_tenant(tenant)
-                    .filter(merge::Column::Reason.eq("identity"))
+                    .filter(merge::Column::Reason.eq(MergeReason::Identity.as_str()))
                     .filter(merge::Column::UndoneAt.is_null())
                     .filter(merge::Column::SurvivorId.is_in(chunk.iter().copied()))
                     .all(conn)
@@ -495,14 +495,13 @@ async fn unlink_over_limits(
                 customer_id: Set(*customer),
                 other_customer_id: Set(None),
                 kind: Set(kind.clone()),
-                reason: Set(LIMIT_LOWERED.to_owned()),
+                reason: Set(ConflictReason::LimitLowered.as_str().to_owned()),
                 created_at: Set(now),
             }));
             touched.push(*customer);
         }
         for ids in unlink.chunks(500) {
-            report.identities_unlinked += identity::Entity::delete_many()
-                .filter(identity::Column::Tenant.eq(tenant.as_str()))
+            report.identities_unlinked += identity::delete_of_tenant(tenant)
                 .filter(identity::Column::Id.is_in(ids.iter().copied()))
                 .exec(txn)
                 .await?

@@ -274,11 +274,10 @@ pub(crate) async fn refresh_derived(
         if changed.is_empty() {
             continue;
         }
-        customer::Entity::update_many()
+        customer::update_of_tenant(tenant)
             .col_expr(customer::Column::GivenName, given.into())
             .col_expr(customer::Column::FamilyName, family.into())
             .col_expr(customer::Column::UpdatedAt, Expr::val(now))
-            .filter(customer::Column::Tenant.eq(tenant.as_str()))
             .filter(customer::Column::Id.is_in(changed.iter().copied()))
             .exec(conn)
             .await?;

@@ -1,5 +1,6 @@
 //! Reading history: one customer's timeline (newest first, keyset on (occurred_at, id) in both directions), the
 //! journey summary, and the cross-customer feed in commit order. Every read needs a policy `Permit`.
+use crate::privacy::access_log::AccessCategory;
 use std::{
     collections::{BTreeMap, HashMap, HashSet},
     time::{Duration, Instant},
@@ -261,7 +262,7 @@ pub async fn feed(
         .collect();
     let excluded = total - items.len();
     let served: HashSet<Uuid> = items.iter().map(|p| p.permit().customer_id()).collect();
-    svc.access_log.record(caller, served, "touchpoints");
+    svc.access_log.record(caller, served, AccessCategory::Touchpoints);
     Ok(FeedPage { page: Page { items, has_next_page, has_previous_page: after.is_some() }, excluded, resume_after })
 }
 
@@ -366,7 +367,7 @@ pub async fn read_timeline(
         }
         window => timeline(caller.tenant(), svc, &permit, filter, window).await?,
     };
-    svc.access_log.record(caller, [customer_id], "touchpoints");
+    svc.access_log.record(caller, [customer_id], AccessCategory::Touchpoints);
     Ok(permit.serve(page))
 }
 
@@ -380,7 +381,7 @@ pub async fn read_journey(
     caller.require(Scope::TouchpointsRead)?;
     let permit = session.decide(caller, svc, customer_id, DataCategory::DerivedInsights).await?;
     let journey = journey(caller.tenant(), svc, &permit).await?;
-    svc.access_log.record(caller, [customer_id], "journey");
+    svc.access_log.record(caller, [customer_id], AccessCategory::Journey);
     Ok(permit.serve(journey))
 }
 
@@ -442,7 +443,7 @@ pub async fn recent_for_many(
             (permit.customer_id(), permit.serve(Page { items, has_next_page, has_previous_page: false }))
         })
         .collect();
-    svc.access_log.record(caller, permitted, "touchpoints");
+    svc.access_log.record(caller, permitted, AccessCategory::Touchpoints);
     Ok(result)
 }
 
@@ -473,7 +474,7 @@ pub async fn watch(
                     .one(svc.db.conn())
                     .await
                     .ok()??;
-                svc.access_log.record(&caller, [event.customer_id], "touchpoints");
+                svc.access_log.record(&caller, [event.customer_id], AccessCategory::Touchpoints);
                 Touchpoint::from_row(row).map(|tp| permit.serve(tp))
             }
         })

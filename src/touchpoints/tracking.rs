@@ -9,7 +9,7 @@ use super::{
 };
 use crate::{
     auth::Caller,
-    consent::{ConsentStatus, RecordConsent},
+    consent::{ConsentPurpose, ConsentStatus, RecordConsent},
     error::{ApiError, ApiResult},
     profiles::{Identity, IdentityKind, customers::IdentifyInput, customers::IdentityInput},
     services::{DomainSettings, Services},
@@ -406,9 +406,9 @@ fn feedback_of(properties: &Map<String, Value>) -> ApiResult<Option<FeedbackInpu
 /// `context.consent.categoryPreferences` (Segment's consent object) and Global Privacy Control as consents.
 fn consents_of(event: &Value, request: &TrackingRequest<'_>) -> ApiResult<Vec<RecordConsent>> {
     let captured_at = Some(request.received_at);
-    let decision = |purpose: &str, granted: bool, source: &str| RecordConsent {
+    let decision = |purpose: ConsentPurpose, granted: bool, source: &str| RecordConsent {
         customer_id: uuid::Uuid::nil(),
-        purpose: purpose.to_owned(),
+        purpose: purpose.as_str().to_owned(),
         channel: None,
         status: if granted { ConsentStatus::Granted } else { ConsentStatus::Denied },
         captured_at,
@@ -428,19 +428,19 @@ fn consents_of(event: &Value, request: &TrackingRequest<'_>) -> ApiResult<Vec<Re
                 ));
             };
             let purpose = match category.to_ascii_lowercase().as_str() {
-                "advertising" | "marketing" => "marketing",
-                "analytics" | "statistics" => "analytics",
-                "personalization" | "personalisation" | "functional" => "personalization",
-                "profiling" => "profiling",
-                "sharing" | "sale" | "data sharing" => "sharing",
+                "advertising" | "marketing" => ConsentPurpose::Marketing,
+                "analytics" | "statistics" => ConsentPurpose::Analytics,
+                "personalization" | "personalisation" | "functional" => ConsentPurpose::Personalization,
+                "profiling" => ConsentPurpose::Profiling,
+                "sharing" | "sale" | "data sharing" => ConsentPurpose::Sharing,
                 _ => continue,
             };
             consents.push(decision(purpose, granted, request.source));
         }
     }
     if request.global_privacy_control {
-        consents.retain(|c| c.purpose != "sharing");
-        consents.push(decision("sharing", false, "global_privacy_control"));
+        consents.retain(|c| c.purpose != ConsentPurpose::Sharing.as_str());
+        consents.push(decision(ConsentPurpose::Sharing, false, "global_privacy_control"));
     }
     Ok(consents)
 }

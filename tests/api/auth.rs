@@ -85,6 +85,34 @@ async fn bad_tokens_are_401() {
     assert_rejected(&app, Some(&embedded), "embedded key").await;
 }
 
+/// The `purpose` claim names one purpose of the closed set (DOMAIN.md: personalization, marketing, analytics,
+/// profiling, sharing; and support, privacy_admin, ingestion), a consent purpose optionally with one channel.
+#[tokio::test]
+async fn an_unknown_purpose_claim_is_401_and_named() {
+    let app = spawn(Backend::Sqlite).await.expect("sqlite");
+    for purpose in
+        ["personalization", "marketing:email", "analytics", "profiling", "sharing", "support", "privacy_admin"]
+    {
+        let token = app.token("acme", &["profiles:read"], purpose);
+        let (status, body, _) = status_of(&app, Some(&token)).await;
+        assert_eq!(status, StatusCode::OK, "{purpose}: {body}");
+    }
+    for (purpose, says) in [
+        ("newsletter", "unknown purpose `newsletter`"),
+        ("Marketing", "unknown purpose `Marketing`"),
+        ("marketting:email", "unknown purpose `marketting`"),
+        ("support:email", "`support` takes no channel"),
+        ("marketing:", "channel"),
+        ("", "unknown purpose ``"),
+    ] {
+        let token = app.token("acme", &["profiles:read"], purpose);
+        assert_rejected(&app, Some(&token), purpose).await;
+        let (_, body, _) = status_of(&app, Some(&token)).await;
+        let message = body["errors"][0]["message"].as_str().unwrap_or_default();
+        assert!(message.contains("`purpose` claim") && message.contains(says), "{purpose}: {message}");
+    }
+}
+
 #[tokio::test]
 async fn jwks_keys_are_chosen_by_kid_and_never_confused_with_hmac() {
     let app = spawn_with(Backend::Sqlite, |c| {

@@ -64,9 +64,15 @@ async fn a_purpose_written_with_its_channel_is_stored_as_purpose_and_channel(app
     let agreeing = decide(&app, &id, "marketing:sms", Some("SMS"), "GRANTED", 0).await;
     assert_eq!(agreeing, json!({ "purpose": "marketing", "channel": "sms", "status": "GRANTED" }));
 
-    for (purpose, channel, field) in
-        [("marketing:email", Some("sms"), "channel"), ("marketing:", None, "purpose"), (":email", None, "purpose")]
-    {
+    for (purpose, channel, field) in [
+        ("marketing:email", Some("sms"), "channel"),
+        ("marketing:", None, "purpose"),
+        (":email", None, "purpose"),
+        // Purposes are a closed set (DOMAIN.md): a decision about anything else is refused, not stored.
+        ("newsletter", None, "purpose"),
+        ("support", None, "purpose"),
+        ("marketting:email", None, "purpose"),
+    ] {
         let input =
             json!({ "customerId": id, "purpose": purpose, "channel": channel, "status": "GRANTED", "source": "web" });
         let (_, body) = app.gql(&writer(&app), RECORD_CONSENT, json!({ "i": input })).await;

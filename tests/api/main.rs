@@ -18,7 +18,6 @@ mod privacy;
 mod records;
 mod resolution;
 mod schema;
-mod seed;
 mod snapshots;
 mod subscriptions;
 mod touchpoints;

@@ -46,7 +46,7 @@ async fn a_manual_merge_and_its_unmerge_round_trip_exactly(app: TestApp) {
         .data(&officer(&app), "mutation($s: UUID!, $m: UUID!) { mergeCustomers(survivorId: $s, mergedId: $m, note: \"same person\") { id reason evidence survivorId mergedId } }", json!({ "s": a, "m": b }))
         .await["mergeCustomers"]
         .clone();
-    assert_eq!(merged["reason"], "manual");
+    assert_eq!(merged["reason"], "MANUAL");
     let after = snapshot(&app, &a).await;
     assert_eq!(after["touchpoints"]["edges"].as_array().map(Vec::len), Some(3));
     assert_eq!(after["identities"].as_array().map(Vec::len), Some(2));
@@ -145,7 +145,7 @@ async fn one_identity_pointing_at_two_customers_merges_them_with_evidence(app: T
     let data = app.data(&officer(&app), "query($id: UUID!) { customer(id: $id) { touchpoints { totalCount } mergeHistory { reason mergedId evidence } } }", json!({ "id": x })).await;
     assert_eq!(data["customer"]["touchpoints"]["totalCount"], 3, "the anonymous history came along");
     let merge = &data["customer"]["mergeHistory"][0];
-    assert_eq!(merge["reason"], "identity");
+    assert_eq!(merge["reason"], "IDENTITY");
     assert_eq!(merge["mergedId"], y.as_str());
     assert_eq!(merge["evidence"]["kind"], "anonymous_id", "the identity that pointed at the merged customer");
     assert!(!merge["evidence"].to_string().contains("x@example.com"), "evidence names the identity, not its value");

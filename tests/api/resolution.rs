@@ -104,11 +104,11 @@ async fn a_record_over_a_limit_is_attached_by_its_strongest_identity(app: TestAp
         .await;
     let conflicts = graph["customer"]["identityGraph"]["conflicts"].as_array().expect("conflicts").clone();
     assert!(
-        conflicts.contains(&json!({ "kind": "EMAIL", "reason": "limit", "otherCustomerId": one })),
+        conflicts.contains(&json!({ "kind": "EMAIL", "reason": "LIMIT", "otherCustomerId": one })),
         "{conflicts:?}"
     );
     assert!(
-        conflicts.contains(&json!({ "kind": "DEVICE_ID", "reason": "owned_by_other", "otherCustomerId": one })),
+        conflicts.contains(&json!({ "kind": "DEVICE_ID", "reason": "OWNED_BY_OTHER", "otherCustomerId": one })),
         "{conflicts:?}"
     );
 
@@ -273,7 +273,7 @@ async fn a_limit_lowered_after_the_fact_unlinks_the_newest_excess_identities(app
         .await;
     assert_eq!(graph["customer"]["touchpoints"]["totalCount"], 1, "the customer keeps its touchpoints");
     let conflicts = graph["customer"]["identityGraph"]["conflicts"].as_array().expect("conflicts");
-    let lowered = json!({ "kind": "EMAIL", "reason": "limit_lowered", "otherCustomerId": null });
+    let lowered = json!({ "kind": "EMAIL", "reason": "LIMIT_LOWERED", "otherCustomerId": null });
     assert_eq!(conflicts.iter().filter(|c| **c == lowered).count(), 2, "{conflicts:?}");
 
     let again = app.reresolve(&token).await;

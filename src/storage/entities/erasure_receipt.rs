@@ -17,3 +17,5 @@ pub struct Model {
 pub enum Relation {}
 
 impl ActiveModelBehavior for ActiveModel {}
+
+super::tenant_scoped!("erasure receipts");

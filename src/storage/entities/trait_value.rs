@@ -21,7 +21,4 @@ pub enum Relation {}
 
 impl ActiveModelBehavior for ActiveModel {}
 
-/// Every query on trait values starts here, so none can forget the tenant.
-pub fn of_tenant(tenant: &crate::auth::TenantId) -> Select<Entity> {
-    Entity::find().filter(Column::Tenant.eq(tenant.as_str()))
-}
+super::tenant_scoped!("trait values");

@@ -1,11 +1,68 @@
-//! `kontakt seed`: a small dataset written by the binary is complete, readable through the API, and never seeded twice.
+//! `kontakt-bench seed`: a small dataset written by the binary is complete, readable through the API, and never
+//! seeded twice.
 use std::process::Command;
 
+use std::sync::Arc;
+
+use kontakt::{
+    app::Application,
+    auth::{KeyRing, TokenRequest},
+    config::Config,
+};
 use serde_json::{Value, json};
 
-use crate::common::{Backend, spawn_with};
+const BIN: &str = env!("CARGO_BIN_EXE_kontakt-bench");
 
-const BIN: &str = env!("CARGO_BIN_EXE_kontakt");
+/// A Kontakt server on the seeded database, in this process; it stops when the test's runtime ends.
+struct Server {
+    base: String,
+    keys: Arc<KeyRing>,
+    client: reqwest::Client,
+}
+
+impl Server {
+    async fn start(database_url: &str, schema: Option<&str>) -> Server {
+        let mut config = Config::defaults();
+        config.listen = "127.0.0.1:0".parse().expect("address");
+        config.database_url = database_url.to_owned();
+        config.database_schema = schema.map(str::to_owned);
+        config.database_max_connections = 4;
+        config.jwt_secret = Some(format!("seed-test-{}", uuid::Uuid::new_v4().simple()));
+        let app = Application::build(config).await.expect("the server starts");
+        let base = format!("http://{}", app.local_addr().expect("bound address"));
+        let keys = app.state().keys.clone();
+        tokio::spawn(app.run(std::future::pending::<()>()));
+        Server { base, keys, client: reqwest::Client::new() }
+    }
+
+    fn token(&self, tenant: &str, scopes: &[&str], purpose: &str) -> String {
+        let request = TokenRequest {
+            tenant: tenant.to_owned(),
+            subject: "seed-test".to_owned(),
+            scopes: scopes.iter().map(|s| (*s).to_owned()).collect(),
+            purpose: purpose.to_owned(),
+            ttl_secs: 600,
+        };
+        self.keys.mint(&request).expect("token")
+    }
+
+    /// Runs an operation, fails the test on any error and returns `data`.
+    async fn data(&self, token: &str, query: &str, variables: Value) -> Value {
+        let response = self
+            .client
+            .post(format!("{}/graphql", self.base))
+            .bearer_auth(token)
+            .header("accept", "application/graphql-response+json")
+            .json(&json!({ "query": query, "variables": variables }))
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(response.status(), reqwest::StatusCode::OK);
+        let body: Value = response.json().await.expect("JSON body");
+        assert!(body.get("errors").is_none(), "unexpected errors: {body}");
+        body["data"].clone()
+    }
+}
 
 fn kontakt(dir: &std::path::Path, database_url: &str, schema: Option<&str>) -> Command {
     let mut cmd = Command::new(BIN);
@@ -27,10 +84,10 @@ fn seed(dir: &std::path::Path, database_url: &str, schema: Option<&str>) -> std:
         .args(["seed", "--tenant", "acme", "--customers", "40", "--touchpoints", "3000", "--heavy", "250,1200"])
         .args(["--seed", "7", "--sample", "10", "--manifest", "manifest.json"])
         .output()
-        .expect("run kontakt seed")
+        .expect("run kontakt-bench seed")
 }
 
-async fn seeded_data_reads_through_the_api(backend: Backend, database_url: String, schema: Option<String>) {
+async fn seeded_data_reads_through_the_api(database_url: String, schema: Option<String>) {
     let dir = tempfile::tempdir().expect("dir");
     let output = seed(dir.path(), &database_url, schema.as_deref());
     assert!(output.status.success(), "seed failed: {}", String::from_utf8_lossy(&output.stderr));
@@ -50,12 +107,7 @@ async fn seeded_data_reads_through_the_api(backend: Backend, database_url: Strin
     assert!(!again.status.success());
     assert!(String::from_utf8_lossy(&again.stderr).contains("already has 42 customers"));
 
-    let app = spawn_with(backend, |config| {
-        config.database_url = database_url.clone();
-        config.database_schema = schema.clone();
-    })
-    .await
-    .expect("server");
+    let app = Server::start(&database_url, schema.as_deref()).await;
     let token = app.token("acme", &["profiles:read", "touchpoints:read", "pii:read"], "personalization");
     let data = app
         .data(
@@ -100,7 +152,7 @@ async fn seeded_data_reads_through_the_api(backend: Backend, database_url: Strin
 async fn seeded_sqlite_data_reads_through_the_api() {
     let dir = tempfile::tempdir().expect("dir");
     let url = format!("sqlite://{}?mode=rwc", dir.path().join("seeded.db").display());
-    seeded_data_reads_through_the_api(Backend::Sqlite, url, None).await;
+    seeded_data_reads_through_the_api(url, None).await;
 }
 
 /// Exercises the COPY path; runs when TEST_DATABASE_URL names a PostgreSQL database.
@@ -110,7 +162,7 @@ async fn seeded_postgres_data_reads_through_the_api() {
     let schema = format!("kt_seed_{}", uuid::Uuid::new_v4().simple());
     let admin = sea_orm::Database::connect(url.as_str()).await.expect("TEST_DATABASE_URL answers");
     sea_orm::ConnectionTrait::execute_unprepared(&admin, &format!("CREATE SCHEMA {schema}")).await.expect("schema");
-    seeded_data_reads_through_the_api(Backend::Postgres, url, Some(schema.clone())).await;
+    seeded_data_reads_through_the_api(url, Some(schema.clone())).await;
     let _ =
         sea_orm::ConnectionTrait::execute_unprepared(&admin, &format!("DROP SCHEMA IF EXISTS {schema} CASCADE")).await;
 }

@@ -1,4 +1,4 @@
-//! `kontakt seed`: a realistic, reproducible dataset for one tenant, written fast enough to benchmark against.
+//! `kontakt-bench seed`: a realistic, reproducible dataset for one tenant, written fast enough to benchmark against.
 //!
 //! Customers, identities and consent decisions go in with multi-row inserts; touchpoints (the bulk) stream from a
 //! generator thread into PostgreSQL's `COPY … FROM STDIN`, or into multi-row inserts on SQLite.
@@ -21,8 +21,9 @@ use serde::Serialize;
 use serde_json::json;
 use uuid::Uuid;
 
-use crate::{
+use kontakt::{
     auth::TenantId,
+    consent::{ConsentPurpose, ConsentStatus},
     storage::{
         Database,
         entities::{consent_event, customer, identity, touchpoint},
@@ -30,7 +31,7 @@ use crate::{
     touchpoints::{Channel, FeedbackMetric, JourneyStage, TouchpointType},
 };
 
-/// What `kontakt seed` writes.
+/// What `kontakt-bench seed` writes.
 #[derive(Debug, Clone, clap::Args)]
 pub struct SeedArgs {
     /// Tenant to fill. It must hold no customers yet (seed a fresh tenant or database).
@@ -739,9 +740,9 @@ impl Generator {
     fn consent(
         &mut self,
         customer: Uuid,
-        purpose: &str,
+        purpose: ConsentPurpose,
         channel: &str,
-        status: &str,
+        status: ConsentStatus,
         captured_at: DateTime<Utc>,
     ) -> consent_event::ActiveModel {
         let source = *["web", "store", "mobile_app", "email"].choose(&mut self.rng).unwrap_or(&"web");
@@ -749,16 +750,16 @@ impl Generator {
             id: self.v7(captured_at),
             tenant: self.tenant.clone(),
             customer_id: customer,
-            purpose: purpose.to_owned(),
+            purpose: purpose.as_str().to_owned(),
             channel: channel.to_owned(),
-            status: status.to_owned(),
+            status: status.as_str().to_owned(),
             captured_at,
             recorded_at: captured_at + chrono::Duration::milliseconds(self.rng.random_range(5..2_000)),
             source: source.to_owned(),
             policy_version: Some(if captured_at.timestamp() % 2 == 0 { "2024-03" } else { "2025-01" }.to_owned()),
             legal_basis: Some("consent".to_owned()),
             expires_at: None,
-            evidence: Some(json!({ "form": format!("{source}-consent"), "checkbox": purpose })),
+            evidence: Some(json!({ "form": format!("{source}-consent"), "checkbox": purpose.as_str() })),
             recorded_by: "kontakt-seed".to_owned(),
         }
         .into_active_model()
@@ -826,25 +827,31 @@ impl Generator {
         let roll: f64 = if heavy.is_some() { 0.0 } else { self.rng.random() };
         let first = self.between(created_at, (created_at + chrono::Duration::days(3)).min(self.now));
         if roll < 0.70 {
-            batch.consents.push(self.consent(id, "personalization", "", "granted", first));
+            batch.consents.push(self.consent(id, ConsentPurpose::Personalization, "", ConsentStatus::Granted, first));
             personalization = true;
         } else if roll < 0.85 {
-            batch.consents.push(self.consent(id, "personalization", "", "denied", first));
+            batch.consents.push(self.consent(id, ConsentPurpose::Personalization, "", ConsentStatus::Denied, first));
         } else if roll < 0.95 {
-            batch.consents.push(self.consent(id, "personalization", "", "granted", first));
+            batch.consents.push(self.consent(id, ConsentPurpose::Personalization, "", ConsentStatus::Granted, first));
             let now = self.now;
             let withdrawn = self.between(first, now);
-            batch.consents.push(self.consent(id, "personalization", "", "withdrawn", withdrawn));
+            batch.consents.push(self.consent(
+                id,
+                ConsentPurpose::Personalization,
+                "",
+                ConsentStatus::Withdrawn,
+                withdrawn,
+            ));
             last_change = last_change.max(withdrawn);
         }
         let roll: f64 = self.rng.random();
         if roll < 0.5 {
-            batch.consents.push(self.consent(id, "marketing", "email", "granted", first));
+            batch.consents.push(self.consent(id, ConsentPurpose::Marketing, "email", ConsentStatus::Granted, first));
         } else if roll < 0.7 {
-            batch.consents.push(self.consent(id, "marketing", "email", "denied", first));
+            batch.consents.push(self.consent(id, ConsentPurpose::Marketing, "email", ConsentStatus::Denied, first));
         }
         if self.chance(0.6) {
-            batch.consents.push(self.consent(id, "analytics", "", "granted", first));
+            batch.consents.push(self.consent(id, ConsentPurpose::Analytics, "", ConsentStatus::Granted, first));
         }
         last_change = last_change.max(first);
 
