@@ -12,6 +12,7 @@ mod disclosure;
 mod feed;
 mod http_spec;
 mod limits;
+mod loaders;
 mod merges;
 mod privacy;
 mod records;
