@@ -322,8 +322,10 @@ impl Hash for RecentKey {
 pub struct RecentTouchpointsLoader {
     caller: Caller,
     services: Services,
-    loaded: tokio::sync::Mutex<HashMap<(Permit, usize), Permitted<Page<Touchpoint>>>>,
+    loaded: tokio::sync::Mutex<HashMap<(Permit, usize), RecentPage>>,
 }
+
+type RecentPage = Permitted<Page<Touchpoint>>;
 
 impl RecentTouchpointsLoader {
     pub fn new(caller: Caller, services: Services) -> Self {
