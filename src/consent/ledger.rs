@@ -342,6 +342,42 @@ pub async fn history_for(
     history(caller.tenant(), svc, customer_id, page).await
 }
 
+/// The first page of the ledger of many customers at once (the loader behind a list's `consentHistory` without
+/// `after`): one window query per 500 customers; each customer's page is the one [`history_for`] gives. Every
+/// customer asked for is in the answer. Needs `profiles:read`.
+pub async fn first_pages_for(
+    caller: &Caller,
+    svc: &Services,
+    customer_ids: &[Uuid],
+    first: usize,
+) -> ApiResult<HashMap<Uuid, Page<ConsentEvent>>> {
+    use crate::storage::window::{TopPerCustomer, top_per_customer};
+    caller.require(Scope::ProfilesRead)?;
+    let query = TopPerCustomer {
+        table: "consent_events",
+        key_columns: &["customer_id"],
+        filter: None,
+        order_desc: &["id"],
+        limit: first + 1,
+    };
+    let rows = top_per_customer::<consent_event::Entity>(&svc.db, caller.tenant(), &query, customer_ids).await?;
+    let mut by_customer: HashMap<Uuid, Vec<consent_event::Model>> =
+        customer_ids.iter().map(|id| (*id, Vec::new())).collect();
+    for keyed in rows {
+        by_customer.entry(keyed.customer_id).or_default().push(keyed.row);
+    }
+    Ok(by_customer
+        .into_iter()
+        .map(|(id, mut rows)| {
+            rows.sort_by_key(|r| std::cmp::Reverse(r.id));
+            let has_next_page = rows.len() > first;
+            rows.truncate(first);
+            let items = rows.into_iter().filter_map(from_row).collect();
+            (id, Page { items, has_next_page, has_previous_page: false })
+        })
+        .collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

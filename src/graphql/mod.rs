@@ -14,7 +14,10 @@ mod views;
 use async_graphql::{Context, ErrorExtensions, MergedObject, MergedSubscription, Schema};
 
 pub use document::{OperationKind, RequestDocument, inspect};
-pub use loaders::{IdentityLoader, RecentTouchpointsLoader};
+pub use loaders::{
+    ConsentHistoryLoader, IdentityLoader, MergeHistoryLoader, RecentTouchpointsLoader, SourceRecordsLoader,
+    TraitHistoryLoader, TraitsLoader,
+};
 
 use crate::{auth::Caller, config::Config, error::ApiError, services::Services};
 
@@ -55,15 +58,16 @@ pub struct RequestContext {
 impl RequestContext {
     /// The request data async-graphql needs for one operation: this context and its own (never shared) loaders.
     pub fn into_data(self) -> async_graphql::Data {
+        use async_graphql::dataloader::DataLoader;
         let mut data = async_graphql::Data::default();
-        data.insert(async_graphql::dataloader::DataLoader::new(
-            IdentityLoader::new(self.caller.tenant().clone(), self.services.clone()),
-            tokio::spawn,
-        ));
-        data.insert(async_graphql::dataloader::DataLoader::new(
-            RecentTouchpointsLoader::new(self.caller.clone(), self.services.clone()),
-            tokio::spawn,
-        ));
+        let (caller, services) = (&self.caller, &self.services);
+        data.insert(DataLoader::new(IdentityLoader::new(caller.tenant().clone(), services.clone()), tokio::spawn));
+        data.insert(DataLoader::new(RecentTouchpointsLoader::new(caller.clone(), services.clone()), tokio::spawn));
+        data.insert(DataLoader::new(TraitsLoader::new(caller.clone(), services.clone()), tokio::spawn));
+        data.insert(DataLoader::new(TraitHistoryLoader::new(caller.clone(), services.clone()), tokio::spawn));
+        data.insert(DataLoader::new(SourceRecordsLoader::new(caller.clone(), services.clone()), tokio::spawn));
+        data.insert(DataLoader::new(MergeHistoryLoader::new(caller.clone(), services.clone()), tokio::spawn));
+        data.insert(DataLoader::new(ConsentHistoryLoader::new(caller.clone(), services.clone()), tokio::spawn));
         data.insert(self);
         data
     }

@@ -121,9 +121,11 @@ impl ProfilesQuery {
         let page = listed.page;
         let disclosure = Disclosure::for_caller(&rc.caller);
         let mut connection = Connection::with_additional_fields(page.has_previous_page, page.has_next_page, fields);
-        connection
-            .edges
-            .extend(page.items.into_iter().map(|c| Edge::new(encode_cursor(c.id), CustomerView::new(c, disclosure))));
+        connection.edges.extend(
+            CustomerView::list(page.items, disclosure)
+                .into_iter()
+                .map(|c| Edge::new(encode_cursor(c.customer_id()), c)),
+        );
         Ok(connection)
     }
 }

@@ -7,11 +7,15 @@ use async_graphql::{
 };
 
 use chrono::{DateTime, Utc};
+use std::sync::Arc;
 use uuid::Uuid;
 
 use super::{
     loader,
-    loaders::{IdentityLoader, RecentKey, RecentTouchpointsLoader},
+    loaders::{
+        ConsentHistoryLoader, IdentityLoader, InList, MergeHistoryLoader, RecentKey, RecentTouchpointsLoader,
+        SourceRecordsLoader, TraitHistoryLoader, TraitsLoader,
+    },
     records::{CustomerTraitsView, SourceRecordView, TraitValueView},
     request, session,
     touchpoint_views::{ConsentView, JourneyView, TimelineFields, TimelineName, TouchpointView},
@@ -19,7 +23,7 @@ use super::{
 };
 use crate::{
     auth::Scope,
-    consent::{DataCategory, ledger},
+    consent::{DataCategory, Permit, ledger},
     error::{ApiError, GqlResult},
     pagination::{PageRequest, Window, decode_time_cursor, encode_cursor, encode_time_cursor},
     privacy::Disclosure,
@@ -41,18 +45,63 @@ use crate::{
 pub struct CustomerView {
     customer: Customer,
     disclosure: Disclosure,
-    /// A single-customer read (its identities are read directly, through the profile cache); lists batch them.
+    /// A single-customer read: its nested lists are read directly (a DataLoader would add its batching delay to
+    /// the hot profile read); lists batch them.
     single: bool,
+    /// The customers of the list this one was served in (itself alone outside a list).
+    list: CustomerList,
+}
+
+/// The customers of one list: a loader asked about one of them loads them all, so a list costs one query per
+/// edge, whatever the timing of the DataLoader's batches.
+#[derive(Clone)]
+pub struct CustomerList {
+    ids: Arc<[Uuid]>,
+    /// The permits to read the listed customers' behavioural history (decided once, by the first who asks).
+    history_permits: Arc<tokio::sync::OnceCell<Arc<[Permit]>>>,
+}
+
+impl CustomerList {
+    fn of(ids: impl IntoIterator<Item = Uuid>) -> Self {
+        CustomerList { ids: ids.into_iter().collect(), history_permits: Default::default() }
+    }
+
+    fn key<K>(&self, key: K) -> InList<K> {
+        InList { key, list: self.ids.clone() }
+    }
 }
 
 impl CustomerView {
     pub fn new(customer: Customer, disclosure: Disclosure) -> Self {
-        CustomerView { customer, disclosure, single: false }
+        let list = CustomerList::of([customer.id]);
+        CustomerView { customer, disclosure, single: false, list }
     }
 
     pub fn read(profile: Profile, disclosure: Disclosure) -> Self {
-        CustomerView { customer: profile.customer, disclosure, single: true }
+        let list = CustomerList::of([profile.customer.id]);
+        CustomerView { customer: profile.customer, disclosure, single: true, list }
     }
+
+    /// The views of a list of customers, which load their nested lists together.
+    pub fn list(customers: Vec<Customer>, disclosure: Disclosure) -> Vec<Self> {
+        let list = CustomerList::of(customers.iter().map(|c| c.id));
+        customers
+            .into_iter()
+            .map(|customer| CustomerView { customer, disclosure, single: false, list: list.clone() })
+            .collect()
+    }
+
+    pub fn customer_id(&self) -> Uuid {
+        self.customer.id
+    }
+}
+
+/// A loader error as a GraphQL error with its code.
+fn loaded<T>(result: Result<Option<T>, Arc<ApiError>>) -> async_graphql::Result<T>
+where
+    T: Default,
+{
+    Ok(result.map_err(|e| e.as_ref().extend())?.unwrap_or_default())
 }
 
 /// A unified customer profile.
@@ -81,7 +130,7 @@ impl CustomerView {
             found.remove(&self.customer.id).unwrap_or_default()
         } else {
             let loader = loader::<DataLoader<IdentityLoader>>(ctx)?;
-            loader.load_one(self.customer.id).await.map_err(|e| e.as_ref().extend())?.unwrap_or_default()
+            loaded(loader.load_one(self.list.key(self.customer.id)).await)?
         };
         Ok(identities.into_iter().map(|identity| IdentityView { identity, disclosure: self.disclosure }).collect())
     }
@@ -109,35 +158,55 @@ impl CustomerView {
     /// `pii:read`.
     async fn traits(&self, ctx: &Context<'_>) -> async_graphql::Result<CustomerTraitsView> {
         let rc = request(ctx)?;
-        let values = traits::traits_of(&rc.caller, &rc.services, self.customer.id).await.gql()?;
+        let values = if self.single {
+            traits::traits_of(&rc.caller, &rc.services, self.customer.id).await.gql()?
+        } else {
+            loaded(loader::<DataLoader<TraitsLoader>>(ctx)?.load_one(self.list.key(self.customer.id)).await)?
+        };
         Ok(CustomerTraitsView { values, disclosure: Disclosure::for_request(&rc.caller, &rc.services) })
     }
 
-    /// Every value a trait had, newest first, with its source, source record and observed-at time.
+    /// Every value a trait had, newest first (at most 100), with its source, source record and observed-at time.
+    #[graphql(complexity = "100 * child_complexity + 1")]
     async fn trait_history(&self, ctx: &Context<'_>, name: String) -> async_graphql::Result<Vec<TraitValueView>> {
         let rc = request(ctx)?;
-        let values = traits::history(&rc.caller, &rc.services, self.customer.id, &name).await.gql()?;
+        let values = if self.single {
+            traits::history(&rc.caller, &rc.services, self.customer.id, &name).await.gql()?
+        } else {
+            let loader = loader::<DataLoader<TraitHistoryLoader>>(ctx)?;
+            loaded(loader.load_one(self.list.key((self.customer.id, name))).await)?
+        };
         let disclosure = Disclosure::for_request(&rc.caller, &rc.services);
         Ok(values.into_iter().map(|v| TraitValueView::new(v, disclosure)).collect())
     }
 
     /// The source records this customer is built from, newest first (at most 100).
+    #[graphql(complexity = "100 * child_complexity + 1")]
     async fn source_records(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<SourceRecordView>> {
         let rc = request(ctx)?;
-        let list = records::of_customer(&rc.caller, &rc.services, self.customer.id).await.gql()?;
+        let list = if self.single {
+            records::of_customer(&rc.caller, &rc.services, self.customer.id).await.gql()?
+        } else {
+            loaded(loader::<DataLoader<SourceRecordsLoader>>(ctx)?.load_one(self.list.key(self.customer.id)).await)?
+        };
         Ok(list.into_iter().map(|r| SourceRecordView::new(r, self.disclosure)).collect())
     }
 
     /// Why this customer is who it is: its identities, the merges that built it (with evidence) and the links
     /// resolution refused to make.
     async fn identity_graph(&self) -> IdentityGraphView {
-        IdentityGraphView { customer_id: self.customer.id, disclosure: self.disclosure }
+        IdentityGraphView {
+            customer_id: self.customer.id,
+            disclosure: self.disclosure,
+            single: self.single,
+            list: self.list.clone(),
+        }
     }
 
-    /// The merges this customer took part in, newest first, with their evidence.
+    /// The merges this customer took part in, newest first (at most 100), with their evidence.
+    #[graphql(complexity = "100 * child_complexity + 1")]
     async fn merge_history(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<MergeView>> {
-        let rc = request(ctx)?;
-        Ok(merge::history(&rc.caller, &rc.services, self.customer.id).await.gql()?.into_iter().map(MergeView).collect())
+        merges_of(ctx, self.customer.id, self.single, &self.list).await
     }
 
     /// Processing restricted (GDPR art. 18): nothing is served but to privacy administration.
@@ -169,7 +238,17 @@ impl CustomerView {
     ) -> async_graphql::Result<Connection<String, ConsentView>> {
         let rc = request(ctx)?;
         let page = PageRequest::parse(first, after.as_deref()).gql()?;
-        let page = ledger::history_for(&rc.caller, &rc.services, self.customer.id, page).await.gql()?;
+        let page = match page {
+            // A list of customers with the first page of their ledgers: one window query for the whole list.
+            PageRequest { first, after: None } if !self.single => {
+                let loader = loader::<DataLoader<ConsentHistoryLoader>>(ctx)?;
+                let loaded = loader.load_one(self.list.key((self.customer.id, first))).await;
+                loaded.map_err(|e| e.as_ref().extend())?.ok_or_else(|| {
+                    ApiError::Internal(anyhow::anyhow!("no consent history page for {}", self.customer.id)).extend()
+                })?
+            }
+            page => ledger::history_for(&rc.caller, &rc.services, self.customer.id, page).await.gql()?,
+        };
         let mut connection = Connection::new(page.has_previous_page, page.has_next_page);
         connection.edges.extend(page.items.into_iter().map(|e| Edge::new(encode_cursor(e.id), ConsentView::from(e))));
         Ok(connection)
@@ -201,8 +280,24 @@ impl CustomerView {
                     .decide(&rc.caller, &rc.services, self.customer.id, DataCategory::BehaviouralHistory)
                     .await
                     .gql()?;
+                // The list's other customers' permits, decided once, so that whoever asks first loads them all.
+                let list = self
+                    .list
+                    .history_permits
+                    .get_or_init(|| async {
+                        let mut permits = Vec::with_capacity(self.list.ids.len());
+                        for id in self.list.ids.iter() {
+                            let decided =
+                                session.decide(&rc.caller, &rc.services, *id, DataCategory::BehaviouralHistory).await;
+                            permits.extend(decided.ok());
+                        }
+                        permits.into()
+                    })
+                    .await
+                    .clone();
                 let loader = loader::<DataLoader<RecentTouchpointsLoader>>(ctx)?;
-                let loaded = loader.load_one(RecentKey { permit, first }).await.map_err(|e| e.as_ref().extend())?;
+                let loaded =
+                    loader.load_one(RecentKey { permit, first, list }).await.map_err(|e| e.as_ref().extend())?;
                 loaded.ok_or_else(|| ApiError::not_found(format!("customer {}", self.customer.id)).extend())?
             }
             window => timeline::read_timeline(&rc.caller, &rc.services, session, self.customer.id, &filter, window)
@@ -320,27 +415,49 @@ impl MergeView {
 pub struct IdentityGraphView {
     customer_id: Uuid,
     disclosure: Disclosure,
+    single: bool,
+    list: CustomerList,
+}
+
+/// The merges a customer took part in: read directly for a one-customer read, loaded for the whole list otherwise.
+async fn merges_of(
+    ctx: &Context<'_>,
+    customer_id: Uuid,
+    single: bool,
+    list: &CustomerList,
+) -> async_graphql::Result<Vec<MergeView>> {
+    let merges = if single {
+        let rc = request(ctx)?;
+        merge::history(&rc.caller, &rc.services, customer_id).await.gql()?
+    } else {
+        loaded(loader::<DataLoader<MergeHistoryLoader>>(ctx)?.load_one(list.key(customer_id)).await)?
+    };
+    Ok(merges.into_iter().map(MergeView).collect())
 }
 
 #[Object(name = "IdentityGraph")]
 impl IdentityGraphView {
     async fn identities(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<IdentityView>> {
-        let loader = ctx.data_unchecked::<DataLoader<IdentityLoader>>();
-        let identities = loader.load_one(self.customer_id).await.map_err(|e| e.as_ref().extend())?;
-        Ok(identities
-            .unwrap_or_default()
-            .into_iter()
-            .map(|identity| IdentityView { identity, disclosure: self.disclosure })
-            .collect())
+        let identities = if self.single {
+            let rc = request(ctx)?;
+            let mut found =
+                customers::identities_of(rc.caller.tenant(), &rc.services, &[self.customer_id]).await.gql()?;
+            found.remove(&self.customer_id).unwrap_or_default()
+        } else {
+            loaded(loader::<DataLoader<IdentityLoader>>(ctx)?.load_one(self.list.key(self.customer_id)).await)?
+        };
+        Ok(identities.into_iter().map(|identity| IdentityView { identity, disclosure: self.disclosure }).collect())
     }
 
+    /// The merges this customer took part in, newest first (at most 100).
+    #[graphql(complexity = "100 * child_complexity + 1")]
     async fn merges(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<MergeView>> {
-        let rc = request(ctx)?;
-        Ok(merge::history(&rc.caller, &rc.services, self.customer_id).await.gql()?.into_iter().map(MergeView).collect())
+        merges_of(ctx, self.customer_id, self.single, &self.list).await
     }
 
     /// Links refused by the resolution rules (over a kind's limit, or an identity owned by another customer), and
-    /// links undone by a re-resolution after a lowered limit.
+    /// links undone by a re-resolution after a lowered limit. At most 100.
+    #[graphql(complexity = "100 * child_complexity + 1")]
     async fn conflicts(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<ResolutionConflictView>> {
         let rc = request(ctx)?;
         let conflicts = resolution::conflicts_of(&rc.caller, &rc.services, self.customer_id).await.gql()?;

@@ -450,3 +450,35 @@ pub async fn history(caller: &Caller, svc: &Services, customer_id: Uuid) -> ApiR
         .await?;
     rows.into_iter().map(Merge::try_from).collect()
 }
+
+/// [`history`] for many customers at once (the loader behind a list's `mergeHistory` and `identityGraph.merges`):
+/// one window query per 500 customers; each customer's merges newest first (at most 100), as the single read gives
+/// them. Every customer asked for is in the answer.
+pub async fn history_of_many(
+    caller: &Caller,
+    svc: &Services,
+    customer_ids: &[Uuid],
+) -> ApiResult<std::collections::HashMap<Uuid, Vec<Merge>>> {
+    use crate::storage::window::{TopPerCustomer, top_per_customer};
+    caller.require(Scope::ProfilesRead)?;
+    let query = TopPerCustomer {
+        table: "merges",
+        key_columns: &["survivor_id", "merged_id"],
+        filter: None,
+        order_desc: &["id"],
+        limit: 100,
+    };
+    let rows = top_per_customer::<merge::Entity>(&svc.db, caller.tenant(), &query, customer_ids).await?;
+    let mut by_customer: std::collections::HashMap<Uuid, Vec<merge::Model>> =
+        customer_ids.iter().map(|id| (*id, Vec::new())).collect();
+    for keyed in rows {
+        by_customer.entry(keyed.customer_id).or_default().push(keyed.row);
+    }
+    by_customer
+        .into_iter()
+        .map(|(id, mut rows)| {
+            rows.sort_by_key(|r| std::cmp::Reverse(r.id));
+            Ok((id, rows.into_iter().map(Merge::try_from).collect::<ApiResult<Vec<Merge>>>()?))
+        })
+        .collect()
+}

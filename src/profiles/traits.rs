@@ -425,3 +425,66 @@ pub async fn history(caller: &Caller, svc: &Services, customer_id: Uuid, name: &
         .await?;
     Ok(rows.iter().map(|row| TraitValue::new(row, &rules)).collect())
 }
+
+/// [`traits_of`] for many customers at once (the loader behind a list's `traits`): the rules once and one query per
+/// 500 customers. Every customer asked for is in the answer (no values: no traits).
+pub async fn traits_of_many(
+    caller: &Caller,
+    svc: &Services,
+    customer_ids: &[Uuid],
+) -> ApiResult<HashMap<Uuid, BTreeMap<String, TraitValue>>> {
+    caller.require(Scope::ProfilesRead)?;
+    let rules = rules_for(svc.db.conn(), caller.tenant()).await?;
+    let mut by_customer: HashMap<Uuid, Vec<trait_value::Model>> =
+        customer_ids.iter().map(|id| (*id, Vec::new())).collect();
+    for chunk in customer_ids.chunks(crate::storage::window::CHUNK) {
+        let values = trait_value::of_tenant(caller.tenant())
+            .filter(trait_value::Column::CustomerId.is_in(chunk.iter().copied()))
+            .all(svc.db.conn())
+            .await?;
+        for value in values {
+            by_customer.entry(value.customer_id).or_default().push(value);
+        }
+    }
+    Ok(by_customer
+        .into_iter()
+        .map(|(id, values)| {
+            let won =
+                winners(&rules, &values).into_iter().map(|(name, v)| (name, TraitValue::new(v, &rules))).collect();
+            (id, won)
+        })
+        .collect())
+}
+
+/// [`history`] of one trait for many customers at once: one window query per 500 customers, each customer's
+/// values newest first (at most 100), as the single read gives them.
+pub async fn history_of_many(
+    caller: &Caller,
+    svc: &Services,
+    customer_ids: &[Uuid],
+    name: &str,
+) -> ApiResult<HashMap<Uuid, Vec<TraitValue>>> {
+    use crate::storage::window::{TopPerCustomer, top_per_customer};
+    caller.require(Scope::ProfilesRead)?;
+    let rules = rules_for(svc.db.conn(), caller.tenant()).await?;
+    let query = TopPerCustomer {
+        table: "trait_values",
+        key_columns: &["customer_id"],
+        filter: Some(("name", name.into())),
+        order_desc: &["observed_at", "id"],
+        limit: 100,
+    };
+    let rows = top_per_customer::<trait_value::Entity>(&svc.db, caller.tenant(), &query, customer_ids).await?;
+    let mut by_customer: HashMap<Uuid, Vec<trait_value::Model>> =
+        customer_ids.iter().map(|id| (*id, Vec::new())).collect();
+    for keyed in rows {
+        by_customer.entry(keyed.customer_id).or_default().push(keyed.row);
+    }
+    Ok(by_customer
+        .into_iter()
+        .map(|(id, mut rows)| {
+            rows.sort_by_key(|r| std::cmp::Reverse((r.observed_at, r.id)));
+            (id, rows.iter().map(|row| TraitValue::new(row, &rules)).collect())
+        })
+        .collect())
+}

@@ -3,6 +3,7 @@ pub mod cache;
 pub mod db;
 pub mod entities;
 pub mod pubsub;
+pub mod window;
 
 pub use cache::Cache;
 pub use db::Database;

@@ -13,6 +13,7 @@ mod feed;
 mod http_spec;
 mod jobs;
 mod limits;
+mod loaders;
 mod merges;
 mod privacy;
 mod records;

@@ -547,7 +547,8 @@ async fn a_page_of_customers_with_their_touchpoints_takes_a_fixed_number_of_stat
     let refused = body["errors"].as_array().map(Vec::len).unwrap_or_default();
     assert_eq!(refused, 6, "the others are refused with CONSENT_REQUIRED, not silently empty");
     assert_eq!(small, large, "statements must not grow with the page size (N+1)");
-    assert!(large <= 7, "customers, identities, consents, restriction + consent states, one window query; got {large}");
+    // The loaders load the whole list on the first ask, so the count does not depend on how the batches are timed.
+    assert_eq!(large, 5, "a fixed plan for the page, identities, consent states and one window query; got {large}");
 }
 
 async fn the_touchpoint_stream_only_carries_consenting_customers(app: TestApp) {
