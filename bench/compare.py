@@ -14,8 +14,10 @@ Everything wrk printed, the probe answers, the per-round figures (results.json) 
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import os
+import re
 import resource
 import statistics
 import subprocess
@@ -33,14 +35,22 @@ TICKS = os.sysconf("SC_CLK_TCK")
 KONTAKT_PROFILE = """query($id: UUID!) { customer(id: $id) { id givenName familyName identities { kind value }
   consents { purpose status }
   touchpoints(first: 20) { edges { node { id channel type stage occurredAt properties } } } } }"""
-# PostGraphile 4 and 5 (amber preset) name the schema alike. `condition: {tenant}` lets PostgreSQL use the same
-# indexes Kontakt's reads use (they lead with tenant); the order is Kontakt's (newest first, id breaking ties).
-POSTGRAPHILE_PROFILE = """query($id: UUID!, $tenant: String!) { customerById(id: $id) { id givenName familyName
+# PostGraphile's own shape of the same read. `condition: {tenant}` lets PostgreSQL use the indexes Kontakt's reads
+# use (they lead with tenant); the order is Kontakt's (newest first, id breaking ties).
+POSTGRAPHILE4_PROFILE = """query($id: UUID!, $tenant: String!) { customerById(id: $id) { id givenName familyName
   identitiesByCustomerId(condition: {tenant: $tenant}) { nodes { kind value } }
   consentEventsByCustomerId(condition: {tenant: $tenant}, orderBy: [CAPTURED_AT_DESC, ID_DESC]) {
     nodes { purpose status } }
   touchpointsByCustomerId(condition: {tenant: $tenant}, orderBy: [OCCURRED_AT_DESC, ID_DESC], first: 20) {
     nodes { id channel kind stage occurredAt properties } } } }"""
+# PostGraphile 5's amber preset names a column `id` `rowId` (`id` is its global Node id) and orders by indexed
+# columns only (both orders here are indexed).
+POSTGRAPHILE5_PROFILE = """query($id: UUID!, $tenant: String!) { customerByRowId(rowId: $id) { rowId givenName familyName
+  identitiesByCustomerId(condition: {tenant: $tenant}) { nodes { kind value } }
+  consentEventsByCustomerId(condition: {tenant: $tenant}, orderBy: [CAPTURED_AT_DESC, ROW_ID_DESC]) {
+    nodes { purpose status } }
+  touchpointsByCustomerId(condition: {tenant: $tenant}, orderBy: [OCCURRED_AT_DESC, ROW_ID_DESC], first: 20) {
+    nodes { rowId channel kind stage occurredAt properties } } } }"""
 KONTAKT_VIEWER = "{ viewer { tenant } }"
 KONTAKT_ROW = "query($id: UUID!) { customer(id: $id) { id } }"
 
@@ -118,10 +128,19 @@ def probe(target: Target, token: str, out: Path) -> int:
     answer = json.loads(raw)
     if answer.get("errors"):
         sys.exit(f"{target.label}: GraphQL errors (answer in {out}): {json.dumps(answer['errors'])[:500]}")
-    found = raw.count(b'"occurredAt"')
-    if found != target.touchpoints:
-        sys.exit(f"{target.label}: {found} touchpoints in the answer, expected {target.touchpoints} (see {out})")
+    times = [datetime.datetime.fromisoformat(t) for t in re.findall(r'"occurredAt":\s*"([^"]+)"', raw.decode())]
+    if len(times) != target.touchpoints:
+        sys.exit(f"{target.label}: {len(times)} touchpoints in the answer, expected {target.touchpoints} (see {out})")
+    if times:
+        # Every profile target must serve the same touchpoints, newest first.
+        SEEN_TIMELINES.setdefault("first", (target.label, times))
+        first_label, first_times = SEEN_TIMELINES["first"]
+        if times != first_times:
+            sys.exit(f"{target.label} serves other touchpoints than {first_label} (see {out})")
     return len(raw)
+
+
+SEEN_TIMELINES: dict[str, tuple[str, list]] = {}
 
 
 LUA = """wrk.method = "POST"
@@ -139,7 +158,7 @@ end
 """
 
 
-def wrk(script: Path, url: str, args: argparse.Namespace, seconds: float) -> tuple[str, dict]:
+def wrk(script: Path, url: str, args: argparse.Namespace, seconds: int) -> tuple[str, dict]:
     command = ["wrk", f"-t{args.threads}", f"-c{args.connections}", f"-d{seconds}s", "--timeout", "10s",
                "-s", str(script), url]
     result = subprocess.run(command, capture_output=True, text=True, check=False)
@@ -188,6 +207,10 @@ def fmt(value: float | None, digits: int = 0) -> str:
     if value is None:
         return "n/a"
     return f"{value:,.{digits}f}"
+
+
+def ratio(a: float | None, b: float | None) -> str:
+    return "n/a" if not a or not b else f"{a / b:.2f}×"
 
 
 def median(points: list[dict], key: str) -> float | None:
@@ -243,15 +266,15 @@ def report(targets: list[Target], points: list[dict], args: argparse.Namespace) 
             for r in range(1, args.rounds + 1):
                 mine = [p["rps"] for p in by[t.key] if p["round"] == r]
                 theirs = [p["rps"] for p in points if p["round"] == r and p["target"] in ("pg4", "pg5")]
-                if mine and theirs:
+                if mine and theirs and max(theirs) > 0:
                     per_round.append(mine[0] / max(theirs))
             ask = asks.get(t.key, "")
             if t.key == "kontakt-on" and viewer:
-                ask += f" (now {median(by[t.key], 'rps') / viewer:.2f}× of {fmt(viewer)})"
+                ask += f" (now {ratio(median(by[t.key], 'rps'), viewer)} of {fmt(viewer)})"
+            spread = f"{min(per_round):.2f}–{max(per_round):.2f}" if per_round else "n/a"
             lines.append(
-                f"| {t.label} | {median(by[t.key], 'rps') / best_rps:.2f}× "
-                f"| {min(per_round):.2f}–{max(per_round):.2f} "
-                f"| {median(by[t.key], 'p99_ms') / best_p99:.2f}× | {ask} |"
+                f"| {t.label} | {ratio(median(by[t.key], 'rps'), best_rps)} | {spread} "
+                f"| {ratio(median(by[t.key], 'p99_ms'), best_p99)} | {ask} |"
             )
     return "\n".join(lines) + "\n"
 
@@ -265,8 +288,8 @@ def main() -> None:
                         help="pg4, pg5, kontakt-off, kontakt-on, viewer or row (viewer and row: a Kontakt server)")
     parser.add_argument("--postmaster", type=int, default=0, help="PostgreSQL's postmaster pid (0: CPU not read)")
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--duration", type=float, default=10)
-    parser.add_argument("--warmup", type=float, default=2)
+    parser.add_argument("--duration", type=int, default=10, help="seconds (whole)")
+    parser.add_argument("--warmup", type=int, default=2, help="seconds (whole; 0: none)")
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", required=True)
@@ -274,8 +297,8 @@ def main() -> None:
 
     kontakt_profile = {"query": KONTAKT_PROFILE, "variables": {"id": args.customer}}
     bodies = {
-        "pg4": ({"query": POSTGRAPHILE_PROFILE, "variables": {"id": args.customer, "tenant": args.tenant}}, 20),
-        "pg5": ({"query": POSTGRAPHILE_PROFILE, "variables": {"id": args.customer, "tenant": args.tenant}}, 20),
+        "pg4": ({"query": POSTGRAPHILE4_PROFILE, "variables": {"id": args.customer, "tenant": args.tenant}}, 20),
+        "pg5": ({"query": POSTGRAPHILE5_PROFILE, "variables": {"id": args.customer, "tenant": args.tenant}}, 20),
         "kontakt-off": (kontakt_profile, 20),
         "kontakt-on": (kontakt_profile, 20),
         "viewer": ({"query": KONTAKT_VIEWER}, 0),
@@ -304,6 +327,8 @@ def main() -> None:
                   f"p99 {p['p99_ms']:.2f} ms, server {p['server_cpu']:.0f}% "
                   f"postgres {fmt(p['postgres_cpu'])}% wrk {p['wrk_cpu']:.0f}%, {p['errors']} errors",
                   file=sys.stderr, flush=True)
+            if p["requests"] == 0:
+                print(f"warning: {t.label} completed no request in {args.duration} s", file=sys.stderr)
             if p["non2xx"]:
                 sys.exit(f"{t.label}: {p['non2xx']} non-2xx answers (see {out})")
 

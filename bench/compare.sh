@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Kontakt side by side with PostGraphile 4 and 5 (issue 12), in one command: build, (re)create and seed the
-# PostgreSQL database `kontakt_bench`, install PostGraphile from bench/postgraphile/package-lock.json, start every
+# PostgreSQL database `kontakt_bench`, install PostGraphile from bench/postgraphile/v4 and v5 (package.json + lock each), start every
 # target over that one database, then run ROUNDS interleaved rounds of wrk points (each round: PostGraphile 4,
 # PostGraphile 5, Kontakt cache off, Kontakt cache on, Kontakt `{ viewer { tenant } }`, Kontakt `customer(id){id}`)
 # and print a markdown table: req/s, p50, p99, CPU per process, answer size, and Kontakt ÷ the better PostGraphile.
@@ -53,13 +53,17 @@ bench_build
 bench_env
 bench_recreate_and_seed "${SEED_CUSTOMERS:-2000}" "${SEED_TOUCHPOINTS:-100000}" "${SEED_HEAVY:-1000}"
 
-if [[ ! -d "$PGL_DIR/node_modules" || "$PGL_DIR/package-lock.json" -nt "$PGL_DIR/node_modules" ]]; then
-    log "installing PostGraphile (npm ci in bench/postgraphile)"
-    (cd "$PGL_DIR" && npm ci --no-audit --no-fund --loglevel=error)
-    touch "$PGL_DIR/node_modules"
-fi
-PG4_VERSION="$(node -p 'require(process.argv[1]).version' "$PGL_DIR/node_modules/postgraphile4/package.json")"
-PG5_VERSION="$(node -p 'require(process.argv[1]).version' "$PGL_DIR/node_modules/postgraphile/package.json")"
+# PostGraphile 4 and 5 each in their own folder (4 needs graphql 15, 5 needs 16: one node_modules mixes them up).
+for version in v4 v5; do
+    dir="$PGL_DIR/$version"
+    if [[ ! -d "$dir/node_modules" || "$dir/package-lock.json" -nt "$dir/node_modules" ]]; then
+        log "installing PostGraphile $version (npm ci in bench/postgraphile/$version)"
+        (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error)
+        touch "$dir/node_modules"
+    fi
+done
+PG4_VERSION="$(node -p 'require(process.argv[1]).version' "$PGL_DIR/v4/node_modules/postgraphile/package.json")"
+PG5_VERSION="$(node -p 'require(process.argv[1]).version' "$PGL_DIR/v5/node_modules/postgraphile/package.json")"
 
 # The customer every target reads: the first manifest sample (personalization granted) with ≥ 20 touchpoints.
 samples="$(python3 -c "import json,sys; print(','.join(json.load(open(sys.argv[1]))['sample_customers'][:200]))" \
@@ -96,7 +100,7 @@ KONTAKT_MIGRATE_ON_START=false KONTAKT_LISTEN="127.0.0.1:$PORT_ON" \
 # PostGraphile verifies the same token (HS256, same secret, issuer and audience) and, like a real deployment, passes
 # its claims to PostgreSQL as `jwt.claims.*` settings of each request's transaction. Read-only, no GraphiQL.
 PGL_URL="postgres://$PGUSER@$PGHOST:$PGPORT/$BENCH_DB?sslmode=${PGSSLMODE:-disable}"
-NODE_ENV=production start_target pg4 "$PORT_PG4" node "$PGL_DIR/node_modules/postgraphile4/cli.js" \
+NODE_ENV=production start_target pg4 "$PORT_PG4" node "$PGL_DIR/v4/node_modules/postgraphile/cli.js" \
     --connection "$PGL_URL" --schema public --host 127.0.0.1 --port "$PORT_PG4" \
     --dynamic-json --disable-default-mutations --disable-graphiql --disable-query-log \
     --max-pool-size "${PGL_POOL:-10}" \
@@ -105,7 +109,7 @@ NODE_ENV=production start_target pg4 "$PORT_PG4" node "$PGL_DIR/node_modules/pos
 NODE_ENV=production DATABASE_URL="$PGL_URL" PG_SCHEMA=public HOST=127.0.0.1 PORT="$PORT_PG5" \
     PG_POOL_MAX="${PGL_POOL:-10}" JWT_SECRET="$KONTAKT_JWT_SECRET" \
     JWT_AUDIENCE="$bench_jwt_audience" JWT_ISSUER="$bench_jwt_issuer" \
-    start_target pg5 "$PORT_PG5" node -r "$PGL_DIR/polyfill.cjs" "$PGL_DIR/pg5.mjs"
+    start_target pg5 "$PORT_PG5" node -r "$PGL_DIR/polyfill.cjs" "$PGL_DIR/v5/pg5.mjs"
 
 bench_wait_healthy "$kontakt_off_pid" "$RUN_DIR/kontakt-off.log" "http://127.0.0.1:$PORT_OFF/healthz"
 bench_wait_healthy "$kontakt_on_pid" "$RUN_DIR/kontakt-on.log" "http://127.0.0.1:$PORT_ON/healthz"

@@ -1,5 +1,5 @@
 // PostGraphile 5 (amber preset, grafserv on node:http) over Kontakt's tables, for bench/compare.sh.
-// Run with `node -r ./polyfill.cjs pg5.mjs` on Node 20 (PostGraphile 5 asks for Node 22).
+// Run with `node -r ../polyfill.cjs pg5.mjs` on Node 20 (PostGraphile 5 asks for Node 22).
 // Settings (environment): DATABASE_URL, PG_SCHEMA=public, PORT, HOST=127.0.0.1, PG_POOL_MAX=10,
 // JWT_SECRET (HS256, verified like PostGraphile 4's --jwt-secret: claims become `jwt.claims.*` settings),
 // JWT_AUDIENCE, JWT_ISSUER.
