@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Kontakt side by side with PostGraphile 4 and 5 (issue 12), in one command: build, (re)create and seed the
-# PostgreSQL database `kontakt_bench`, install PostGraphile from bench/postgraphile/v4 and v5 (package.json + lock each), start every
-# target over that one database, then run ROUNDS interleaved rounds of wrk points (each round: PostGraphile 4,
+# PostgreSQL database `kontakt_bench`, install PostGraphile from bench/postgraphile/v4 and v5 (package.json and lock
+# each), start every target over that one database, then run ROUNDS interleaved rounds of wrk points (each round: PostGraphile 4,
 # PostGraphile 5, Kontakt cache off, Kontakt cache on, Kontakt `{ viewer { tenant } }`, Kontakt `customer(id){id}`)
 # and print a markdown table: req/s, p50, p99, CPU per process, answer size, and Kontakt ÷ the better PostGraphile.
 #
