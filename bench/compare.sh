@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Kontakt side by side with PostGraphile 4 and 5 (issue 12), in one command: build, (re)create and seed the
 # PostgreSQL database `kontakt_bench`, install PostGraphile from bench/postgraphile/v4 and v5 (package.json and lock
-# each), start every target over that one database, then run ROUNDS interleaved rounds of wrk points (each round: PostGraphile 4,
-# PostGraphile 5, Kontakt cache off, Kontakt cache on, Kontakt `{ viewer { tenant } }`, Kontakt `customer(id){id}`)
-# and print a markdown table: req/s, p50, p99, CPU per process, answer size, and Kontakt ÷ the better PostGraphile.
+# each), start every target over that one database, then run ROUNDS interleaved rounds of wrk points (each round:
+# PostGraphile 4, PostGraphile 5, Kontakt cache off, Kontakt cache on, Kontakt `{ viewer { tenant } }`, Kontakt
+# `customer(id){id}`) and print a markdown table: req/s, p50, p99, CPU per process, answer size, and Kontakt ÷ the better PostGraphile.
 #
 #   bench/compare.sh                                        # 3 rounds × 6 targets × (2 s warm-up + 10 s)
 #   SKIP_BUILD=1 SKIP_SEED=1 ROUNDS=1 DURATION=3 WARMUP=1 bench/compare.sh   # smoke run on the last dataset
