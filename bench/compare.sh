@@ -3,7 +3,8 @@
 # PostgreSQL database `kontakt_bench`, install PostGraphile from bench/postgraphile/v4 and v5 (package.json and lock
 # each), start every target over that one database, then run ROUNDS interleaved rounds of wrk points (each round:
 # PostGraphile 4, PostGraphile 5, Kontakt cache off, Kontakt cache on, Kontakt `{ viewer { tenant } }`, Kontakt
-# `customer(id){id}`) and print a markdown table: req/s, p50, p99, CPU per process, answer size, and Kontakt ÷ the better PostGraphile.
+# `customer(id){id}`) and print a markdown table: req/s, p50, p99, CPU per process, answer size, and the ratios
+# Kontakt ÷ the better PostGraphile.
 #
 #   bench/compare.sh                                        # 3 rounds × 6 targets × (2 s warm-up + 10 s)
 #   SKIP_BUILD=1 SKIP_SEED=1 ROUNDS=1 DURATION=3 WARMUP=1 bench/compare.sh   # smoke run on the last dataset
@@ -75,8 +76,8 @@ CUSTOMER="$(psql -h "$PGHOST" -p "$PGPORT" -U "$PGUSER" -d "$BENCH_DB" -v ON_ERR
 [[ -n "$CUSTOMER" ]] || { echo "no sample customer with 20 touchpoints in $BENCH_DB" >&2; exit 1; }
 
 # PostgreSQL's postmaster, for the CPU of every backend (readable when the server runs on this machine).
-POSTMASTER="$(head -1 "$(psql -h "$PGHOST" -p "$PGPORT" -U "$PGUSER" -d "$BENCH_DB" -Atq -c 'SHOW data_directory')/postmaster.pid" \
-    2>/dev/null || echo 0)"
+PGDATA_DIR="$(psql -h "$PGHOST" -p "$PGPORT" -U "$PGUSER" -d "$BENCH_DB" -Atq -c 'SHOW data_directory')"
+POSTMASTER="$(head -1 "$PGDATA_DIR/postmaster.pid" 2>/dev/null || echo 0)"
 [[ "$POSTMASTER" != 0 ]] || echo "PostgreSQL's data directory is not readable here: no PostgreSQL CPU figures" >&2
 
 # start_target NAME PORT COMMAND…: start a server in the background with its log in $RUN_DIR/NAME.log.
@@ -122,7 +123,8 @@ done
 
 TOKEN="$(bench_token profiles:read,touchpoints:read,pii:read kontakt-compare)"
 
-log "measuring: $ROUNDS round(s), $CONNECTIONS connections, ${WARMUP} s warm-up + ${DURATION} s per point; customer $CUSTOMER"
+log "measuring: $ROUNDS round(s), $CONNECTIONS connections, $WARMUP s warm-up + $DURATION s per point" \
+    "(customer $CUSTOMER)"
 python3 "$ROOT/bench/compare.py" --token "$TOKEN" --customer "$CUSTOMER" --tenant "$TENANT" \
     --postmaster "$POSTMASTER" --rounds "$ROUNDS" --duration "$DURATION" --warmup "$WARMUP" \
     --connections "$CONNECTIONS" --threads "${WRK_THREADS:-1}" --out "$RUN_DIR" \
