@@ -22,6 +22,7 @@
 #   COMPARE_PORT=18090                            targets listen on COMPARE_PORT+1 … +4
 #   KONTAKT_CACHE_TTL=30                          the profile cache's TTL for "cache on" (seconds)
 #   PGL_POOL=10                                   PostGraphile's connection pool (both versions' default)
+#   PGL_JWT=1                                     PostGraphile verifies the token (0: serves without checking it)
 # Output: the table on stdout; logs, wrk output, probe answers, results.md and results.json in
 # $BENCH_OUT/compare-<time> (under the cargo target dir, outside git).
 set -euo pipefail
@@ -98,17 +99,22 @@ KONTAKT_MIGRATE_ON_START=false KONTAKT_LISTEN="127.0.0.1:$PORT_ON" \
     KONTAKT_PROFILE_CACHE_TTL_SECS="${KONTAKT_CACHE_TTL:-30}" \
     start_target kontakt-on "$PORT_ON" "$BIN/kontakt" serve
 
-# PostGraphile verifies the same token (HS256, same secret, issuer and audience) and, like a real deployment, passes
-# its claims to PostgreSQL as `jwt.claims.*` settings of each request's transaction. Read-only, no GraphiQL.
+# PostGraphile verifies the same token (HS256, same secret, issuer and audience) and, like a deployment with JWT,
+# passes its claims to PostgreSQL as `jwt.claims.*` settings of each request's transaction. PGL_JWT=0: no
+# verification (the header is ignored; one statement per request, no transaction). Read-only, no GraphiQL.
 PGL_URL="postgres://$PGUSER@$PGHOST:$PGPORT/$BENCH_DB?sslmode=${PGSSLMODE:-disable}"
+PG4_JWT=() PG5_JWT_SECRET=""
+if [[ "${PGL_JWT:-1}" != 0 ]]; then
+    PG4_JWT=(--jwt-secret "$KONTAKT_JWT_SECRET" --jwt-verify-algorithms HS256
+        --jwt-verify-audience "$bench_jwt_audience" --jwt-verify-issuer "$bench_jwt_issuer")
+    PG5_JWT_SECRET="$KONTAKT_JWT_SECRET"
+fi
 NODE_ENV=production start_target pg4 "$PORT_PG4" node "$PGL_DIR/v4/node_modules/postgraphile/cli.js" \
     --connection "$PGL_URL" --schema public --host 127.0.0.1 --port "$PORT_PG4" \
     --dynamic-json --disable-default-mutations --disable-graphiql --disable-query-log \
-    --max-pool-size "${PGL_POOL:-10}" \
-    --jwt-secret "$KONTAKT_JWT_SECRET" --jwt-verify-algorithms HS256 \
-    --jwt-verify-audience "$bench_jwt_audience" --jwt-verify-issuer "$bench_jwt_issuer"
+    --max-pool-size "${PGL_POOL:-10}" "${PG4_JWT[@]}"
 NODE_ENV=production DATABASE_URL="$PGL_URL" PG_SCHEMA=public HOST=127.0.0.1 PORT="$PORT_PG5" \
-    PG_POOL_MAX="${PGL_POOL:-10}" JWT_SECRET="$KONTAKT_JWT_SECRET" \
+    PG_POOL_MAX="${PGL_POOL:-10}" JWT_SECRET="$PG5_JWT_SECRET" \
     JWT_AUDIENCE="$bench_jwt_audience" JWT_ISSUER="$bench_jwt_issuer" \
     start_target pg5 "$PORT_PG5" node -r "$PGL_DIR/polyfill.cjs" "$PGL_DIR/v5/pg5.mjs"
 

@@ -1,8 +1,8 @@
 // PostGraphile 5 (amber preset, grafserv on node:http) over Kontakt's tables, for bench/compare.sh.
 // Run with `node -r ../polyfill.cjs pg5.mjs` on Node 20 (PostGraphile 5 asks for Node 22).
 // Settings (environment): DATABASE_URL, PG_SCHEMA=public, PORT, HOST=127.0.0.1, PG_POOL_MAX=10,
-// JWT_SECRET (HS256, verified like PostGraphile 4's --jwt-secret: claims become `jwt.claims.*` settings),
-// JWT_AUDIENCE, JWT_ISSUER.
+// JWT_SECRET (HS256, verified like PostGraphile 4's --jwt-secret: claims become `jwt.claims.*` settings; empty:
+// no verification), JWT_AUDIENCE, JWT_ISSUER.
 import { createServer } from "node:http";
 import { postgraphile } from "postgraphile";
 import { makePgService } from "postgraphile/adaptors/pg";
@@ -17,10 +17,11 @@ const env = (name, fallback) => {
 };
 const port = Number(env("PORT"));
 const host = env("HOST", "127.0.0.1");
+const jwtSecret = env("JWT_SECRET", "");
 
 /** @type {GraphileConfig.Preset} */
 const preset = {
-    extends: [PostGraphileAmberPreset, PgLazyJWTPreset],
+    extends: jwtSecret ? [PostGraphileAmberPreset, PgLazyJWTPreset] : [PostGraphileAmberPreset],
     pgServices: [
         makePgService({
             connectionString: env("DATABASE_URL"),
@@ -35,12 +36,14 @@ const preset = {
         host,
         graphiql: false,
         watch: false,
-        pgJwtSecret: env("JWT_SECRET"),
-        pgJwtVerifyOptions: {
-            algorithms: ["HS256"],
-            audience: env("JWT_AUDIENCE"),
-            issuer: env("JWT_ISSUER"),
-        },
+        ...(jwtSecret && {
+            pgJwtSecret: jwtSecret,
+            pgJwtVerifyOptions: {
+                algorithms: ["HS256"],
+                audience: env("JWT_AUDIENCE"),
+                issuer: env("JWT_ISSUER"),
+            },
+        }),
     },
     grafast: { explain: false },
 };
