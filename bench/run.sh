@@ -18,54 +18,13 @@
 #   BENCH_PROFILE=release                            cargo profile to build and run (`profiling`: no LTO, incremental)
 set -euo pipefail
 
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-TARGET="${CARGO_TARGET_DIR:-$ROOT/target}"
-PROFILE="${BENCH_PROFILE:-release}"
-BIN="$TARGET/$PROFILE"
-OUT="${BENCH_OUT:-$TARGET/bench}"
-PGHOST="${PGHOST:-127.0.0.1}"
-PGPORT="${PGPORT:-5432}"
-PGUSER="${PGUSER:-postgres}"
-BENCH_DB="${BENCH_DB:-kontakt_bench}"
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 PORT="${BENCH_PORT:-18080}"
-TENANT=bench
-mkdir -p "$OUT"
 
-log() { printf '\n== %s\n' "$*" >&2; }
-
-if [[ "$BENCH_DB" != kontakt_bench* ]]; then
-    echo "BENCH_DB must start with kontakt_bench: this script drops it" >&2
-    exit 2
-fi
-
-if [[ -z "${SKIP_BUILD:-}" ]]; then
-    log "building release binaries"
-    (cd "$ROOT" && cargo build --profile "$PROFILE" -p kontakt -p kontakt-bench)
-fi
-
-# One environment for seed, serve and token: the same database and the same signing secret.
-# The database is on this machine: no TLS on loopback (a remote database keeps sslmode=require in its URL).
-export DATABASE_URL="postgres://$PGUSER@$PGHOST:$PGPORT/$BENCH_DB?sslmode=${PGSSLMODE:-disable}"
-export KONTAKT_JWT_SECRET="${KONTAKT_JWT_SECRET:-bench-secret-$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')}"
+bench_build
+bench_env
 export KONTAKT_LISTEN="127.0.0.1:$PORT"
-export KONTAKT_LOG_FORMAT=json
-export KONTAKT_WRITE_KEYS="${KONTAKT_WRITE_KEYS:-bench-key=$TENANT/web}"
-export RUST_LOG="${RUST_LOG:-warn}"
-unset KONTAKT_DATABASE_SCHEMA KONTAKT_ENV
-
-if [[ -z "${SKIP_SEED:-}" ]]; then
-    log "recreating database $BENCH_DB on $PGHOST:$PGPORT"
-    psql -h "$PGHOST" -p "$PGPORT" -U "$PGUSER" -d postgres -v ON_ERROR_STOP=1 -q \
-        -c "DROP DATABASE IF EXISTS $BENCH_DB WITH (FORCE)" -c "CREATE DATABASE $BENCH_DB"
-
-    log "seeding: ${SEED_CUSTOMERS:-20000} customers, ${SEED_TOUCHPOINTS:-1000000} touchpoints, heavy ${SEED_HEAVY:-1000,100000,1000000}"
-    "$BIN/kontakt-bench" seed --tenant "$TENANT" \
-        --customers "${SEED_CUSTOMERS:-20000}" \
-        --touchpoints "${SEED_TOUCHPOINTS:-1000000}" \
-        --heavy "${SEED_HEAVY:-1000,100000,1000000}" \
-        --seed "${SEED_RNG:-42}" \
-        --manifest "$OUT/manifest.json" 2>&1 | tee "$OUT/seed.log"
-fi
+bench_recreate_and_seed "${SEED_CUSTOMERS:-20000}" "${SEED_TOUCHPOINTS:-1000000}" "${SEED_HEAVY:-1000,100000,1000000}"
 
 log "starting kontakt serve on 127.0.0.1:$PORT"
 "$BIN/kontakt" serve >"$OUT/server.log" 2>&1 &
@@ -77,19 +36,9 @@ stop_server() {
     fi
 }
 trap stop_server EXIT
-for _ in $(seq 1 60); do
-    if curl -fsS "http://127.0.0.1:$PORT/healthz" >/dev/null 2>&1; then break; fi
-    if ! kill -0 "$SERVER_PID" 2>/dev/null; then
-        echo "the server exited; see $OUT/server.log" >&2
-        tail -20 "$OUT/server.log" >&2
-        exit 1
-    fi
-    sleep 0.5
-done
+bench_wait_healthy "$SERVER_PID" "$OUT/server.log" "http://127.0.0.1:$PORT/healthz"
 
-TOKEN="$("$BIN/kontakt" token --tenant "$TENANT" \
-    --scopes profiles:read,touchpoints:read,touchpoints:write,pii:read \
-    --purpose personalization --subject kontakt-bench --ttl-secs 7200)"
+TOKEN="$(bench_token profiles:read,touchpoints:read,touchpoints:write,pii:read kontakt-bench)"
 
 log "running scenarios (${BENCH_SCENARIOS:-all})"
 "$BIN/kontakt-bench" --url "http://127.0.0.1:$PORT" --token "$TOKEN" \
