@@ -7,8 +7,8 @@
 //! whatever the cache holds. The touchpoint page is personalization data: it is only looked up after the policy
 //! has issued a `Permit`, and an entry carries the consent version it was filled under (DOMAIN.md rule 2, the
 //! consent-safe key of ARCHITECTURE.md), so an entry from before any consent change is never served. Every write
-//! that changes a customer's identities or touchpoints (resolution, ingestion, records, merges, unmerges,
-//! re-resolution, erasure) calls `forget` after its commit; the TTL bounds what a read racing a write could leave.
+//! hands what it changed to `changes::committed` after its commit, which calls `forget` for every customer it
+//! touched; the TTL bounds what a read racing a write could leave.
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
