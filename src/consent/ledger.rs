@@ -360,16 +360,10 @@ pub async fn first_pages_for(
         order_desc: &["id"],
         limit: first + 1,
     };
-    let rows = top_per_customer::<consent_event::Entity>(&svc.db, caller.tenant(), &query, customer_ids).await?;
-    let mut by_customer: HashMap<Uuid, Vec<consent_event::Model>> =
-        customer_ids.iter().map(|id| (*id, Vec::new())).collect();
-    for keyed in rows {
-        by_customer.entry(keyed.customer_id).or_default().push(keyed.row);
-    }
+    let by_customer = top_per_customer::<consent_event::Entity>(&svc.db, caller.tenant(), &query, customer_ids).await?;
     Ok(by_customer
         .into_iter()
         .map(|(id, mut rows)| {
-            rows.sort_by_key(|r| std::cmp::Reverse(r.id));
             let has_next_page = rows.len() > first;
             rows.truncate(first);
             let items = rows.into_iter().filter_map(from_row).collect();

@@ -322,19 +322,6 @@ pub async fn decide_many(
     Ok(decisions)
 }
 
-/// Decides for many customers at once: the permitted ids, and how many were left out.
-pub async fn authorize_many(
-    caller: &Caller,
-    svc: &Services,
-    customer_ids: &[Uuid],
-    category: DataCategory,
-) -> ApiResult<(HashSet<Uuid>, usize)> {
-    let decisions = decide_many(caller, svc, customer_ids, category).await?;
-    let permitted: HashSet<Uuid> = decisions.iter().filter(|(_, d)| d.is_ok()).map(|(id, _)| *id).collect();
-    let excluded = decisions.len() - permitted.len();
-    Ok((permitted, excluded))
-}
-
 /// How restrictive a decision is: denied and withdrawn beat an expired grant, which beats a live grant.
 fn restrictiveness(state: &ConsentState, now: DateTime<Utc>) -> u8 {
     match state.status {

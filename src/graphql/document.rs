@@ -46,13 +46,19 @@ fn selected<'d>(
     }
 }
 
-pub fn inspect(doc: &ExecutableDocument, operation_name: Option<&str>) -> RequestDocument {
-    let selected = selected(doc, operation_name);
-    let operation = selected.map(|op| match op.node.ty {
+/// The kind of the operation that runs (what a transport's own rules need: GET runs no mutation, HTTP no
+/// subscription); `None` when the name does not match.
+pub fn operation_kind(doc: &ExecutableDocument, operation_name: Option<&str>) -> Option<OperationKind> {
+    selected(doc, operation_name).map(|op| match op.node.ty {
         OperationType::Query => OperationKind::Query,
         OperationType::Mutation => OperationKind::Mutation,
         OperationType::Subscription => OperationKind::Subscription,
-    });
+    })
+}
+
+pub fn inspect(doc: &ExecutableDocument, operation_name: Option<&str>) -> RequestDocument {
+    let selected = selected(doc, operation_name);
+    let operation = operation_kind(doc, operation_name);
     let mut tally = Tally::default();
     for (_, op) in doc.operations.iter() {
         tally.walk(&op.node.selection_set);

@@ -13,7 +13,7 @@ mod views;
 
 use async_graphql::{Context, ErrorExtensions, MergedObject, MergedSubscription, Schema};
 
-pub use document::{OperationKind, RequestDocument, inspect};
+pub use document::{OperationKind, RequestDocument, inspect, operation_kind};
 pub use loaders::{
     ConsentHistoryLoader, IdentityLoader, MergeHistoryLoader, RecentTouchpointsLoader, SourceRecordsLoader,
     TraitHistoryLoader, TraitsLoader,

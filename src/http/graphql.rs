@@ -14,7 +14,7 @@ use super::AppState;
 use crate::{
     auth::Caller,
     error::{ApiError, ErrorCode},
-    graphql::{OperationKind, RequestContext, inspect},
+    graphql::{OperationKind, RequestContext, operation_kind},
 };
 
 /// The two response media types the spec defines.
@@ -149,8 +149,9 @@ async fn execute(state: &AppState, caller: Caller, params: Params, media: MediaT
         request = request.variables(Variables::from_json(Value::Object(variables)));
     }
 
-    let document = match request.parsed_query() {
-        Ok(doc) => inspect(doc, params.operation_name.as_deref()),
+    // The limits are the execution path's (`graphql::guard`); here only what the kind of operation means for HTTP.
+    let operation = match request.parsed_query() {
+        Ok(doc) => operation_kind(doc, params.operation_name.as_deref()),
         Err(err) => {
             count_error(ErrorCode::GraphqlParseFailed);
             return Outcome {
@@ -160,14 +161,14 @@ async fn execute(state: &AppState, caller: Caller, params: Params, media: MediaT
             };
         }
     };
-    if method == Method::GET && document.operation == Some(OperationKind::Mutation) {
+    if method == Method::GET && operation == Some(OperationKind::Mutation) {
         return Outcome {
             status: StatusCode::METHOD_NOT_ALLOWED,
             body: error_body(ErrorCode::BadRequest, "mutations are sent with POST"),
             allow_post_only: true,
         };
     }
-    if document.operation == Some(OperationKind::Subscription) {
+    if operation == Some(OperationKind::Subscription) {
         let message = "subscriptions are served over WebSocket at /graphql/ws";
         return Outcome::request_error(request_error_status(media), ErrorCode::GraphqlValidationFailed, message);
     }

@@ -468,17 +468,9 @@ pub async fn history_of_many(
         order_desc: &["id"],
         limit: 100,
     };
-    let rows = top_per_customer::<merge::Entity>(&svc.db, caller.tenant(), &query, customer_ids).await?;
-    let mut by_customer: std::collections::HashMap<Uuid, Vec<merge::Model>> =
-        customer_ids.iter().map(|id| (*id, Vec::new())).collect();
-    for keyed in rows {
-        by_customer.entry(keyed.customer_id).or_default().push(keyed.row);
-    }
+    let by_customer = top_per_customer::<merge::Entity>(&svc.db, caller.tenant(), &query, customer_ids).await?;
     by_customer
         .into_iter()
-        .map(|(id, mut rows)| {
-            rows.sort_by_key(|r| std::cmp::Reverse(r.id));
-            Ok((id, rows.into_iter().map(Merge::try_from).collect::<ApiResult<Vec<Merge>>>()?))
-        })
+        .map(|(id, rows)| Ok((id, rows.into_iter().map(Merge::try_from).collect::<ApiResult<Vec<Merge>>>()?)))
         .collect()
 }

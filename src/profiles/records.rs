@@ -482,17 +482,6 @@ pub async fn of_customers(
         order_desc: &["id"],
         limit: 100,
     };
-    let rows = top_per_customer::<source_record::Entity>(&svc.db, caller.tenant(), &query, customer_ids).await?;
-    let mut by_customer: std::collections::HashMap<Uuid, Vec<source_record::Model>> =
-        customer_ids.iter().map(|id| (*id, Vec::new())).collect();
-    for keyed in rows {
-        by_customer.entry(keyed.customer_id).or_default().push(keyed.row);
-    }
-    Ok(by_customer
-        .into_iter()
-        .map(|(id, mut rows)| {
-            rows.sort_by_key(|r| std::cmp::Reverse(r.id));
-            (id, rows.into_iter().map(SourceRecord::from).collect())
-        })
-        .collect())
+    let by_customer = top_per_customer::<source_record::Entity>(&svc.db, caller.tenant(), &query, customer_ids).await?;
+    Ok(by_customer.into_iter().map(|(id, rows)| (id, rows.into_iter().map(SourceRecord::from).collect())).collect())
 }

@@ -474,17 +474,9 @@ pub async fn history_of_many(
         order_desc: &["observed_at", "id"],
         limit: 100,
     };
-    let rows = top_per_customer::<trait_value::Entity>(&svc.db, caller.tenant(), &query, customer_ids).await?;
-    let mut by_customer: HashMap<Uuid, Vec<trait_value::Model>> =
-        customer_ids.iter().map(|id| (*id, Vec::new())).collect();
-    for keyed in rows {
-        by_customer.entry(keyed.customer_id).or_default().push(keyed.row);
-    }
+    let by_customer = top_per_customer::<trait_value::Entity>(&svc.db, caller.tenant(), &query, customer_ids).await?;
     Ok(by_customer
         .into_iter()
-        .map(|(id, mut rows)| {
-            rows.sort_by_key(|r| std::cmp::Reverse((r.observed_at, r.id)));
-            (id, rows.iter().map(|row| TraitValue::new(row, &rules)).collect())
-        })
+        .map(|(id, rows)| (id, rows.iter().map(|row| TraitValue::new(row, &rules)).collect()))
         .collect())
 }

@@ -1,5 +1,7 @@
 //! The first rows of each of many customers in one statement (the per-customer `LIMIT` behind list loaders):
 //! a `LATERAL` subquery per customer on PostgreSQL (an index-bounded `LIMIT` each), `ROW_NUMBER()` on SQLite.
+use std::collections::HashMap;
+
 use sea_orm::{DbBackend, DbErr, EntityTrait, FromQueryResult, QueryResult, Statement, Value};
 use uuid::Uuid;
 
@@ -30,18 +32,18 @@ impl<M: FromQueryResult> FromQueryResult for Keyed<M> {
     }
 }
 
-/// The rows of every customer in `ids`, at most `limit` each, one statement per [`CHUNK`] customers. Rows come in
-/// no particular order: callers sort each customer's rows as their single-customer read does.
+/// The rows of every customer in `ids` (each id present, with no rows if it has none), at most `limit` each, in
+/// the query's order, one statement per [`CHUNK`] customers.
 pub async fn top_per_customer<E: EntityTrait>(
     db: &Database,
     tenant: &TenantId,
     query: &TopPerCustomer<'_>,
     ids: &[Uuid],
-) -> Result<Vec<Keyed<E::Model>>, DbErr>
+) -> Result<HashMap<Uuid, Vec<E::Model>>, DbErr>
 where
     E::Model: FromQueryResult,
 {
-    let mut out = Vec::new();
+    let mut out: HashMap<Uuid, Vec<E::Model>> = ids.iter().map(|id| (*id, Vec::new())).collect();
     if query.limit == 0 {
         return Ok(out);
     }
@@ -69,25 +71,28 @@ where
         let limit_p = placeholder(values.len());
         let matches = query.key_columns.iter().map(|k| format!("t.{k} = c.id")).collect::<Vec<_>>().join(" OR ");
         let order = query.order_desc.iter().map(|c| format!("t.{c} DESC")).collect::<Vec<_>>().join(", ");
+        let outer_order = query.order_desc.iter().map(|c| format!("w.{c} DESC")).collect::<Vec<_>>().join(", ");
         let (table, ids_list) = (query.table, ids_list.join(", "));
         let sql = if backend == DbBackend::Postgres {
             format!(
                 "SELECT c.id AS window_customer_id, w.* FROM (VALUES {ids_list}) AS c(id) CROSS JOIN LATERAL \
                  (SELECT t.* FROM {table} t WHERE t.tenant = {tenant_p} AND ({matches}){filter} ORDER BY {order} \
-                 LIMIT {limit_p}) w"
+                 LIMIT {limit_p}) w ORDER BY c.id, {outer_order}"
             )
         } else {
             format!(
                 "SELECT * FROM (SELECT c.id AS window_customer_id, t.*, ROW_NUMBER() OVER (PARTITION BY c.id \
                  ORDER BY {order}) AS window_rank FROM (SELECT column1 AS id FROM (VALUES {ids_list})) c \
                  JOIN {table} t ON ({matches}) WHERE t.tenant = {tenant_p}{filter}) ranked \
-                 WHERE window_rank <= {limit_p}"
+                 WHERE window_rank <= {limit_p} ORDER BY window_customer_id, window_rank"
             )
         };
         let rows = Keyed::<E::Model>::find_by_statement(Statement::from_sql_and_values(backend, sql, values))
             .all(db.conn())
             .await?;
-        out.extend(rows);
+        for keyed in rows {
+            out.entry(keyed.customer_id).or_default().push(keyed.row);
+        }
     }
     Ok(out)
 }

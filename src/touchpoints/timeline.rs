@@ -8,8 +8,8 @@ use std::{
 
 use chrono::{DateTime, Utc};
 use sea_orm::{
-    ColumnTrait, Condition, ConnectionTrait, DbBackend, EntityTrait, FromQueryResult, Order, PaginatorTrait,
-    QueryFilter, QueryOrder, QuerySelect, QueryTrait, Select, Statement,
+    ColumnTrait, Condition, ConnectionTrait, DbBackend, FromQueryResult, Order, PaginatorTrait, QueryFilter,
+    QueryOrder, QuerySelect, QueryTrait, Select,
     sea_query::{Expr, Func},
 };
 use uuid::Uuid;
@@ -22,7 +22,10 @@ use crate::{
     pagination::{FeedCursor, FeedPosition, Page, PageRequest, Window},
     profiles::cache as profile_cache,
     services::Services,
-    storage::entities::touchpoint,
+    storage::{
+        entities::touchpoint,
+        window::{TopPerCustomer, top_per_customer},
+    },
 };
 
 /// Filters shared by timelines and the feed.
@@ -397,42 +400,16 @@ pub async fn recent_for_many(
     let permits: Vec<Permit> =
         permits.iter().copied().filter(|p| p.category() == DataCategory::BehaviouralHistory).collect();
     let permitted: Vec<Uuid> = permits.iter().map(Permit::customer_id).collect();
-    let mut rows_by_customer: HashMap<Uuid, Vec<touchpoint::Model>> = HashMap::new();
-    if !permitted.is_empty() && first > 0 {
-        let backend = svc.db.backend();
-        let placeholder = |i: usize| if backend == DbBackend::Postgres { format!("${i}") } else { "?".to_owned() };
-        let list: Vec<String> = (0..permitted.len()).map(|i| placeholder(i + 2)).collect();
-        let limit = placeholder(permitted.len() + 2);
-        let sql = if backend == DbBackend::Postgres {
-            // One index-bounded LIMIT per customer, however long their histories are.
-            format!(
-                "SELECT t.* FROM (VALUES {}) AS c(id) CROSS JOIN LATERAL (SELECT * FROM touchpoints \
-                 WHERE tenant = $1 AND customer_id = c.id ORDER BY occurred_at DESC, id DESC LIMIT {limit}) t",
-                list.iter().map(|p| format!("({p}::uuid)")).collect::<Vec<_>>().join(", ")
-            )
-        } else {
-            format!(
-                "SELECT * FROM (SELECT t.*, ROW_NUMBER() OVER (PARTITION BY t.customer_id ORDER BY t.occurred_at DESC, \
-                 t.id DESC) AS rn FROM touchpoints t WHERE t.tenant = {} AND t.customer_id IN ({})) ranked \
-                 WHERE rn <= {limit} ORDER BY customer_id, occurred_at DESC, id DESC",
-                placeholder(1),
-                list.join(", ")
-            )
-        };
-        let mut values: Vec<sea_orm::Value> = vec![caller.tenant().as_str().into()];
-        values.extend(permitted.iter().map(|id| sea_orm::Value::from(*id)));
-        values.push(((first + 1) as i64).into());
-        let rows = touchpoint::Entity::find()
-            .from_raw_sql(Statement::from_sql_and_values(backend, sql, values))
-            .all(svc.db.conn())
-            .await?;
-        for row in rows {
-            rows_by_customer.entry(row.customer_id).or_default().push(row);
-        }
-        for rows in rows_by_customer.values_mut() {
-            rows.sort_by_key(|r| std::cmp::Reverse((r.occurred_at, r.id)));
-        }
-    }
+    // One index-bounded LIMIT per customer, however long their histories are (one more row: `hasNextPage`).
+    let query = TopPerCustomer {
+        table: "touchpoints",
+        key_columns: &["customer_id"],
+        filter: None,
+        order_desc: &["occurred_at", "id"],
+        limit: if first == 0 { 0 } else { first + 1 },
+    };
+    let mut rows_by_customer =
+        top_per_customer::<touchpoint::Entity>(&svc.db, caller.tenant(), &query, &permitted).await?;
     let result = permits
         .into_iter()
         .map(|permit| {
