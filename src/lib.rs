@@ -5,6 +5,7 @@ pub mod changes;
 pub mod cli;
 pub mod config;
 pub mod consent;
+pub mod cx;
 pub mod error;
 pub mod graphql;
 pub mod http;

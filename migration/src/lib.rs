@@ -14,6 +14,7 @@ mod m20261122_000010_add_touchpoint_identity;
 mod m20261122_000011_add_touchpoint_commit_position;
 mod m20261122_000012_create_jobs;
 mod m20261122_000013_backfill_legacy_names;
+mod m20261122_000014_create_cx;
 
 pub use m20261122_000013_backfill_legacy_names::{LEGACY_SOURCE, backfill_legacy_names};
 
@@ -36,6 +37,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261122_000011_add_touchpoint_commit_position::Migration),
             Box::new(m20261122_000012_create_jobs::Migration),
             Box::new(m20261122_000013_backfill_legacy_names::Migration),
+            Box::new(m20261122_000014_create_cx::Migration),
         ]
     }
 }

@@ -43,10 +43,14 @@ pub enum Scope {
     ConsentWrite,
     PiiRead,
     PrivacyAdmin,
+    /// Read CX metrics and feedback cases (aggregates; per-customer answers stay personalization data).
+    CxRead,
+    /// Configure CX settings and feedback rules, and work feedback cases.
+    CxWrite,
 }
 
 impl Scope {
-    pub const ALL: [Scope; 7] = [
+    pub const ALL: [Scope; 9] = [
         Scope::ProfilesRead,
         Scope::ProfilesWrite,
         Scope::TouchpointsRead,
@@ -54,6 +58,8 @@ impl Scope {
         Scope::ConsentWrite,
         Scope::PiiRead,
         Scope::PrivacyAdmin,
+        Scope::CxRead,
+        Scope::CxWrite,
     ];
 
     pub const fn as_str(self) -> &'static str {
@@ -65,6 +71,8 @@ impl Scope {
             Scope::ConsentWrite => "consent:write",
             Scope::PiiRead => "pii:read",
             Scope::PrivacyAdmin => "privacy:admin",
+            Scope::CxRead => "cx:read",
+            Scope::CxWrite => "cx:write",
         }
     }
 }

@@ -210,6 +210,32 @@ pub fn decide(
     }
 }
 
+/// On what ground a tenant counts its customers' survey answers in CX metrics (the tenant declares it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CxBasis {
+    /// Only customers whose `analytics` consent is in force and granted count (the default).
+    AnalyticsConsent,
+    /// The tenant declares a legitimate interest (GDPR art. 6(1)(f)) in measuring its service: every customer counts
+    /// unless they denied or withdrew `analytics` (their objection, art. 21).
+    LegitimateInterest,
+}
+
+/// Whether a customer's survey answers count in the tenant's CX metrics now: `None` when they do not (processing
+/// restricted — DOMAIN rule 3 —, or no ground under `basis`), else `Some(until)`, the moment they stop counting
+/// (a grant's expiry) or `None` for as long as nothing changes. The one rule for every CX aggregate.
+pub fn cx_counting(state: &PrivacyState, basis: CxBasis, now: DateTime<Utc>) -> Option<Option<DateTime<Utc>>> {
+    if state.restricted {
+        return None;
+    }
+    let decision = in_force(&state.consents, ConsentPurpose::Analytics, None, now);
+    match (basis, decision) {
+        (_, Some(c)) if c.is_effective_at(now) => Some(c.expires_at),
+        (CxBasis::LegitimateInterest, Some(c)) if c.status == super::ConsentStatus::Granted => Some(None),
+        (CxBasis::LegitimateInterest, None) => Some(None),
+        _ => None,
+    }
+}
+
 /// Profile data (who the customer is) is not personalization data, but a restriction of processing withholds it
 /// too: a restricted customer is served to privacy administration only.
 pub fn check_profile_visible(caller: &Caller, restricted: bool) -> ApiResult<()> {
@@ -232,7 +258,16 @@ pub(crate) async fn load_states(
     caller: &Caller,
     customer_ids: &[Uuid],
 ) -> ApiResult<HashMap<Uuid, PrivacyState>> {
-    let restricted: Vec<(Uuid, bool, i64)> = customer::of_tenant(caller.tenant())
+    Ok(states_of(conn, caller.tenant(), customer_ids).await?)
+}
+
+/// The current privacy states of customers of a tenant (two queries), for work done inside a write's transaction.
+pub(crate) async fn states_of(
+    conn: &impl ConnectionTrait,
+    tenant: &TenantId,
+    customer_ids: &[Uuid],
+) -> Result<HashMap<Uuid, PrivacyState>, DbErr> {
+    let restricted: Vec<(Uuid, bool, i64)> = customer::of_tenant(tenant)
         .filter(customer::Column::Id.is_in(customer_ids.iter().copied()))
         .select_only()
         .column(customer::Column::Id)
@@ -241,7 +276,7 @@ pub(crate) async fn load_states(
         .into_tuple()
         .all(conn)
         .await?;
-    let mut consents = ledger::states_at(conn, caller.tenant(), customer_ids, None).await?;
+    let mut consents = ledger::states_at(conn, tenant, customer_ids, None).await?;
     Ok(restricted
         .into_iter()
         .map(|(id, restricted, consent_version)| {

@@ -93,6 +93,9 @@ pub struct FeedbackInput {
     /// NPS 0–10, CSAT 1–5, CES 1–7.
     score: i32,
     verbatim: Option<String>,
+    /// The touchpoint the answer rates (a support call, a delivery) of the same customer: CX metrics group the
+    /// answer under that touchpoint's type.
+    about_touchpoint_id: Option<Uuid>,
 }
 
 /// One touchpoint to record. Name the customer by `customerId` or by `identities` (resolved, creating the
@@ -194,6 +197,7 @@ impl TouchpointsMutation {
                     metric: f.metric,
                     score: f.score,
                     verbatim: f.verbatim,
+                    about_touchpoint_id: f.about_touchpoint_id,
                 }),
                 consents: Vec::new(),
                 consent_context: None,

@@ -60,6 +60,10 @@ pub async fn erase_customer(caller: &Caller, svc: &Services, requested_id: Uuid)
         .collect();
     suppression::suppress(&txn, tenant, &svc.settings, &identities).await?;
 
+    // Their survey answers leave the CX rollups with them.
+    for person in &people {
+        crate::cx::answers::erase(&txn, tenant, *person).await?;
+    }
     let touchpoints = touchpoint::delete_of_tenant(tenant)
         .filter(touchpoint::Column::CustomerId.eq(customer_id))
         .exec(&txn)

@@ -30,6 +30,8 @@ pub struct FeedbackInput {
     pub metric: FeedbackMetric,
     pub score: i32,
     pub verbatim: Option<String>,
+    /// The touchpoint the answer rates (a support call, a delivery), of the same customer.
+    pub about_touchpoint_id: Option<Uuid>,
 }
 
 /// One touchpoint as a sender gives it. The customer is named by id or by identities.
@@ -97,6 +99,8 @@ struct Valid {
     source: String,
     key: String,
     feedback: Option<Feedback>,
+    /// The touchpoint the feedback rates.
+    about: Option<Uuid>,
     currency: Option<String>,
 }
 
@@ -165,6 +169,7 @@ fn validate(svc: &Services, input: &TouchpointInput) -> ApiResult<Valid> {
         source: source.to_owned(),
         key: key.to_owned(),
         feedback,
+        about: input.feedback.as_ref().and_then(|f| f.about_touchpoint_id),
         currency,
     })
 }
@@ -375,6 +380,25 @@ async fn write_in(
     }
     .insert(txn)
     .await?;
+    if row.feedback_metric.is_some() {
+        let about = match valid.about {
+            None => None,
+            Some(id) => {
+                let about = touchpoint::of_tenant(tenant).filter(touchpoint::Column::Id.eq(id)).one(txn).await?;
+                match about.filter(|a| a.customer_id == customer_id) {
+                    Some(about) => Some(about),
+                    None => {
+                        let err = ApiError::validation(
+                            "feedback.aboutTouchpointId",
+                            format!("no touchpoint {id} of this customer"),
+                        );
+                        return Ok((ItemOutcome::Rejected(err), merged));
+                    }
+                }
+            }
+        };
+        crate::cx::answers::recorded(txn, tenant, &row, about.as_ref()).await?;
+    }
     for consent in &input.consents {
         let consent = RecordConsent { customer_id, ..consent.clone() };
         if let Err(err) = ledger::append_if_changed(txn, tenant, caller.subject(), consent).await {

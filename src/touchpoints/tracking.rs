@@ -388,16 +388,23 @@ pub fn track_events_markdown() -> String {
 fn feedback_of(properties: &Map<String, Value>) -> ApiResult<Option<FeedbackInput>> {
     let verbatim =
         properties.get("comment").or_else(|| properties.get("verbatim")).and_then(Value::as_str).map(str::to_owned);
+    let about_touchpoint_id = match properties.get("aboutTouchpointId") {
+        None | Some(Value::Null) => None,
+        Some(about) => Some(about.as_str().and_then(|s| uuid::Uuid::parse_str(s).ok()).ok_or_else(|| {
+            ApiError::validation("properties.aboutTouchpointId", "the id of a touchpoint of the same customer")
+        })?),
+    };
     for metric in FeedbackMetric::ALL {
         if let Some(score) = properties.get(metric.as_str()).and_then(Value::as_i64) {
-            return Ok(Some(FeedbackInput { metric: *metric, score: score.clamp(-1, 1000) as i32, verbatim }));
+            let score = score.clamp(-1, 1000) as i32;
+            return Ok(Some(FeedbackInput { metric: *metric, score, verbatim, about_touchpoint_id }));
         }
     }
     match (properties.get("metric").and_then(Value::as_str), properties.get("score").and_then(Value::as_i64)) {
         (Some(metric), Some(score)) => {
             let metric = FeedbackMetric::parse(&metric.to_ascii_lowercase())
                 .ok_or_else(|| ApiError::validation("properties.metric", "one of nps, csat, ces"))?;
-            Ok(Some(FeedbackInput { metric, score: score.clamp(-1, 1000) as i32, verbatim }))
+            Ok(Some(FeedbackInput { metric, score: score.clamp(-1, 1000) as i32, verbatim, about_touchpoint_id }))
         }
         _ => Ok(None),
     }
