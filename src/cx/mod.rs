@@ -7,6 +7,7 @@
 //! Erasure removes a person's answers from the rollups in the erasure's transaction.
 pub mod answers;
 pub mod settings;
+pub mod stats;
 
 
 pub use settings::CxSettings;
