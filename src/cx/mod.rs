@@ -6,6 +6,9 @@
 //! `recount` is called from `consent::ledger::bump_consent_version`, which every one of those writes goes through).
 //! Erasure removes a person's answers from the rollups in the erasure's transaction.
 pub mod answers;
+pub mod feedback;
+pub mod links;
+pub mod metrics;
 pub mod settings;
 pub mod stats;
 

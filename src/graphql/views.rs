@@ -343,6 +343,15 @@ impl CustomerView {
         Ok(connection)
     }
 
+    /// The customer's latest NPS, CSAT and CES answers with category and trend. Derived personalization data:
+    /// `null` with `CONSENT_REQUIRED` unless the customer consented to the caller's purpose. Needs
+    /// `touchpoints:read`; logged.
+    async fn feedback(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<super::cx::CustomerFeedbackView>> {
+        let rc = request(ctx)?;
+        let feedback = crate::cx::feedback::read(&rc.caller, &rc.services, session(ctx)?, self.customer.id).await.gql()?;
+        Ok(Some(super::cx::CustomerFeedbackView::new(feedback, self.disclosure.clone())))
+    }
+
     /// Where the customer stands in the journey. Derived from behaviour: `null` with `CONSENT_REQUIRED` unless
     /// the customer consented to the caller's purpose. Needs `touchpoints:read`.
     async fn journey(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<JourneyView>> {

@@ -38,16 +38,19 @@ pub enum AccessCategory {
     Export,
     /// The erasure (what was read to erase).
     Erasure,
+    /// The customer's survey answers (scores, categories, verbatims).
+    Feedback,
 }
 
 impl AccessCategory {
-    pub const ALL: [AccessCategory; 6] = [
+    pub const ALL: [AccessCategory; 7] = [
         AccessCategory::Profile,
         AccessCategory::Touchpoints,
         AccessCategory::Journey,
         AccessCategory::SourceRecord,
         AccessCategory::Export,
         AccessCategory::Erasure,
+        AccessCategory::Feedback,
     ];
 
     /// The stored text.
@@ -59,6 +62,7 @@ impl AccessCategory {
             AccessCategory::SourceRecord => "source_record",
             AccessCategory::Export => "export",
             AccessCategory::Erasure => "erasure",
+            AccessCategory::Feedback => "feedback",
         }
     }
 }
