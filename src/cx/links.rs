@@ -61,6 +61,9 @@ fn check_window(from: NaiveDate, to: NaiveDate) -> ApiResult<()> {
     Ok(())
 }
 
+/// A purchase: when, its value and currency.
+type Purchase = (DateTime<Utc>, Option<f64>, Option<String>);
+
 /// Money per currency (amounts in different currencies are never added up).
 pub type Amounts = BTreeMap<String, f64>;
 
@@ -116,9 +119,9 @@ pub async fn retention(
     // Their purchases from the window's start to its end plus the horizon, per customer, in time order.
     let start = from.and_hms_opt(0, 0, 0).map(|d| d.and_utc()).unwrap_or(now);
     let end = to.and_hms_opt(0, 0, 0).map(|d| d.and_utc()).unwrap_or(now) + Duration::days(1) + horizon;
-    let mut purchases: HashMap<Uuid, Vec<(DateTime<Utc>, Option<f64>, Option<String>)>> = HashMap::new();
+    let mut purchases: HashMap<Uuid, Vec<Purchase>> = HashMap::new();
     for chunk in customers.chunks(CHUNK) {
-        let rows: Vec<(Uuid, DateTime<Utc>, Option<f64>, Option<String>)> = touchpoint::of_tenant(tenant)
+        let rows: Vec<(Uuid, Purchase)> = touchpoint::of_tenant(tenant)
             .filter(touchpoint::Column::CustomerId.is_in(chunk.iter().copied()))
             .filter(touchpoint::Column::Kind.eq(TouchpointType::Purchase.as_str()))
             .filter(touchpoint::Column::OccurredAt.gte(start))
@@ -128,11 +131,14 @@ pub async fn retention(
             .column(touchpoint::Column::OccurredAt)
             .column(touchpoint::Column::Value)
             .column(touchpoint::Column::Currency)
-            .into_tuple()
+            .into_tuple::<(Uuid, DateTime<Utc>, Option<f64>, Option<String>)>()
             .all(svc.db.conn())
-            .await?;
-        for (customer, at, value, currency) in rows {
-            purchases.entry(customer).or_default().push((at, value, currency));
+            .await?
+            .into_iter()
+            .map(|(customer, at, value, currency)| (customer, (at, value, currency)))
+            .collect();
+        for (customer, purchase) in rows {
+            purchases.entry(customer).or_default().push(purchase);
         }
     }
     for list in purchases.values_mut() {

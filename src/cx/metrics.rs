@@ -126,6 +126,9 @@ impl MetricsRequest {
     }
 }
 
+/// A cell's key: its bucket's first day (none: the whole window) and its dimension values.
+type CellKey = (Option<NaiveDate>, Vec<(Dimension, String)>);
+
 /// A rollup row as read: day, channel, stage, touchpoint type, source, score, answers.
 type Row = (NaiveDate, String, String, String, String, i16, i64);
 
@@ -184,7 +187,7 @@ pub async fn metrics(caller: &Caller, svc: &Services, request: MetricsRequest) -
             .collect()
     };
     // (bucket start, group) → counts; and the whole window and the window before it.
-    let mut cells: BTreeMap<(Option<NaiveDate>, Vec<(Dimension, String)>), ScoreCounts> = BTreeMap::new();
+    let mut cells: BTreeMap<CellKey, ScoreCounts> = BTreeMap::new();
     let (mut total, mut total_before) = (ScoreCounts::new(metric), ScoreCounts::new(metric));
     // Without buckets: each group's counts in the previous window of the same length.
     let mut groups_before: BTreeMap<Vec<(Dimension, String)>, ScoreCounts> = BTreeMap::new();
@@ -199,7 +202,10 @@ pub async fn metrics(caller: &Caller, svc: &Services, request: MetricsRequest) -
         let bucket = match request.bucket {
             None if day < request.from => {
                 if day >= previous_from {
-                    groups_before.entry(group_of(row)).or_insert_with(|| ScoreCounts::new(metric)).add(metric, score, n);
+                    groups_before
+                        .entry(group_of(row))
+                        .or_insert_with(|| ScoreCounts::new(metric))
+                        .add(metric, score, n);
                 }
                 continue;
             }
@@ -217,7 +223,9 @@ pub async fn metrics(caller: &Caller, svc: &Services, request: MetricsRequest) -
         if cells.len() > MAX_CELLS * 2 {
             return Err(ApiError::validation(
                 "groupBy",
-                format!("more than {MAX_CELLS} cells: group by fewer dimensions, use larger buckets or a shorter window"),
+                format!(
+                    "more than {MAX_CELLS} cells: group by fewer dimensions, use larger buckets or a shorter window"
+                ),
             ));
         }
     }
@@ -255,7 +263,9 @@ pub async fn metrics(caller: &Caller, svc: &Services, request: MetricsRequest) -
         if out.len() > MAX_CELLS {
             return Err(ApiError::validation(
                 "groupBy",
-                format!("more than {MAX_CELLS} cells: group by fewer dimensions, use larger buckets or a shorter window"),
+                format!(
+                    "more than {MAX_CELLS} cells: group by fewer dimensions, use larger buckets or a shorter window"
+                ),
             ));
         }
     }

@@ -12,5 +12,4 @@ pub mod metrics;
 pub mod settings;
 pub mod stats;
 
-
 pub use settings::CxSettings;

@@ -157,7 +157,10 @@ fn categories(metric: FeedbackMetric, counts: &ScoreCounts) -> Vec<CxCategoryCou
     stats::groups(metric)
         .iter()
         .enumerate()
-        .map(|(i, (from, to))| CxCategoryCount { category: category(metric, i), answers: counts.between(metric, *from, *to) })
+        .map(|(i, (from, to))| CxCategoryCount {
+            category: category(metric, i),
+            answers: counts.between(metric, *from, *to),
+        })
         .collect()
 }
 
@@ -343,9 +346,12 @@ fn retention_row(metric: FeedbackMetric, level: f64, row: RetentionRow) -> CxRet
         customers: row.customers,
         repeat_purchases: row.repeat,
         repeat_purchase_rate: row.rate.map(|r| r.0),
-        repeat_purchase_interval: row
-            .rate
-            .map(|(_, low, high)| ConfidenceInterval { low, high, level, method: IntervalMethodView::Wilson }),
+        repeat_purchase_interval: row.rate.map(|(_, low, high)| ConfidenceInterval {
+            low,
+            high,
+            level,
+            method: IntervalMethodView::Wilson,
+        }),
         revenue_per_answer: row
             .revenue_per_answer
             .map(|amounts| amounts.into_iter().map(|(currency, amount)| Money { currency, amount }).collect()),
@@ -444,7 +450,7 @@ impl CxQuery {
         ctx: &Context<'_>,
         metric: FeedbackMetric,
         window: CxWindowInput,
-        #[graphql(default)] group_by: Vec<CxDimension>,
+        group_by: Option<Vec<CxDimension>>,
         bucket: Option<CxBucket>,
         #[graphql(default = 0.95)] confidence_level: f64,
     ) -> async_graphql::Result<CxMetricsView> {
@@ -454,6 +460,7 @@ impl CxQuery {
             from: window.from.0,
             to: window.to.0,
             group_by: group_by
+                .unwrap_or_default()
                 .into_iter()
                 .map(|d| match d {
                     CxDimension::Channel => Dimension::Channel,
@@ -512,16 +519,10 @@ impl CxQuery {
         #[graphql(default = 0.95)] confidence_level: f64,
     ) -> async_graphql::Result<Vec<CxTouchpointEffect>> {
         let rc = request(ctx)?;
-        let (rows, _) = links::touchpoint_effect(
-            &rc.caller,
-            &rc.services,
-            metric,
-            window.from.0,
-            window.to.0,
-            confidence_level,
-        )
-        .await
-        .gql()?;
+        let (rows, _) =
+            links::touchpoint_effect(&rc.caller, &rc.services, metric, window.from.0, window.to.0, confidence_level)
+                .await
+                .gql()?;
         Ok(rows.into_iter().filter_map(|row| effect_view(row, confidence_level)).collect())
     }
 
@@ -541,7 +542,11 @@ pub struct CxMutation;
 impl CxMutation {
     /// Changes the tenant's CX settings. A change of basis recounts every answer in the same transaction. Needs
     /// `cx:write`.
-    async fn update_cx_settings(&self, ctx: &Context<'_>, input: CxSettingsInput) -> async_graphql::Result<CxSettingsView> {
+    async fn update_cx_settings(
+        &self,
+        ctx: &Context<'_>,
+        input: CxSettingsInput,
+    ) -> async_graphql::Result<CxSettingsView> {
         let rc = request(ctx)?;
         let wanted = CxSettings {
             basis: match input.basis {
@@ -567,7 +572,7 @@ impl CustomerFeedbackView {
     }
 
     fn answer(&self, answer: &Option<Answer>) -> Option<FeedbackAnswerView> {
-        answer.clone().map(|answer| FeedbackAnswerView { answer, disclosure: self.disclosure.clone() })
+        answer.clone().map(|answer| FeedbackAnswerView { answer, disclosure: self.disclosure })
     }
 }
 

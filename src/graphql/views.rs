@@ -348,8 +348,9 @@ impl CustomerView {
     /// `touchpoints:read`; logged.
     async fn feedback(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<super::cx::CustomerFeedbackView>> {
         let rc = request(ctx)?;
-        let feedback = crate::cx::feedback::read(&rc.caller, &rc.services, session(ctx)?, self.customer.id).await.gql()?;
-        Ok(Some(super::cx::CustomerFeedbackView::new(feedback, self.disclosure.clone())))
+        let feedback =
+            crate::cx::feedback::read(&rc.caller, &rc.services, session(ctx)?, self.customer.id).await.gql()?;
+        Ok(Some(super::cx::CustomerFeedbackView::new(feedback, self.disclosure)))
     }
 
     /// Where the customer stands in the journey. Derived from behaviour: `null` with `CONSENT_REQUIRED` unless

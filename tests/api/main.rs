@@ -8,6 +8,7 @@ mod cli;
 mod consent;
 mod contract;
 mod customers;
+mod cx;
 mod disclosure;
 mod feed;
 mod http_spec;
