@@ -40,7 +40,18 @@ impl Application {
         let job_db = Database::for_jobs(&config, &db).await?;
         let (services, access_log_writer) = build_services(&config, db).await?;
         // Jobs run outside any request: no request timeout, and on PostgreSQL a pool without the statement timeout.
-        let job_runner = JobRunner::start(Services { db: job_db, ..services.clone() }, config.job_poll());
+        let job_runner = JobRunner::start(Services { db: job_db.clone(), ..services.clone() }, config.job_poll());
+        // Survey answers stored before CX metrics existed join the rollups in the background.
+        let backfill_db = job_db.conn().clone();
+        tokio::spawn(async move {
+            match crate::cx::answers::backfill(&backfill_db).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(answers = n, "CX: recorded survey answers stored before CX metrics"),
+                Err(err) => {
+                    tracing::warn!(error = %err, "CX: backfill of survey answers failed; it runs again at the next start")
+                }
+            }
+        });
         let mut write_keys = http::tracking::WriteKeys::new();
         for (key, (tenant, source)) in config.parsed_write_keys()? {
             let tenant = crate::auth::TenantId::parse(&tenant)

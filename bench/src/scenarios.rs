@@ -31,11 +31,19 @@ const ANONYMOUS_POOL: u64 = 5_000;
 /// A scenario ready to run: the ids and cursors it needs.
 pub enum Prepared {
     Profile,
-    Timeline { customer: Uuid },
-    Deep { customer: Uuid, cursor: String, note: String },
+    Timeline {
+        customer: Uuid,
+    },
+    Deep {
+        customer: Uuid,
+        cursor: String,
+        note: String,
+    },
     Feed,
     IngestGraphql,
     IngestSegment,
+    /// A year of NPS in weekly buckets per channel (the rollups), with intervals and changes.
+    CxMetrics,
 }
 
 impl Prepared {
@@ -45,6 +53,7 @@ impl Prepared {
             Prepared::Profile => "profiles",
             Prepared::Timeline { .. } | Prepared::Deep { .. } | Prepared::Feed => "edges",
             Prepared::IngestGraphql | Prepared::IngestSegment => "touchpoints",
+            Prepared::CxMetrics => "cells",
         }
     }
 
@@ -100,9 +109,11 @@ pub fn expand(requested: &[String], manifest: &Manifest) -> anyhow::Result<Vec<S
             if !timelines.is_empty() {
                 names.push("timeline-deep".to_owned());
             }
-            names.extend(["feed", "ingest-graphql", "ingest-segment"].map(str::to_owned));
-        } else if matches!(name, "profile" | "feed" | "ingest-graphql" | "ingest-segment" | "timeline-deep")
-            || timelines.iter().any(|t| t == name)
+            names.extend(["feed", "ingest-graphql", "ingest-segment", "cx-metrics"].map(str::to_owned));
+        } else if matches!(
+            name,
+            "profile" | "feed" | "ingest-graphql" | "ingest-segment" | "timeline-deep" | "cx-metrics"
+        ) || timelines.iter().any(|t| t == name)
         {
             names.push(name.to_owned());
         } else if name.starts_with("timeline-") {
@@ -126,6 +137,7 @@ pub async fn prepare(shared: &Shared, name: &str) -> anyhow::Result<Prepared> {
         "feed" => Prepared::Feed,
         "ingest-graphql" => Prepared::IngestGraphql,
         "ingest-segment" => Prepared::IngestSegment,
+        "cx-metrics" => Prepared::CxMetrics,
         "timeline-deep" => {
             let (size, customer) = *heavy.last().context("the manifest has no heavy customer")?;
             deep_cursor(shared, size, customer).await?
@@ -224,6 +236,7 @@ pub async fn request(shared: &Shared, prepared: &Prepared, state: &mut ClientSta
         Prepared::Feed => feed(shared, state).await,
         Prepared::IngestGraphql => ingest_graphql(shared, state).await,
         Prepared::IngestSegment => ingest_segment(shared, state).await,
+        Prepared::CxMetrics => cx_metrics(shared).await,
     };
     match result {
         Ok((items, item_errors)) => Outcome::Ok { items, item_errors },
@@ -232,6 +245,21 @@ pub async fn request(shared: &Shared, prepared: &Prepared, state: &mut ClientSta
 }
 
 type Judged = Result<(u64, u64), String>;
+
+const CX_METRICS: &str = "query($from: Date!, $to: Date!) { cxMetrics(metric: NPS, window: { from: $from, to: $to }, \
+    groupBy: [CHANNEL], bucket: WEEK) { cells { bucketStart channel answers value interval { low high } \
+    marginOfError suppressed change { delta pValue } } total { answers value } } }";
+
+async fn cx_metrics(shared: &Shared) -> Judged {
+    let to = Utc::now().date_naive();
+    let from = to - chrono::Duration::days(364);
+    let body = graphql(shared, CX_METRICS, json!({ "from": from.to_string(), "to": to.to_string() })).await?;
+    let cells = body["data"]["cxMetrics"]["cells"].as_array().map_or(0, Vec::len) as u64;
+    if body["data"]["cxMetrics"]["total"]["answers"].as_u64().unwrap_or(0) == 0 {
+        return Err("no counted answers".to_owned());
+    }
+    Ok((cells, 0))
+}
 
 async fn profile(shared: &Shared, state: &mut ClientState) -> Judged {
     let id = shared.manifest.sample_customers.choose(&mut state.rng).copied().unwrap_or_default();

@@ -158,6 +158,9 @@ pub async fn run(db: &Database, args: SeedArgs) -> anyhow::Result<Manifest> {
     bar.finish_and_clear();
     let touchpoint_secs = touchpoints_started.elapsed().as_secs_f64();
 
+    // The survey answers went in by COPY, around the API: record and count them as the server would.
+    kontakt::cx::answers::backfill(db.conn()).await.context("recording the survey answers for CX metrics")?;
+
     let analyze_started = Instant::now();
     analyze(db).await?;
     let analyze_secs = analyze_started.elapsed().as_secs_f64();

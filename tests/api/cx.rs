@@ -388,7 +388,23 @@ async fn an_expired_consent_stops_counting_on_the_next_read(app: TestApp) {
     assert_eq!(metrics(&app, "CSAT", &today(), json!([]), Value::Null).await["total"]["answers"], 0);
 }
 
+async fn answers_stored_before_cx_metrics_are_backfilled_and_counted(app: TestApp) {
+    consenting(&app, "old1@example.com", "NPS", 9, "WEB", 0).await;
+    answered(&app, "old2@example.com", "NPS", 2, "WEB", 0).await;
+    // As if stored before CX metrics existed: the touchpoints are there, their answers and rollups are not.
+    let db = app.db().await;
+    use sea_orm::ConnectionTrait;
+    db.execute_unprepared("DELETE FROM cx_answers").await.expect("delete answers");
+    db.execute_unprepared("DELETE FROM cx_rollups").await.expect("delete rollups");
+    assert_eq!(metrics(&app, "NPS", &today(), json!([]), Value::Null).await["total"]["answers"], 0);
+    assert_eq!(kontakt::cx::answers::backfill(&db).await.expect("backfill"), 2);
+    // Counted by the rule: the consenting customer's answer only; a second run finds nothing left.
+    assert_eq!(metrics(&app, "NPS", &today(), json!([]), Value::Null).await["total"]["answers"], 1);
+    assert_eq!(kontakt::cx::answers::backfill(&db).await.expect("backfill"), 0);
+}
+
 on_every_backend!(
+    answers_stored_before_cx_metrics_are_backfilled_and_counted,
     a_merge_and_its_unmerge_recount_both_sides,
     an_expired_consent_stops_counting_on_the_next_read,
     answers_count_only_while_their_ground_holds,
