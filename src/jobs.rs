@@ -27,18 +27,23 @@ use crate::{
 pub enum JobKind {
     /// Applies the tenant's current identity-resolution rules to its existing customers (`reresolveCustomers`).
     ReresolveCustomers,
+    /// Re-derives the journey stages of stored touchpoints under the tenant's current journey rules
+    /// (`updateJourneyRules` queues it).
+    RederiveStages,
 }
 
 impl JobKind {
     pub fn as_str(self) -> &'static str {
         match self {
             JobKind::ReresolveCustomers => "reresolve_customers",
+            JobKind::RederiveStages => "rederive_stages",
         }
     }
 
     pub fn parse(raw: &str) -> Option<Self> {
         match raw {
             "reresolve_customers" => Some(JobKind::ReresolveCustomers),
+            "rederive_stages" => Some(JobKind::RederiveStages),
             _ => None,
         }
     }
@@ -47,6 +52,7 @@ impl JobKind {
     pub fn scope(self) -> Scope {
         match self {
             JobKind::ReresolveCustomers => Scope::ProfilesWrite,
+            JobKind::RederiveStages => Scope::CxWrite,
         }
     }
 }
@@ -376,7 +382,66 @@ impl Runner {
         let caller = Caller::for_job(tenant, row.requested_by.clone(), BTreeSet::from([kind.scope()]));
         match kind {
             JobKind::ReresolveCustomers => self.reresolve(&caller, row, stopped).await,
+            JobKind::RederiveStages => self.rederive(&caller, row, stopped).await,
         }
+    }
+
+    /// Stage re-derivation in batches of touchpoints after the checkpoint, each committed with its progress.
+    async fn rederive(
+        &self,
+        caller: &Caller,
+        row: job::Model,
+        stopped: &mut watch::Receiver<bool>,
+    ) -> ApiResult<Result<serde_json::Value, Interrupted>> {
+        use crate::storage::entities::touchpoint;
+        use crate::touchpoints::stages;
+        let svc = &self.svc;
+        let tenant = caller.tenant();
+        let rules = stages::for_tenant(svc.db.conn(), tenant).await?;
+        let mut progress: Progress = serde_json::from_value(row.progress).unwrap_or_default();
+        let mut changed: u64 = row
+            .result
+            .as_ref()
+            .and_then(|r| r.get("touchpointsChanged"))
+            .and_then(serde_json::Value::as_u64)
+            .unwrap_or(0);
+        let mut after: Option<Uuid> = match row.checkpoint.as_deref() {
+            Some(text) => Some(
+                text.parse()
+                    .map_err(|_| ApiError::internal(anyhow::anyhow!("job {}: unreadable checkpoint", row.id)))?,
+            ),
+            None => None,
+        };
+        if after.is_none() {
+            progress = Progress { done: 0, total: touchpoint::of_tenant(tenant).count(svc.db.conn()).await? };
+        }
+        let result = |changed: u64| serde_json::json!({ "touchpointsChanged": changed, "rulesVersion": rules.version });
+        loop {
+            if *stopped.borrow() {
+                return Ok(Err(Interrupted::Stopped));
+            }
+            let Some(batch) = stages::rederive_batch(svc, tenant, &rules, after).await? else { break };
+            progress.done += batch.touchpoints;
+            progress.total = progress.total.max(progress.done);
+            changed += batch.changed;
+            let recorded = job::update_by_id(row.id)
+                .col_expr(job::Column::Progress, Expr::value(serde_json::json!(progress)))
+                .col_expr(job::Column::Checkpoint, Expr::value(batch.last.to_string()))
+                .col_expr(job::Column::Result, Expr::value(result(changed)))
+                .col_expr(job::Column::HeartbeatAt, Expr::value(Utc::now()))
+                .filter(job::Column::Runner.eq(self.id))
+                .filter(job::Column::State.eq(JobState::Running.as_str()))
+                .exec(&batch.txn)
+                .await?
+                .rows_affected;
+            if recorded == 0 {
+                batch.txn.rollback().await?;
+                return Ok(Err(Interrupted::Lost));
+            }
+            after = Some(batch.last);
+            batch.commit(svc, tenant).await?;
+        }
+        Ok(Ok(result(changed)))
     }
 
     /// Re-resolution in batches of customers after the checkpoint; each batch's writes, progress, checkpoint and

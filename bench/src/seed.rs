@@ -968,6 +968,7 @@ impl Generator {
             consent: None,
             identity_id: None,
             commit_position: 0,
+            stage_explicit: Some(false),
         }
     }
 

@@ -310,3 +310,36 @@ pub async fn backfill(db: &sea_orm::DatabaseConnection) -> Result<u64, DbErr> {
         added += missing.len() as u64;
     }
 }
+
+/// Moves survey answers whose touchpoint's journey stage changed (a re-derivation under new journey rules) to their
+/// new rollup cell, in the re-derivation's transaction.
+pub(crate) async fn restaged(
+    conn: &impl ConnectionTrait,
+    tenant: &TenantId,
+    moves: &[(Uuid, &str)],
+) -> Result<(), DbErr> {
+    if moves.is_empty() {
+        return Ok(());
+    }
+    let answers = cx_answer::of_tenant(tenant)
+        .filter(cx_answer::Column::TouchpointId.is_in(moves.iter().map(|(id, _)| *id)))
+        .all(conn)
+        .await?;
+    let to: HashMap<Uuid, &str> = moves.iter().copied().collect();
+    for answer in answers {
+        let Some(stage) = to.get(&answer.touchpoint_id).copied() else { continue };
+        if stage == answer.stage {
+            continue;
+        }
+        if answer.counted {
+            add(conn, &answer, -1).await?;
+            add(conn, &cx_answer::Model { stage: stage.to_owned(), ..answer.clone() }, 1).await?;
+        }
+        cx_answer::update_of_tenant(tenant)
+            .col_expr(cx_answer::Column::Stage, Expr::value(stage))
+            .filter(cx_answer::Column::TouchpointId.eq(answer.touchpoint_id))
+            .exec(conn)
+            .await?;
+    }
+    Ok(())
+}

@@ -511,7 +511,7 @@ impl CxQuery {
 
     /// Per touchpoint type and channel seen in the window: the metric among customers who had one, against those
     /// who did not. Needs `cx:read`.
-    async fn cx_touchpoint_effect(
+    async fn touchpoint_effect(
         &self,
         ctx: &Context<'_>,
         metric: FeedbackMetric,

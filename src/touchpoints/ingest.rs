@@ -96,6 +96,8 @@ struct Valid {
     occurred_at: DateTime<Utc>,
     identities: Vec<Identity>,
     stage: JourneyStage,
+    /// The sender gave the stage (kept when journey rules change).
+    stage_explicit: bool,
     source: String,
     key: String,
     feedback: Option<Feedback>,
@@ -104,7 +106,7 @@ struct Valid {
     currency: Option<String>,
 }
 
-fn validate(svc: &Services, input: &TouchpointInput) -> ApiResult<Valid> {
+fn validate(svc: &Services, stages: &super::stages::StageRules, input: &TouchpointInput) -> ApiResult<Valid> {
     let identities = Identity::parse_all(&input.identities, &svc.settings)?;
     if input.customer_id.is_none() && identities.is_empty() {
         return Err(ApiError::validation("customer", "name the customer by customerId or by at least one identity"));
@@ -165,7 +167,11 @@ fn validate(svc: &Services, input: &TouchpointInput) -> ApiResult<Valid> {
     Ok(Valid {
         occurred_at: input.occurred_at.trunc_subsecs(6),
         identities,
-        stage: input.stage.unwrap_or_else(|| JourneyStage::default_for(input.kind, input.channel)),
+        stage: input.stage.unwrap_or_else(|| {
+            let fallback = super::stages::default_stage_of(input.kind, input.channel, input.properties.as_ref());
+            stages.stage_for(input.kind, input.channel, source, input.properties.as_ref(), fallback)
+        }),
+        stage_explicit: input.stage.is_some(),
         source: source.to_owned(),
         key: key.to_owned(),
         feedback,
@@ -215,6 +221,7 @@ pub async fn record_batch(caller: &Caller, svc: &Services, items: Vec<BatchItem>
     }
     check_batch_size(items.len(), "batch")?;
     let rules = rules::for_tenant(svc, caller.tenant()).await?;
+    let stages = super::stages::for_tenant(svc.db.conn(), caller.tenant()).await?;
     enum Checked {
         Touchpoint(Box<TouchpointInput>, ApiResult<Valid>),
         Identify(IdentifyInput),
@@ -223,7 +230,7 @@ pub async fn record_batch(caller: &Caller, svc: &Services, items: Vec<BatchItem>
         .into_iter()
         .map(|item| match item {
             BatchItem::Touchpoint(input) => {
-                let valid = validate(svc, &input);
+                let valid = validate(svc, &stages, &input);
                 Checked::Touchpoint(input, valid)
             }
             BatchItem::Identify(input) => Checked::Identify(input),
@@ -377,6 +384,7 @@ async fn write_in(
         consent: Set(input.consent_context.clone()),
         identity_id: Set(via),
         commit_position: NotSet,
+        stage_explicit: Set(Some(valid.stage_explicit)),
     }
     .insert(txn)
     .await?;

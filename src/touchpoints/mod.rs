@@ -2,6 +2,7 @@
 //! the journey summary and the cross-customer feed.
 pub mod ingest;
 pub mod model;
+pub mod stages;
 pub mod timeline;
 pub mod tracking;
 

@@ -193,16 +193,15 @@ pub fn translate(
         None => Map::new(),
     };
     let name = text(event.get("event")).or_else(|| text(event.get("name")));
-    let (touchpoint_type, stage) = match kind {
-        EventType::Page => (TouchpointType::PageView, None),
-        EventType::Screen => (TouchpointType::ScreenView, None),
+    // The stage is derived at ingestion (the tenant's journey rules, else this table's stage for the event name,
+    // which `stages::default_stage_of` reads back from `properties.event`).
+    let touchpoint_type = match kind {
+        EventType::Page => TouchpointType::PageView,
+        EventType::Screen => TouchpointType::ScreenView,
         _ => {
             let name =
                 name.as_deref().ok_or_else(|| ApiError::validation("event", "a track call needs its event name"))?;
-            match track_event(name) {
-                Some(mapped) => (mapped.kind, Some(mapped.stage)),
-                None => (TouchpointType::Custom, None),
-            }
+            track_event(name).map_or(TouchpointType::Custom, |mapped| mapped.kind)
         }
     };
     if let Some(name) = &name {
@@ -226,7 +225,7 @@ pub fn translate(
         identities,
         channel: channel_of(event, kind, request.source),
         kind: touchpoint_type,
-        stage,
+        stage: None,
         occurred_at,
         source: request.source.to_owned(),
         idempotency_key: key,

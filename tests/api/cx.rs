@@ -302,9 +302,9 @@ async fn answers_link_to_later_purchases_and_to_the_touchpoints_before_them(app:
                { "touchpointType": "SURVEY_RESPONSE", "answers": 5, "value": 100.0 }])
     );
 
-    const EFFECT: &str = "query($w: CxWindowInput!) { cxTouchpointEffect(metric: NPS, window: $w) {
+    const EFFECT: &str = "query($w: CxWindowInput!) { touchpointEffect(metric: NPS, window: $w) {
         touchpointType channel with { answers value } without { answers value } difference { delta significant } } }";
-    let effect = app.data(&analyst(&app), EFFECT, json!({ "w": window })).await["cxTouchpointEffect"].clone();
+    let effect = app.data(&analyst(&app), EFFECT, json!({ "w": window })).await["touchpointEffect"].clone();
     let call = effect
         .as_array()
         .expect("rows")

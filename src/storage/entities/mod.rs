@@ -64,6 +64,7 @@ pub mod cx_settings;
 pub mod erasure_receipt;
 pub mod identity;
 pub mod job;
+pub mod journey_rules;
 pub mod merge;
 pub mod resolution_conflict;
 pub mod resolution_rules;

@@ -30,6 +30,10 @@ pub struct Model {
     /// it `NotSet`.
     #[serde(default)]
     pub commit_position: i64,
+    /// Whether the sender gave the stage (kept when the tenant's journey rules change) or it was derived (re-derived
+    /// when they do); `None` for touchpoints stored before this was recorded.
+    #[serde(default)]
+    pub stage_explicit: Option<bool>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
