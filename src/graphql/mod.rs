@@ -1,4 +1,5 @@
 //! The GraphQL layer: schema assembly, request context, thin resolvers and view types. No rules live here.
+mod cases;
 mod document;
 mod guard;
 mod jobs;
@@ -30,6 +31,7 @@ pub struct QueryRoot(
     privacy::PrivacyQuery,
     system::SystemQuery,
     jobs::JobsQuery,
+    cases::CasesQuery,
 );
 
 #[derive(MergedObject, Default)]
@@ -40,6 +42,7 @@ pub struct MutationRoot(
     touchpoints::TouchpointsMutation,
     touchpoints::ConsentMutation,
     privacy::PrivacyMutation,
+    cases::CasesMutation,
 );
 
 #[derive(MergedSubscription, Default)]

@@ -38,16 +38,19 @@ pub enum AccessCategory {
     Export,
     /// The erasure (what was read to erase).
     Erasure,
+    /// A feedback case about the customer (the closed loop).
+    FeedbackCase,
 }
 
 impl AccessCategory {
-    pub const ALL: [AccessCategory; 6] = [
+    pub const ALL: [AccessCategory; 7] = [
         AccessCategory::Profile,
         AccessCategory::Touchpoints,
         AccessCategory::Journey,
         AccessCategory::SourceRecord,
         AccessCategory::Export,
         AccessCategory::Erasure,
+        AccessCategory::FeedbackCase,
     ];
 
     /// The stored text.
@@ -59,6 +62,7 @@ impl AccessCategory {
             AccessCategory::SourceRecord => "source_record",
             AccessCategory::Export => "export",
             AccessCategory::Erasure => "erasure",
+            AccessCategory::FeedbackCase => "feedback_case",
         }
     }
 }
