@@ -5,8 +5,7 @@ use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 use sea_orm::{
-    ActiveValue::Set,
-    ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect, QueryTrait,
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect, QueryTrait,
     sea_query::{Expr, ExprTrait, OnConflict},
 };
 use uuid::Uuid;
@@ -48,7 +47,10 @@ async fn add(conn: &impl ConnectionTrait, a: &cx_answer::Model, delta: i64) -> R
                 cx_rollup::Column::Source,
                 cx_rollup::Column::Score,
             ])
-            .value(cx_rollup::Column::Answers, Expr::col((cx_rollup::Entity, cx_rollup::Column::Answers)).add(delta))
+            .value(
+                cx_rollup::Column::Answers,
+                Expr::col((cx_rollup::Entity, cx_rollup::Column::Answers)).add(delta),
+            )
             .to_owned(),
         )
         .exec_without_returning(conn)
@@ -163,6 +165,8 @@ pub(crate) async fn recount_tenant(conn: &impl ConnectionTrait, tenant: &TenantI
     }
 }
 
+
+
 /// Brings each answer in line with its touchpoint's owner (`owners`; an answer whose touchpoint is gone is removed)
 /// and with the counting rule for that owner now.
 async fn apply(
@@ -213,8 +217,7 @@ pub(crate) async fn erase(conn: &impl ConnectionTrait, tenant: &TenantId, custom
     for answer in answers.iter().filter(|a| a.counted) {
         add(conn, answer, -1).await?;
     }
-    let gone =
-        cx_answer::delete_of_tenant(tenant).filter(cx_answer::Column::CustomerId.eq(customer)).exec(conn).await?;
+    let gone = cx_answer::delete_of_tenant(tenant).filter(cx_answer::Column::CustomerId.eq(customer)).exec(conn).await?;
     Ok(gone.rows_affected)
 }
 

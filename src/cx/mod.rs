@@ -9,4 +9,5 @@ pub mod answers;
 pub mod cases;
 pub mod settings;
 
+
 pub use settings::CxSettings;
