@@ -100,7 +100,10 @@ async fn a_detractor_answer_opens_one_case_with_deadlines(app: TestApp) {
     let cases = cases_of(&app, &token, &customer).await;
     assert_eq!(cases.len(), 1, "{cases:?}");
     let linked = &cases[0]["history"][1];
-    assert_eq!((linked["kind"].as_str(), linked["touchpointId"].as_str()), (Some("ANSWER_LINKED"), Some(second.as_str())));
+    assert_eq!(
+        (linked["kind"].as_str(), linked["touchpointId"].as_str()),
+        (Some("ANSWER_LINKED"), Some(second.as_str()))
+    );
 
     // A promoter opens none.
     let (promoter, _) = answer(&app, "p1", "promoter@example.com", 10, 5).await;
@@ -140,7 +143,8 @@ async fn the_lifecycle_needs_reasons_refuses_illegal_moves_and_keeps_its_history
     assert_eq!(body["errors"][0]["extensions"]["from"], "NEW");
     assert_eq!(body["errors"][0]["extensions"]["to"], "RESOLVED");
     // A reason is required.
-    let (_, body) = act(&app, &token, "assignFeedbackCase", json!({ "id": id, "owner": "agent-7", "reason": " " })).await;
+    let (_, body) =
+        act(&app, &token, "assignFeedbackCase", json!({ "id": id, "owner": "agent-7", "reason": " " })).await;
     assert_eq!(first_code(&body), "VALIDATION", "{body}");
     assert_eq!(body["errors"][0]["extensions"]["field"], "reason");
 
@@ -168,12 +172,15 @@ async fn the_lifecycle_needs_reasons_refuses_illegal_moves_and_keeps_its_history
     let define = "mutation($i: DefineRootCauseInput!) { defineRootCause(input: $i) { code label parent } }";
     app.data(&token, define, json!({ "i": { "code": "delivery", "label": "Delivery" } })).await;
     let child = app
-        .data(&token, define, json!({ "i": { "code": "late-delivery", "label": "Late delivery", "parent": "delivery" } }))
+        .data(
+            &token,
+            define,
+            json!({ "i": { "code": "late-delivery", "label": "Late delivery", "parent": "delivery" } }),
+        )
         .await;
     assert_eq!(child["defineRootCause"]["parent"], "delivery");
-    let (_, body) = app
-        .gql(&token, define, json!({ "i": { "code": "too-deep", "label": "x", "parent": "late-delivery" } }))
-        .await;
+    let (_, body) =
+        app.gql(&token, define, json!({ "i": { "code": "too-deep", "label": "x", "parent": "late-delivery" } })).await;
     assert_eq!(first_code(&body), "VALIDATION", "two levels only: {body}");
     let (closed, body) = act(&app, &token, "closeFeedbackCase", close).await;
     assert!(body.get("errors").is_none(), "{body}");
@@ -231,7 +238,9 @@ async fn the_lifecycle_needs_reasons_refuses_illegal_moves_and_keeps_its_history
     assert_eq!(stats["opened"], 1, "{stats}");
     // Reopened since, so it is no longer closed: no Pareto entry, but its state counts.
     assert_eq!(stats["rootCauses"], json!([]), "{stats}");
-    assert!(stats["byState"].as_array().expect("states").iter().any(|s| s["state"] == "IN_PROGRESS" && s["count"] == 1));
+    assert!(
+        stats["byState"].as_array().expect("states").iter().any(|s| s["state"] == "IN_PROGRESS" && s["count"] == 1)
+    );
 }
 
 async fn the_sweeper_marks_a_breach_and_escalates_once(app: TestApp) {
@@ -256,11 +265,13 @@ async fn the_sweeper_marks_a_breach_and_escalates_once(app: TestApp) {
     let breaches: Vec<&Value> =
         after["history"].as_array().expect("history").iter().filter(|e| e["kind"] == "SLA_BREACHED").collect();
     assert_eq!(breaches.len(), 1, "{after}");
-    assert_eq!((breaches[0]["deadline"].as_str(), breaches[0]["to"].as_str()), (Some("FIRST_CONTACT"), Some("ESCALATED")));
+    assert_eq!(
+        (breaches[0]["deadline"].as_str(), breaches[0]["to"].as_str()),
+        (Some("FIRST_CONTACT"), Some("ESCALATED"))
+    );
     assert_eq!(after["priority"], "HIGH");
-    let breached = app
-        .data(&token, "{ feedbackCases(filter: { breached: true }) { edges { node { id } } } }", json!({}))
-        .await;
+    let breached =
+        app.data(&token, "{ feedbackCases(filter: { breached: true }) { edges { node { id } } } }", json!({})).await;
     assert_eq!(breached["feedbackCases"]["edges"][0]["node"]["id"], id.as_str());
 }
 
@@ -272,10 +283,8 @@ async fn concurrent_sweeps_mark_each_breach_once(app: TestApp) {
     // Time moved by the test: both deadlines lie behind "now" for these two sweeps running at once.
     let later = Utc::now() + chrono::Duration::days(30);
     let (a, b) = (app.db().await, app.db().await);
-    let (one, two) = tokio::join!(
-        kontakt::cx::cases::sweep::sweep(&a, later),
-        kontakt::cx::cases::sweep::sweep(&b, later)
-    );
+    let (one, two) =
+        tokio::join!(kontakt::cx::cases::sweep::sweep(&a, later), kontakt::cx::cases::sweep::sweep(&b, later));
     let (one, two) = (one.expect("sweep"), two.expect("sweep"));
     assert_eq!(one.breaches + two.breaches, 2, "{one:?} {two:?}");
     let case_id: uuid::Uuid = id.parse().expect("uuid");
@@ -330,7 +339,10 @@ async fn the_follow_up_is_a_touchpoint_and_a_resurvey_is_linked(app: TestApp) {
     // The next NPS answer is the re-survey.
     let (_, resurvey) = answer(&app, "f2", "follow@example.com", 9, 1).await;
     let linked = case(&app, &token, &id).await;
-    assert_eq!((linked["resurveyTouchpointId"].as_str(), linked["resurveyScore"].as_i64()), (Some(resurvey.as_str()), Some(9)));
+    assert_eq!(
+        (linked["resurveyTouchpointId"].as_str(), linked["resurveyScore"].as_i64()),
+        (Some(resurvey.as_str()), Some(9))
+    );
     assert!(linked["history"].as_array().expect("history").iter().any(|e| e["kind"] == "RESURVEYED"));
     let since = (Utc::now() - chrono::Duration::hours(1)).to_rfc3339();
     let stats = app
@@ -372,16 +384,16 @@ async fn erasure_removes_cases_and_export_shows_them(app: TestApp) {
     define_rule(&app, &token, nps_rule(3600)).await;
     let (customer, _) = answer(&app, "e1", "erase@example.com", 3, 10).await;
     let id = cases_of(&app, &token, &customer).await[0]["id"].as_str().expect("id").to_owned();
-    let officer = app.token("acme", &["profiles:read", "touchpoints:read", "privacy:admin", "pii:read"], "privacy_admin");
+    let officer =
+        app.token("acme", &["profiles:read", "touchpoints:read", "privacy:admin", "pii:read"], "privacy_admin");
     let export = app.data(&officer, "query($id: UUID!) { exportCustomer(id: $id) }", json!({ "id": customer })).await;
     let exported = &export["exportCustomer"]["feedbackCases"];
     assert_eq!(exported[0]["id"], id.as_str(), "{exported}");
     assert_eq!(exported[0]["history"][0]["kind"], "CREATED");
     assert!(exported[0].get("verbatim").is_none());
 
-    let erased = app
-        .data(&officer, "mutation($id: UUID!) { eraseCustomer(id: $id) { rows } }", json!({ "id": customer }))
-        .await;
+    let erased =
+        app.data(&officer, "mutation($id: UUID!) { eraseCustomer(id: $id) { rows } }", json!({ "id": customer })).await;
     assert_eq!(erased["eraseCustomer"]["rows"]["feedbackCases"], 1);
     let (_, body) = app.gql(&token, "query($id: UUID!) { feedbackCase(id: $id) { id } }", json!({ "id": id })).await;
     assert_eq!(first_code(&body), "NOT_FOUND", "{body}");
