@@ -26,6 +26,7 @@ pub struct Application {
     state: AppState,
     access_log_writer: AccessLogWriter,
     job_runner: JobRunner,
+    cx_sweeper: crate::cx::cases::sweep::CxSweeper,
 }
 
 impl Application {
@@ -39,10 +40,8 @@ impl Application {
         }
         let job_db = Database::for_jobs(&config, &db).await?;
         let (services, access_log_writer) = build_services(&config, db).await?;
-        // Jobs run outside any request: no request timeout, and on PostgreSQL a pool without the statement timeout.
-        let job_runner = JobRunner::start(Services { db: job_db.clone(), ..services.clone() }, config.job_poll());
         // Survey answers stored before CX metrics existed join the rollups in the background.
-        let backfill_db = job_db.conn().clone();
+        let backfill_db = job_db.uncounted().conn().clone();
         tokio::spawn(async move {
             match crate::cx::answers::backfill(&backfill_db).await {
                 Ok(0) => {}
@@ -52,6 +51,10 @@ impl Application {
                 }
             }
         });
+        // The CX sweeper is background work too: on the jobs' pool, its statements not counted with requests.
+        let cx_sweeper = crate::cx::cases::sweep::CxSweeper::start(job_db.uncounted(), config.cx_sweep());
+        // Jobs run outside any request: no request timeout, and on PostgreSQL a pool without the statement timeout.
+        let job_runner = JobRunner::start(Services { db: job_db, ..services.clone() }, config.job_poll());
         let mut write_keys = http::tracking::WriteKeys::new();
         for (key, (tenant, source)) in config.parsed_write_keys()? {
             let tenant = crate::auth::TenantId::parse(&tenant)
@@ -71,7 +74,7 @@ impl Application {
         let listener = tokio::net::TcpListener::bind(state.config.listen)
             .await
             .with_context(|| format!("binding {} (set KONTAKT_LISTEN or --listen)", state.config.listen))?;
-        Ok(Application { listener, router, state, access_log_writer, job_runner })
+        Ok(Application { listener, router, state, access_log_writer, job_runner, cx_sweeper })
     }
 
     pub fn local_addr(&self) -> anyhow::Result<SocketAddr> {
@@ -90,6 +93,7 @@ impl Application {
             .await
             .context("serving HTTP");
         self.job_runner.stop().await;
+        self.cx_sweeper.stop().await;
         self.access_log_writer.flush_and_stop().await;
         served
     }

@@ -112,6 +112,10 @@ pub struct Config {
     #[arg(long, env = "KONTAKT_JOB_POLL_MS", default_value_t = 500, global = true)]
     pub job_poll_ms: u64,
 
+    /// How often the CX sweeper marks breached feedback-case deadlines and recounts answers whose consent expired, in ms.
+    #[arg(long, env = "KONTAKT_CX_SWEEP_MS", default_value_t = 5_000, global = true)]
+    pub cx_sweep_ms: u64,
+
     /// Most operations in one batched request; 0 turns batching off.
     #[arg(long, env = "KONTAKT_MAX_BATCH", default_value_t = 0, global = true)]
     pub max_batch: usize,
@@ -184,6 +188,10 @@ impl Config {
 
     pub fn job_poll(&self) -> Duration {
         Duration::from_millis(self.job_poll_ms.max(10))
+    }
+
+    pub fn cx_sweep(&self) -> Duration {
+        Duration::from_millis(self.cx_sweep_ms.max(10))
     }
 
     pub fn is_sqlite(&self) -> bool {

@@ -11,6 +11,8 @@ pub enum ErrorCode {
     NotFound,
     Validation,
     Conflict,
+    /// A feedback case cannot go from its state to the one asked (`extensions.from`, `extensions.to`).
+    InvalidTransition,
     RateLimited,
     Unavailable,
     Internal,
@@ -31,6 +33,7 @@ impl ErrorCode {
             ErrorCode::NotFound => "NOT_FOUND",
             ErrorCode::Validation => "VALIDATION",
             ErrorCode::Conflict => "CONFLICT",
+            ErrorCode::InvalidTransition => "INVALID_TRANSITION",
             ErrorCode::RateLimited => "RATE_LIMITED",
             ErrorCode::Unavailable => "UNAVAILABLE",
             ErrorCode::Internal => "INTERNAL",
@@ -56,6 +59,8 @@ pub enum ApiError {
     Validation { field: String, message: String },
     #[error("{0}")]
     Conflict(String),
+    #[error("a feedback case cannot go from {from} to {to}")]
+    InvalidTransition { from: &'static str, to: &'static str },
     #[error("{0}")]
     Unavailable(String),
     #[error("internal error")]
@@ -85,6 +90,7 @@ impl ApiError {
             ApiError::NotFound(_) => ErrorCode::NotFound,
             ApiError::Validation { .. } => ErrorCode::Validation,
             ApiError::Conflict(_) => ErrorCode::Conflict,
+            ApiError::InvalidTransition { .. } => ErrorCode::InvalidTransition,
             ApiError::Unavailable(_) => ErrorCode::Unavailable,
             ApiError::Internal(_) => ErrorCode::Internal,
         }
@@ -163,6 +169,10 @@ impl ErrorExtensions for ApiError {
                 ApiError::ConsentRequired { purpose, reason, .. } => {
                     ext.set("purpose", purpose.as_str());
                     ext.set("reason", *reason);
+                }
+                ApiError::InvalidTransition { from, to } => {
+                    ext.set("from", *from);
+                    ext.set("to", *to);
                 }
                 _ => {}
             }

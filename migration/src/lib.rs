@@ -15,6 +15,7 @@ mod m20261122_000011_add_touchpoint_commit_position;
 mod m20261122_000012_create_jobs;
 mod m20261122_000013_backfill_legacy_names;
 mod m20261122_000014_create_cx;
+mod m20261122_000015_create_feedback_cases;
 mod m20261122_000016_create_journey_rules;
 
 pub use m20261122_000013_backfill_legacy_names::{LEGACY_SOURCE, backfill_legacy_names};
@@ -39,6 +40,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261122_000012_create_jobs::Migration),
             Box::new(m20261122_000013_backfill_legacy_names::Migration),
             Box::new(m20261122_000014_create_cx::Migration),
+            Box::new(m20261122_000015_create_feedback_cases::Migration),
             Box::new(m20261122_000016_create_journey_rules::Migration),
         ]
     }

@@ -100,6 +100,7 @@ pub(crate) async fn recorded(
     if answer.counted {
         add(conn, &answer, 1).await?;
     }
+    super::cases::on_answer(conn, tenant, &answer).await?;
     cx_answer::Entity::insert(cx_answer::ActiveModel::from(answer)).exec_without_returning(conn).await?;
     Ok(())
 }

@@ -6,6 +6,7 @@
 //! `recount` is called from `consent::ledger::bump_consent_version`, which every one of those writes goes through).
 //! Erasure removes a person's answers from the rollups in the erasure's transaction.
 pub mod answers;
+pub mod cases;
 pub mod feedback;
 pub mod links;
 pub mod metrics;

@@ -1,4 +1,5 @@
 //! The GraphQL layer: schema assembly, request context, thin resolvers and view types. No rules live here.
+mod cases;
 mod cx;
 mod document;
 mod guard;
@@ -32,6 +33,7 @@ pub struct QueryRoot(
     system::SystemQuery,
     jobs::JobsQuery,
     cx::CxQuery,
+    cases::CasesQuery,
 );
 
 #[derive(MergedObject, Default)]
@@ -43,6 +45,7 @@ pub struct MutationRoot(
     touchpoints::ConsentMutation,
     privacy::PrivacyMutation,
     cx::CxMutation,
+    cases::CasesMutation,
 );
 
 #[derive(MergedSubscription, Default)]

@@ -40,10 +40,12 @@ pub enum AccessCategory {
     Erasure,
     /// The customer's survey answers (scores, categories, verbatims).
     Feedback,
+    /// A feedback case about the customer (the closed loop).
+    FeedbackCase,
 }
 
 impl AccessCategory {
-    pub const ALL: [AccessCategory; 7] = [
+    pub const ALL: [AccessCategory; 8] = [
         AccessCategory::Profile,
         AccessCategory::Touchpoints,
         AccessCategory::Journey,
@@ -51,6 +53,7 @@ impl AccessCategory {
         AccessCategory::Export,
         AccessCategory::Erasure,
         AccessCategory::Feedback,
+        AccessCategory::FeedbackCase,
     ];
 
     /// The stored text.
@@ -63,6 +66,7 @@ impl AccessCategory {
             AccessCategory::Export => "export",
             AccessCategory::Erasure => "erasure",
             AccessCategory::Feedback => "feedback",
+            AccessCategory::FeedbackCase => "feedback_case",
         }
     }
 }

@@ -64,6 +64,8 @@ pub async fn erase_customer(caller: &Caller, svc: &Services, requested_id: Uuid)
     for person in &people {
         crate::cx::answers::erase(&txn, tenant, *person).await?;
     }
+    // Their feedback cases and the cases' histories go too.
+    let feedback_cases = crate::cx::cases::erase(&txn, tenant, &people).await?;
     let touchpoints = touchpoint::delete_of_tenant(tenant)
         .filter(touchpoint::Column::CustomerId.eq(customer_id))
         .exec(&txn)
@@ -117,6 +119,7 @@ pub async fn erase_customer(caller: &Caller, svc: &Services, requested_id: Uuid)
         "consentEvents": consents,
         "sourceRecords": records,
         "traitValues": trait_rows,
+        "feedbackCases": feedback_cases,
         "suppressedIdentities": identities.len(),
     });
     let erased_at = Utc::now();

@@ -45,9 +45,10 @@ pub async fn export_customer(caller: &Caller, svc: &Services, requested_id: Uuid
         .await?;
     // The person's reads, including those logged under ids since merged into it.
     let person = crate::profiles::customers::person_ids(conn, tenant, customer_id).await?;
+    let feedback_cases = crate::cx::cases::export(conn, tenant, &person).await?;
     let accesses = access_log::Entity::find()
         .filter(access_log::Column::Tenant.eq(tenant.as_str()))
-        .filter(access_log::Column::CustomerId.is_in(person))
+        .filter(access_log::Column::CustomerId.is_in(person.clone()))
         .order_by_asc(access_log::Column::Id)
         .all(conn)
         .await?;
@@ -114,6 +115,7 @@ pub async fn export_customer(caller: &Caller, svc: &Services, requested_id: Uuid
             "id": t.id, "name": t.name, "value": t.value, "source": t.source, "recordId": t.record_id,
             "observedAt": t.observed_at,
         })).collect::<Vec<_>>(),
+        "feedbackCases": feedback_cases,
         "merges": merges.iter().map(|m| json!({
             "id": m.id, "survivorId": m.survivor_id, "mergedId": m.merged_id, "reason": m.reason,
             "evidence": m.evidence, "mergedBy": m.merged_by, "createdAt": m.created_at, "undoneAt": m.undone_at,

@@ -93,6 +93,19 @@ impl Database {
         Ok(Database { conn, statements })
     }
 
+    /// The same pool, its statements left out of `kontakt_db_statements` (background work such as the CX sweeper,
+    /// which on SQLite shares the request pool and would make per-request counts depend on timing).
+    pub fn uncounted(&self) -> Self {
+        let mut conn = self.conn.clone();
+        conn.set_metric_callback(|info| {
+            metrics::histogram!("kontakt_db_statement_duration_seconds").record(info.elapsed.as_secs_f64());
+            if info.failed {
+                metrics::counter!("kontakt_db_statement_failures_total").increment(1);
+            }
+        });
+        Database { conn, statements: Arc::new(AtomicU64::new(0)) }
+    }
+
     pub fn conn(&self) -> &DatabaseConnection {
         &self.conn
     }

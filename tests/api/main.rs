@@ -4,6 +4,7 @@
 mod common;
 
 mod auth;
+mod cases;
 mod cli;
 mod consent;
 mod contract;

@@ -1,0 +1,286 @@
+//! The closed loop: per-tenant feedback rules, the root-cause taxonomy, feedback cases opened from poor answers,
+//! and each case's append-only history.
+use sea_orm_migration::prelude::*;
+
+#[derive(DeriveMigrationName)]
+pub struct Migration;
+
+#[derive(DeriveIden)]
+enum FeedbackRules {
+    Table,
+    Id,
+    Tenant,
+    Name,
+    Metric,
+    ScoreMin,
+    ScoreMax,
+    Channels,
+    Stages,
+    Priority,
+    Team,
+    FirstContactSecs,
+    ResolutionSecs,
+    Enabled,
+    Version,
+    CreatedAt,
+    UpdatedAt,
+    UpdatedBy,
+}
+
+#[derive(DeriveIden)]
+enum FeedbackRootCauses {
+    Table,
+    Tenant,
+    Code,
+    Label,
+    ParentCode,
+    CreatedAt,
+    UpdatedAt,
+}
+
+#[derive(DeriveIden)]
+enum FeedbackCases {
+    Table,
+    Id,
+    Tenant,
+    CustomerId,
+    RuleId,
+    TriggerTouchpointId,
+    Metric,
+    Score,
+    AnsweredAt,
+    Channel,
+    Stage,
+    State,
+    Priority,
+    Team,
+    Owner,
+    OpenedAt,
+    FirstContactDue,
+    ResolutionDue,
+    FirstContactedAt,
+    ResolvedAt,
+    ClosedAt,
+    BreachedFirstContact,
+    BreachedResolution,
+    RootCauseCode,
+    Outcome,
+    FollowUpTouchpointId,
+    ResurveyTouchpointId,
+    ResurveyScore,
+    OpenKey,
+    Version,
+    UpdatedAt,
+}
+
+#[derive(DeriveIden)]
+enum FeedbackCaseEvents {
+    Table,
+    Id,
+    Tenant,
+    CaseId,
+    At,
+    Actor,
+    Kind,
+    FromState,
+    ToState,
+    Reason,
+    Note,
+    Owner,
+    Team,
+    Priority,
+    Deadline,
+    TouchpointId,
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for Migration {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .create_table(
+                Table::create()
+                    .table(FeedbackRules::Table)
+                    .col(ColumnDef::new(FeedbackRules::Id).uuid().not_null().primary_key())
+                    .col(ColumnDef::new(FeedbackRules::Tenant).string_len(64).not_null())
+                    .col(ColumnDef::new(FeedbackRules::Name).string_len(100).not_null())
+                    .col(ColumnDef::new(FeedbackRules::Metric).string_len(8).not_null())
+                    .col(ColumnDef::new(FeedbackRules::ScoreMin).small_integer().not_null())
+                    .col(ColumnDef::new(FeedbackRules::ScoreMax).small_integer().not_null())
+                    .col(ColumnDef::new(FeedbackRules::Channels).json().not_null())
+                    .col(ColumnDef::new(FeedbackRules::Stages).json().not_null())
+                    .col(ColumnDef::new(FeedbackRules::Priority).string_len(16).not_null())
+                    .col(ColumnDef::new(FeedbackRules::Team).string_len(100).not_null())
+                    .col(ColumnDef::new(FeedbackRules::FirstContactSecs).big_integer().not_null())
+                    .col(ColumnDef::new(FeedbackRules::ResolutionSecs).big_integer().not_null())
+                    .col(ColumnDef::new(FeedbackRules::Enabled).boolean().not_null())
+                    .col(ColumnDef::new(FeedbackRules::Version).integer().not_null())
+                    .col(ColumnDef::new(FeedbackRules::CreatedAt).timestamp_with_time_zone().not_null())
+                    .col(ColumnDef::new(FeedbackRules::UpdatedAt).timestamp_with_time_zone().not_null())
+                    .col(ColumnDef::new(FeedbackRules::UpdatedBy).string_len(256).not_null())
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_index(
+                Index::create()
+                    .name("ux_feedback_rules_name")
+                    .table(FeedbackRules::Table)
+                    .col(FeedbackRules::Tenant)
+                    .col(FeedbackRules::Name)
+                    .unique()
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_table(
+                Table::create()
+                    .table(FeedbackRootCauses::Table)
+                    .col(ColumnDef::new(FeedbackRootCauses::Tenant).string_len(64).not_null())
+                    .col(ColumnDef::new(FeedbackRootCauses::Code).string_len(64).not_null())
+                    .col(ColumnDef::new(FeedbackRootCauses::Label).string_len(200).not_null())
+                    .col(ColumnDef::new(FeedbackRootCauses::ParentCode).string_len(64).null())
+                    .col(ColumnDef::new(FeedbackRootCauses::CreatedAt).timestamp_with_time_zone().not_null())
+                    .col(ColumnDef::new(FeedbackRootCauses::UpdatedAt).timestamp_with_time_zone().not_null())
+                    .primary_key(Index::create().col(FeedbackRootCauses::Tenant).col(FeedbackRootCauses::Code))
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_table(
+                Table::create()
+                    .table(FeedbackCases::Table)
+                    .col(ColumnDef::new(FeedbackCases::Id).uuid().not_null().primary_key())
+                    .col(ColumnDef::new(FeedbackCases::Tenant).string_len(64).not_null())
+                    .col(ColumnDef::new(FeedbackCases::CustomerId).uuid().not_null())
+                    .col(ColumnDef::new(FeedbackCases::RuleId).uuid().not_null())
+                    .col(ColumnDef::new(FeedbackCases::TriggerTouchpointId).uuid().not_null())
+                    .col(ColumnDef::new(FeedbackCases::Metric).string_len(8).not_null())
+                    .col(ColumnDef::new(FeedbackCases::Score).small_integer().not_null())
+                    .col(ColumnDef::new(FeedbackCases::AnsweredAt).timestamp_with_time_zone().not_null())
+                    .col(ColumnDef::new(FeedbackCases::Channel).string_len(32).not_null())
+                    .col(ColumnDef::new(FeedbackCases::Stage).string_len(32).not_null())
+                    .col(ColumnDef::new(FeedbackCases::State).string_len(16).not_null())
+                    .col(ColumnDef::new(FeedbackCases::Priority).string_len(16).not_null())
+                    .col(ColumnDef::new(FeedbackCases::Team).string_len(100).not_null())
+                    .col(ColumnDef::new(FeedbackCases::Owner).string_len(256).null())
+                    .col(ColumnDef::new(FeedbackCases::OpenedAt).timestamp_with_time_zone().not_null())
+                    .col(ColumnDef::new(FeedbackCases::FirstContactDue).timestamp_with_time_zone().not_null())
+                    .col(ColumnDef::new(FeedbackCases::ResolutionDue).timestamp_with_time_zone().not_null())
+                    .col(ColumnDef::new(FeedbackCases::FirstContactedAt).timestamp_with_time_zone().null())
+                    .col(ColumnDef::new(FeedbackCases::ResolvedAt).timestamp_with_time_zone().null())
+                    .col(ColumnDef::new(FeedbackCases::ClosedAt).timestamp_with_time_zone().null())
+                    .col(ColumnDef::new(FeedbackCases::BreachedFirstContact).boolean().not_null())
+                    .col(ColumnDef::new(FeedbackCases::BreachedResolution).boolean().not_null())
+                    .col(ColumnDef::new(FeedbackCases::RootCauseCode).string_len(64).null())
+                    .col(ColumnDef::new(FeedbackCases::Outcome).string_len(32).null())
+                    .col(ColumnDef::new(FeedbackCases::FollowUpTouchpointId).uuid().null())
+                    .col(ColumnDef::new(FeedbackCases::ResurveyTouchpointId).uuid().null())
+                    .col(ColumnDef::new(FeedbackCases::ResurveyScore).small_integer().null())
+                    .col(ColumnDef::new(FeedbackCases::OpenKey).string_len(100).null())
+                    .col(ColumnDef::new(FeedbackCases::Version).integer().not_null())
+                    .col(ColumnDef::new(FeedbackCases::UpdatedAt).timestamp_with_time_zone().not_null())
+                    .to_owned(),
+            )
+            .await?;
+        // At most one open case per customer and rule: `open_key` is `customer:rule` while open, NULL once closed
+        // (both backends allow many NULLs in a unique index).
+        manager
+            .create_index(
+                Index::create()
+                    .name("ux_feedback_cases_open")
+                    .table(FeedbackCases::Table)
+                    .col(FeedbackCases::Tenant)
+                    .col(FeedbackCases::OpenKey)
+                    .unique()
+                    .to_owned(),
+            )
+            .await?;
+        // The tenant's cases, newest first (the list pages on it).
+        manager
+            .create_index(
+                Index::create()
+                    .name("ix_feedback_cases_tenant")
+                    .table(FeedbackCases::Table)
+                    .col(FeedbackCases::Tenant)
+                    .col(FeedbackCases::Id)
+                    .to_owned(),
+            )
+            .await?;
+        // A customer's cases (re-surveys, erasure, export, the list's customer filter).
+        manager
+            .create_index(
+                Index::create()
+                    .name("ix_feedback_cases_customer")
+                    .table(FeedbackCases::Table)
+                    .col(FeedbackCases::Tenant)
+                    .col(FeedbackCases::CustomerId)
+                    .col(FeedbackCases::Metric)
+                    .to_owned(),
+            )
+            .await?;
+        // What the sweeper looks for: deadlines passed and not yet marked.
+        for (name, flag, due) in [
+            (
+                "ix_feedback_cases_first_contact_due",
+                FeedbackCases::BreachedFirstContact,
+                FeedbackCases::FirstContactDue,
+            ),
+            ("ix_feedback_cases_resolution_due", FeedbackCases::BreachedResolution, FeedbackCases::ResolutionDue),
+        ] {
+            manager
+                .create_index(Index::create().name(name).table(FeedbackCases::Table).col(flag).col(due).to_owned())
+                .await?;
+        }
+        // Cases opened in a window (the stats).
+        manager
+            .create_index(
+                Index::create()
+                    .name("ix_feedback_cases_opened")
+                    .table(FeedbackCases::Table)
+                    .col(FeedbackCases::Tenant)
+                    .col(FeedbackCases::OpenedAt)
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_table(
+                Table::create()
+                    .table(FeedbackCaseEvents::Table)
+                    .col(ColumnDef::new(FeedbackCaseEvents::Id).uuid().not_null().primary_key())
+                    .col(ColumnDef::new(FeedbackCaseEvents::Tenant).string_len(64).not_null())
+                    .col(ColumnDef::new(FeedbackCaseEvents::CaseId).uuid().not_null())
+                    .col(ColumnDef::new(FeedbackCaseEvents::At).timestamp_with_time_zone().not_null())
+                    .col(ColumnDef::new(FeedbackCaseEvents::Actor).string_len(256).not_null())
+                    .col(ColumnDef::new(FeedbackCaseEvents::Kind).string_len(32).not_null())
+                    .col(ColumnDef::new(FeedbackCaseEvents::FromState).string_len(16).null())
+                    .col(ColumnDef::new(FeedbackCaseEvents::ToState).string_len(16).null())
+                    .col(ColumnDef::new(FeedbackCaseEvents::Reason).text().null())
+                    .col(ColumnDef::new(FeedbackCaseEvents::Note).text().null())
+                    .col(ColumnDef::new(FeedbackCaseEvents::Owner).string_len(256).null())
+                    .col(ColumnDef::new(FeedbackCaseEvents::Team).string_len(100).null())
+                    .col(ColumnDef::new(FeedbackCaseEvents::Priority).string_len(16).null())
+                    .col(ColumnDef::new(FeedbackCaseEvents::Deadline).string_len(16).null())
+                    .col(ColumnDef::new(FeedbackCaseEvents::TouchpointId).uuid().null())
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_index(
+                Index::create()
+                    .name("ix_feedback_case_events_case")
+                    .table(FeedbackCaseEvents::Table)
+                    .col(FeedbackCaseEvents::Tenant)
+                    .col(FeedbackCaseEvents::CaseId)
+                    .col(FeedbackCaseEvents::Id)
+                    .to_owned(),
+            )
+            .await
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager.drop_table(Table::drop().table(FeedbackCaseEvents::Table).to_owned()).await?;
+        manager.drop_table(Table::drop().table(FeedbackCases::Table).to_owned()).await?;
+        manager.drop_table(Table::drop().table(FeedbackRootCauses::Table).to_owned()).await?;
+        manager.drop_table(Table::drop().table(FeedbackRules::Table).to_owned()).await
+    }
+}

@@ -1,0 +1,575 @@
+//! Feedback-case resolvers (the closed loop): rules and root causes, the case lifecycle, the follow-up contact,
+//! reads and stats. Every rule lives in `cx::cases`.
+use async_graphql::{
+    Context, InputObject, Object, SimpleObject,
+    connection::{Connection, Edge},
+};
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use super::request;
+use crate::{
+    cx::cases::{
+        self, Action, CaseEvent, CaseFilter, CaseState, Change, ContactInput, Deadline, EventKind, FeedbackCase,
+        Outcome, Priority,
+        rules::{self, FeedbackRule, RootCause, RuleInput},
+        stats::{self, CaseStats, RootCauseCount},
+    },
+    error::{ApiError, GqlResult},
+    pagination::{PageRequest, encode_cursor},
+    touchpoints::{Channel, FeedbackMetric, JourneyStage, TouchpointType},
+};
+
+/// Which survey answers open a feedback case, and how the case is handled.
+pub struct FeedbackRuleView(FeedbackRule);
+
+#[Object(name = "FeedbackRule")]
+impl FeedbackRuleView {
+    async fn id(&self) -> Uuid {
+        self.0.id
+    }
+    async fn name(&self) -> &str {
+        &self.0.name
+    }
+    async fn metric(&self) -> FeedbackMetric {
+        self.0.metric
+    }
+    /// The lowest score that opens a case.
+    async fn score_min(&self) -> i32 {
+        self.0.score_min.into()
+    }
+    /// The highest score that opens a case.
+    async fn score_max(&self) -> i32 {
+        self.0.score_max.into()
+    }
+    /// The channels the answer must come from; empty: any.
+    async fn channels(&self) -> &[Channel] {
+        &self.0.channels
+    }
+    /// The journey stages the answer must sit in; empty: any.
+    async fn stages(&self) -> &[JourneyStage] {
+        &self.0.stages
+    }
+    async fn priority(&self) -> Priority {
+        self.0.priority
+    }
+    async fn team(&self) -> &str {
+        &self.0.team
+    }
+    async fn first_contact_within_seconds(&self) -> i64 {
+        self.0.first_contact_secs
+    }
+    async fn resolution_within_seconds(&self) -> i64 {
+        self.0.resolution_secs
+    }
+    async fn enabled(&self) -> bool {
+        self.0.enabled
+    }
+    /// Moves with every change of the rule.
+    async fn version(&self) -> i32 {
+        self.0.version
+    }
+    async fn updated_at(&self) -> DateTime<Utc> {
+        self.0.updated_at
+    }
+    async fn updated_by(&self) -> &str {
+        &self.0.updated_by
+    }
+}
+
+/// A root cause of the tenant's two-level taxonomy.
+#[derive(SimpleObject)]
+#[graphql(name = "FeedbackRootCause")]
+pub struct RootCauseView {
+    code: String,
+    label: String,
+    /// The top-level cause this one refines.
+    parent: Option<String>,
+}
+
+impl From<RootCause> for RootCauseView {
+    fn from(c: RootCause) -> Self {
+        RootCauseView { code: c.code, label: c.label, parent: c.parent }
+    }
+}
+
+/// The follow-up of one poor survey answer. The answer's verbatim stays on its touchpoint.
+pub struct FeedbackCaseView(FeedbackCase);
+
+#[Object(name = "FeedbackCase")]
+impl FeedbackCaseView {
+    async fn id(&self) -> Uuid {
+        self.0.id
+    }
+    async fn customer_id(&self) -> Uuid {
+        self.0.customer_id
+    }
+    async fn rule_id(&self) -> Uuid {
+        self.0.rule_id
+    }
+    /// The SURVEY_RESPONSE touchpoint whose answer opened the case.
+    async fn trigger_touchpoint_id(&self) -> Uuid {
+        self.0.trigger_touchpoint_id
+    }
+    async fn metric(&self) -> FeedbackMetric {
+        self.0.metric
+    }
+    async fn score(&self) -> i32 {
+        self.0.score.into()
+    }
+    async fn answered_at(&self) -> DateTime<Utc> {
+        self.0.answered_at
+    }
+    async fn channel(&self) -> Option<Channel> {
+        self.0.channel
+    }
+    async fn stage(&self) -> Option<JourneyStage> {
+        self.0.stage
+    }
+    async fn state(&self) -> CaseState {
+        self.0.state
+    }
+    async fn priority(&self) -> Priority {
+        self.0.priority
+    }
+    async fn team(&self) -> &str {
+        &self.0.team
+    }
+    /// The subject working the case.
+    async fn owner(&self) -> Option<&str> {
+        self.0.owner.as_deref()
+    }
+    async fn opened_at(&self) -> DateTime<Utc> {
+        self.0.opened_at
+    }
+    async fn first_contact_due(&self) -> DateTime<Utc> {
+        self.0.first_contact_due
+    }
+    async fn resolution_due(&self) -> DateTime<Utc> {
+        self.0.resolution_due
+    }
+    async fn first_contacted_at(&self) -> Option<DateTime<Utc>> {
+        self.0.first_contacted_at
+    }
+    async fn resolved_at(&self) -> Option<DateTime<Utc>> {
+        self.0.resolved_at
+    }
+    async fn closed_at(&self) -> Option<DateTime<Utc>> {
+        self.0.closed_at
+    }
+    /// Whether a deadline passed unmet (either).
+    async fn breached(&self) -> bool {
+        self.0.breached_first_contact || self.0.breached_resolution
+    }
+    async fn breached_first_contact(&self) -> bool {
+        self.0.breached_first_contact
+    }
+    async fn breached_resolution(&self) -> bool {
+        self.0.breached_resolution
+    }
+    /// The root cause code the case was closed with.
+    async fn root_cause(&self) -> Option<&str> {
+        self.0.root_cause.as_deref()
+    }
+    async fn outcome(&self) -> Option<Outcome> {
+        self.0.outcome
+    }
+    /// The touchpoint of the latest follow-up contact.
+    async fn follow_up_touchpoint_id(&self) -> Option<Uuid> {
+        self.0.follow_up_touchpoint_id
+    }
+    /// The answer given after the follow-up, which measures recovery.
+    async fn resurvey_touchpoint_id(&self) -> Option<Uuid> {
+        self.0.resurvey_touchpoint_id
+    }
+    async fn resurvey_score(&self) -> Option<i32> {
+        self.0.resurvey_score.map(i32::from)
+    }
+    /// Moves with every change of the case.
+    async fn version(&self) -> i32 {
+        self.0.version
+    }
+    async fn updated_at(&self) -> DateTime<Utc> {
+        self.0.updated_at
+    }
+    /// Everything that happened to the case, oldest first.
+    async fn history(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<FeedbackCaseEventView>> {
+        let rc = request(ctx)?;
+        let events = cases::history(&rc.caller, &rc.services, self.0.id).await.gql()?;
+        Ok(events.into_iter().map(FeedbackCaseEventView).collect())
+    }
+}
+
+/// One entry of a case's append-only history.
+pub struct FeedbackCaseEventView(CaseEvent);
+
+#[Object(name = "FeedbackCaseEvent")]
+impl FeedbackCaseEventView {
+    async fn id(&self) -> Uuid {
+        self.0.id
+    }
+    async fn at(&self) -> DateTime<Utc> {
+        self.0.at
+    }
+    /// The caller's subject, or `system` (a rule, the sweeper).
+    async fn actor(&self) -> &str {
+        &self.0.actor
+    }
+    async fn kind(&self) -> Option<EventKind> {
+        self.0.kind
+    }
+    async fn from(&self) -> Option<CaseState> {
+        self.0.from
+    }
+    async fn to(&self) -> Option<CaseState> {
+        self.0.to
+    }
+    async fn reason(&self) -> Option<&str> {
+        self.0.reason.as_deref()
+    }
+    async fn note(&self) -> Option<&str> {
+        self.0.note.as_deref()
+    }
+    async fn owner(&self) -> Option<&str> {
+        self.0.owner.as_deref()
+    }
+    async fn team(&self) -> Option<&str> {
+        self.0.team.as_deref()
+    }
+    async fn priority(&self) -> Option<Priority> {
+        self.0.priority
+    }
+    /// For SLA_BREACHED: which deadline.
+    async fn deadline(&self) -> Option<Deadline> {
+        self.0.deadline
+    }
+    /// The contact, the linked answer or the re-survey.
+    async fn touchpoint_id(&self) -> Option<Uuid> {
+        self.0.touchpoint_id
+    }
+}
+
+#[derive(SimpleObject)]
+#[graphql(name = "FeedbackCaseStateCount")]
+pub struct StateCountView {
+    state: CaseState,
+    count: u64,
+}
+
+#[derive(SimpleObject)]
+#[graphql(name = "FeedbackRootCauseCount")]
+pub struct RootCauseCountView {
+    code: String,
+    label: String,
+    count: u64,
+    /// Of the closed cases with a root cause, in percent.
+    share: f64,
+}
+
+impl From<RootCauseCount> for RootCauseCountView {
+    fn from(c: RootCauseCount) -> Self {
+        RootCauseCountView { code: c.code, label: c.label, count: c.count, share: c.share }
+    }
+}
+
+/// How the closed loop performed over the cases opened in a window.
+#[derive(SimpleObject)]
+#[graphql(name = "FeedbackCaseStats")]
+pub struct CaseStatsView {
+    opened: u64,
+    by_state: Vec<StateCountView>,
+    /// Seconds from opening to first contact (median, p90), over the cases contacted.
+    first_contact_seconds_p50: Option<f64>,
+    first_contact_seconds_p90: Option<f64>,
+    /// Seconds from opening to closing (median, p90), over the cases closed.
+    close_seconds_p50: Option<f64>,
+    close_seconds_p90: Option<f64>,
+    /// Percent of the cases whose first-contact deadline is decided that were contacted in time.
+    first_contact_within_sla: Option<f64>,
+    /// Percent of the cases whose resolution deadline is decided that were resolved in time.
+    resolution_within_sla: Option<f64>,
+    resurveyed: u64,
+    /// Re-surveyed customers who recovered: NPS 7–10, CSAT 4–5, CES 5–7.
+    recovered: u64,
+    /// `recovered / resurveyed`, in percent.
+    recovery_rate: Option<f64>,
+    /// Closed cases per root cause, most frequent first.
+    root_causes: Vec<RootCauseCountView>,
+}
+
+impl From<CaseStats> for CaseStatsView {
+    fn from(s: CaseStats) -> Self {
+        CaseStatsView {
+            opened: s.opened,
+            by_state: s.by_state.into_iter().map(|(state, count)| StateCountView { state, count }).collect(),
+            first_contact_seconds_p50: s.first_contact_p50,
+            first_contact_seconds_p90: s.first_contact_p90,
+            close_seconds_p50: s.close_p50,
+            close_seconds_p90: s.close_p90,
+            first_contact_within_sla: s.first_contact_within_sla,
+            resolution_within_sla: s.resolution_within_sla,
+            resurveyed: s.resurveyed,
+            recovered: s.recovered,
+            recovery_rate: s.recovery_rate,
+            root_causes: s.root_causes.into_iter().map(RootCauseCountView::from).collect(),
+        }
+    }
+}
+
+#[derive(InputObject, Default)]
+pub struct FeedbackCaseFilterInput {
+    state: Option<CaseState>,
+    team: Option<String>,
+    owner: Option<String>,
+    customer_id: Option<Uuid>,
+    /// Only cases with a breached deadline (true) or without (false).
+    breached: Option<bool>,
+}
+
+#[derive(Default)]
+pub struct CasesQuery;
+
+#[Object]
+impl CasesQuery {
+    /// One of the tenant's feedback cases (`NOT_FOUND` for another tenant's). Needs `cx:read`; access-logged.
+    async fn feedback_case(&self, ctx: &Context<'_>, id: Uuid) -> async_graphql::Result<Option<FeedbackCaseView>> {
+        let rc = request(ctx)?;
+        Ok(Some(FeedbackCaseView(cases::get(&rc.caller, &rc.services, id).await.gql()?)))
+    }
+
+    /// The tenant's feedback cases, newest first, keyset-paged. Needs `cx:read`; access-logged.
+    #[graphql(complexity = "first.unwrap_or(20).max(0) as usize * child_complexity + 1")]
+    async fn feedback_cases(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(validator(minimum = 0, maximum = 100))] first: Option<i32>,
+        after: Option<String>,
+        filter: Option<FeedbackCaseFilterInput>,
+    ) -> async_graphql::Result<Connection<String, FeedbackCaseView>> {
+        let rc = request(ctx)?;
+        let page = PageRequest::parse(first, after.as_deref()).gql()?;
+        let f = filter.unwrap_or_default();
+        let filter = CaseFilter {
+            state: f.state,
+            team: f.team,
+            owner: f.owner,
+            customer_id: f.customer_id,
+            breached: f.breached,
+        };
+        let page = cases::list(&rc.caller, &rc.services, filter, page).await.gql()?;
+        let mut connection = Connection::new(page.has_previous_page, page.has_next_page);
+        connection.edges.extend(page.items.into_iter().map(|c| Edge::new(encode_cursor(c.id), FeedbackCaseView(c))));
+        Ok(connection)
+    }
+
+    /// How the closed loop performed over the cases opened in `[from, to)` (`to` defaults to now). Needs `cx:read`.
+    async fn feedback_case_stats(
+        &self,
+        ctx: &Context<'_>,
+        from: DateTime<Utc>,
+        to: Option<DateTime<Utc>>,
+    ) -> async_graphql::Result<CaseStatsView> {
+        let rc = request(ctx)?;
+        let to = to.unwrap_or_else(Utc::now);
+        Ok(stats::stats(&rc.caller, &rc.services, from, to).await.gql()?.into())
+    }
+
+    /// The tenant's feedback rules, by name. Needs `cx:read`.
+    async fn feedback_rules(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<FeedbackRuleView>> {
+        let rc = request(ctx)?;
+        Ok(rules::list(&rc.caller, &rc.services).await.gql()?.into_iter().map(FeedbackRuleView).collect())
+    }
+
+    /// The tenant's root-cause taxonomy, by code. Needs `cx:read`.
+    async fn feedback_root_causes(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<RootCauseView>> {
+        let rc = request(ctx)?;
+        Ok(rules::root_causes(&rc.caller, &rc.services).await.gql()?.into_iter().map(RootCauseView::from).collect())
+    }
+}
+
+/// A feedback rule: created, or updated when the tenant has one of that name.
+#[derive(InputObject)]
+pub struct FeedbackRuleInput {
+    name: String,
+    metric: FeedbackMetric,
+    /// The answers that open a case: `scoreMin..scoreMax`, inside the metric's scale (NPS 0–10, CSAT 1–5, CES 1–7).
+    score_min: i32,
+    score_max: i32,
+    /// Only answers from these channels (absent or empty: any).
+    channels: Option<Vec<Channel>>,
+    /// Only answers in these journey stages (absent or empty: any).
+    stages: Option<Vec<JourneyStage>>,
+    #[graphql(default_with = "Priority::Normal")]
+    priority: Priority,
+    team: String,
+    /// Seconds from opening to the first-contact deadline.
+    first_contact_within_seconds: i64,
+    /// Seconds from opening to the resolution deadline (not before the first-contact deadline).
+    resolution_within_seconds: i64,
+    #[graphql(default = true)]
+    enabled: bool,
+}
+
+#[derive(InputObject)]
+pub struct DefineRootCauseInput {
+    code: String,
+    label: String,
+    /// A top-level cause this one refines (two levels).
+    parent: Option<String>,
+}
+
+#[derive(InputObject)]
+pub struct AssignFeedbackCaseInput {
+    id: Uuid,
+    /// The subject who works the case.
+    owner: String,
+    /// A new team (absent: the case keeps its team).
+    team: Option<String>,
+    reason: String,
+    note: Option<String>,
+}
+
+#[derive(InputObject)]
+pub struct TransitionFeedbackCaseInput {
+    id: Uuid,
+    /// IN_PROGRESS (start, or back from ESCALATED), ESCALATED, RESOLVED or REOPENED. ASSIGNED goes through
+    /// `assignFeedbackCase`, CLOSED through `closeFeedbackCase`.
+    to: CaseState,
+    reason: String,
+    note: Option<String>,
+}
+
+#[derive(InputObject)]
+pub struct CloseFeedbackCaseInput {
+    id: Uuid,
+    /// A code of the tenant's root-cause taxonomy.
+    root_cause: String,
+    outcome: Outcome,
+    reason: String,
+    note: Option<String>,
+}
+
+#[derive(InputObject)]
+pub struct FeedbackCaseContactInput {
+    id: Uuid,
+    channel: Channel,
+    /// SUPPORT_CALL, SUPPORT_CHAT, SUPPORT_TICKET or EMAIL_SENT.
+    #[graphql(name = "type")]
+    kind: TouchpointType,
+    note: Option<String>,
+    /// When the contact happened (default: now).
+    occurred_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Default)]
+pub struct CasesMutation;
+
+#[Object]
+impl CasesMutation {
+    /// Creates or updates (by name) a feedback rule. Needs `cx:write`.
+    async fn define_feedback_rule(
+        &self,
+        ctx: &Context<'_>,
+        input: FeedbackRuleInput,
+    ) -> async_graphql::Result<FeedbackRuleView> {
+        let rc = request(ctx)?;
+        let input = RuleInput {
+            name: input.name,
+            metric: input.metric,
+            score_min: input.score_min,
+            score_max: input.score_max,
+            channels: input.channels.unwrap_or_default(),
+            stages: input.stages.unwrap_or_default(),
+            priority: input.priority,
+            team: input.team,
+            first_contact_secs: input.first_contact_within_seconds,
+            resolution_secs: input.resolution_within_seconds,
+            enabled: input.enabled,
+        };
+        Ok(FeedbackRuleView(rules::define(&rc.caller, &rc.services, input).await.gql()?))
+    }
+
+    /// Stops a rule opening cases; its open cases go on. Needs `cx:write`.
+    async fn disable_feedback_rule(&self, ctx: &Context<'_>, id: Uuid) -> async_graphql::Result<FeedbackRuleView> {
+        let rc = request(ctx)?;
+        Ok(FeedbackRuleView(rules::disable(&rc.caller, &rc.services, id).await.gql()?))
+    }
+
+    /// Creates or relabels a root cause. Needs `cx:write`.
+    async fn define_root_cause(
+        &self,
+        ctx: &Context<'_>,
+        input: DefineRootCauseInput,
+    ) -> async_graphql::Result<RootCauseView> {
+        let rc = request(ctx)?;
+        let cause =
+            rules::define_root_cause(&rc.caller, &rc.services, &input.code, &input.label, input.parent.as_deref())
+                .await
+                .gql()?;
+        Ok(cause.into())
+    }
+
+    /// Gives a case an owner (NEW and REOPENED → ASSIGNED; otherwise a reassignment). Needs `cx:write`.
+    async fn assign_feedback_case(
+        &self,
+        ctx: &Context<'_>,
+        input: AssignFeedbackCaseInput,
+    ) -> async_graphql::Result<FeedbackCaseView> {
+        let rc = request(ctx)?;
+        let change = Change {
+            owner: Some(input.owner),
+            team: input.team,
+            ..Change::new(Action::Assign, input.reason, input.note)
+        };
+        Ok(FeedbackCaseView(cases::change(&rc.caller, &rc.services, input.id, change).await.gql()?))
+    }
+
+    /// Moves a case to IN_PROGRESS, ESCALATED, RESOLVED or REOPENED (`INVALID_TRANSITION` when it may not go
+    /// there from its state). Needs `cx:write`.
+    async fn transition_feedback_case(
+        &self,
+        ctx: &Context<'_>,
+        input: TransitionFeedbackCaseInput,
+    ) -> async_graphql::Result<FeedbackCaseView> {
+        let rc = request(ctx)?;
+        let action = match input.to {
+            CaseState::InProgress => Action::Start,
+            CaseState::Escalated => Action::Escalate,
+            CaseState::Resolved => Action::Resolve,
+            CaseState::Reopened => Action::Reopen,
+            CaseState::Assigned => return Err(ApiError::validation("to", "use assignFeedbackCase")).gql(),
+            CaseState::Closed => return Err(ApiError::validation("to", "use closeFeedbackCase")).gql(),
+            CaseState::New => return Err(ApiError::validation("to", "no case goes back to NEW")).gql(),
+        };
+        let change = Change::new(action, input.reason, input.note);
+        Ok(FeedbackCaseView(cases::change(&rc.caller, &rc.services, input.id, change).await.gql()?))
+    }
+
+    /// Closes a RESOLVED case with a root cause of the tenant's taxonomy and an outcome. Needs `cx:write`.
+    async fn close_feedback_case(
+        &self,
+        ctx: &Context<'_>,
+        input: CloseFeedbackCaseInput,
+    ) -> async_graphql::Result<FeedbackCaseView> {
+        let rc = request(ctx)?;
+        let change = Change {
+            root_cause: Some(input.root_cause),
+            outcome: Some(input.outcome),
+            ..Change::new(Action::Close, input.reason, input.note)
+        };
+        Ok(FeedbackCaseView(cases::change(&rc.caller, &rc.services, input.id, change).await.gql()?))
+    }
+
+    /// Records the follow-up contact: a touchpoint on the customer's journey (stage SUPPORT), linked to the case.
+    /// Refused (`CONSENT_REQUIRED`) for a customer whose processing is restricted. Needs `cx:write`.
+    async fn record_feedback_case_contact(
+        &self,
+        ctx: &Context<'_>,
+        input: FeedbackCaseContactInput,
+    ) -> async_graphql::Result<FeedbackCaseView> {
+        let rc = request(ctx)?;
+        let contact =
+            ContactInput { channel: input.channel, kind: input.kind, note: input.note, occurred_at: input.occurred_at };
+        Ok(FeedbackCaseView(cases::record_contact(&rc.caller, &rc.services, input.id, contact).await.gql()?))
+    }
+}
