@@ -33,6 +33,8 @@ pub enum JobKind {
 }
 
 impl JobKind {
+    pub const ALL: [JobKind; 2] = [JobKind::ReresolveCustomers, JobKind::RederiveStages];
+
     pub fn as_str(self) -> &'static str {
         match self {
             JobKind::ReresolveCustomers => "reresolve_customers",
@@ -128,8 +130,14 @@ impl TryFrom<job::Model> for Job {
     }
 }
 
-/// Every job kind so far needs `profiles:write`; reads of jobs need it too.
-const READ_SCOPE: Scope = Scope::ProfilesWrite;
+/// The kinds whose jobs the caller may read: those it could start.
+fn readable_kinds(caller: &Caller) -> ApiResult<Vec<&'static str>> {
+    let kinds: Vec<&'static str> = JobKind::ALL.iter().filter(|k| caller.has(k.scope())).map(|k| k.as_str()).collect();
+    match kinds.is_empty() {
+        true => Err(ApiError::Forbidden(Scope::ProfilesWrite.as_str().to_owned())),
+        false => Ok(kinds),
+    }
+}
 
 /// Queues a job of `kind` for the caller's tenant and returns it; the runner starts it within the poll interval.
 pub async fn enqueue(caller: &Caller, svc: &Services, kind: JobKind) -> ApiResult<Job> {
@@ -157,19 +165,24 @@ pub async fn enqueue(caller: &Caller, svc: &Services, kind: JobKind) -> ApiResul
 
 /// One of the caller's tenant's jobs; `NOT_FOUND` for an id of another tenant's.
 pub async fn get(caller: &Caller, svc: &Services, id: Uuid) -> ApiResult<Job> {
-    caller.require(READ_SCOPE)?;
-    job::of_tenant(caller.tenant())
+    readable_kinds(caller)?;
+    let job: Job = job::of_tenant(caller.tenant())
         .filter(job::Column::Id.eq(id))
         .one(svc.db.conn())
         .await?
         .ok_or_else(|| ApiError::NotFound("job".into()))?
-        .try_into()
+        .try_into()?;
+    caller.require(job.kind.scope())?;
+    Ok(job)
 }
 
 /// The caller's tenant's jobs, newest first, keyset-paged on `(tenant, id)`.
 pub async fn list(caller: &Caller, svc: &Services, page: PageRequest) -> ApiResult<Page<Job>> {
-    caller.require(READ_SCOPE)?;
-    let mut query = job::of_tenant(caller.tenant()).order_by_desc(job::Column::Id).limit(page.first as u64 + 1);
+    let kinds = readable_kinds(caller)?;
+    let mut query = job::of_tenant(caller.tenant())
+        .filter(job::Column::Kind.is_in(kinds))
+        .order_by_desc(job::Column::Id)
+        .limit(page.first as u64 + 1);
     if let Some(after) = page.after {
         query = query.filter(job::Column::Id.lt(after));
     }

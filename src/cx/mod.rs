@@ -8,6 +8,7 @@
 pub mod answers;
 pub mod cases;
 pub mod feedback;
+pub mod journeys;
 pub mod links;
 pub mod metrics;
 pub mod settings;

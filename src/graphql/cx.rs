@@ -10,13 +10,17 @@ use crate::{
     cx::{
         self, CxSettings,
         feedback::{Answer, CustomerFeedback},
+        journeys,
         links::{self, EffectRow, RetentionRow},
         metrics::{self, Bucket, Cell, Dimension, MetricsRequest},
         stats::{self, Change, IntervalMethod, ScoreCounts, Summary},
     },
     error::GqlResult,
     privacy::Disclosure,
-    touchpoints::{Channel, FeedbackMetric, JourneyStage, TouchpointType},
+    touchpoints::{
+        Channel, FeedbackMetric, JourneyStage, TouchpointType,
+        stages::{self, PropertyCondition, StageRule},
+    },
 };
 
 /// A calendar day, `YYYY-MM-DD` (UTC where it bounds a window).
@@ -438,6 +442,157 @@ pub struct CxSettingsInput {
     low_confidence_margin: f64,
 }
 
+/// One journey-stage rule: a touchpoint whose sender named no stage gets `stage` when it matches every condition
+/// given (an empty list is no condition); the highest `priority` wins, then the earlier rule.
+#[derive(SimpleObject, InputObject, Clone)]
+#[graphql(input_name = "JourneyRuleInput", name = "JourneyRule")]
+pub struct JourneyRuleView {
+    priority: i32,
+    stage: JourneyStage,
+    #[graphql(default)]
+    types: Vec<TouchpointType>,
+    #[graphql(default)]
+    channels: Vec<Channel>,
+    #[graphql(default)]
+    sources: Vec<String>,
+    /// `properties[key]` equals this JSON value.
+    property: Option<JourneyRulePropertyView>,
+}
+
+#[derive(SimpleObject, InputObject, Clone)]
+#[graphql(input_name = "JourneyRulePropertyInput", name = "JourneyRuleProperty")]
+pub struct JourneyRulePropertyView {
+    key: String,
+    equals: async_graphql::Json<serde_json::Value>,
+}
+
+impl From<&StageRule> for JourneyRuleView {
+    fn from(r: &StageRule) -> Self {
+        JourneyRuleView {
+            priority: r.priority,
+            stage: JourneyStage::parse(&r.stage).unwrap_or(JourneyStage::Usage),
+            types: r.types.iter().filter_map(|t| TouchpointType::parse(t)).collect(),
+            channels: r.channels.iter().filter_map(|c| Channel::parse(c)).collect(),
+            sources: r.sources.clone(),
+            property: r
+                .property
+                .as_ref()
+                .map(|p| JourneyRulePropertyView { key: p.key.clone(), equals: async_graphql::Json(p.equals.clone()) }),
+        }
+    }
+}
+
+impl From<JourneyRuleView> for StageRule {
+    fn from(r: JourneyRuleView) -> Self {
+        StageRule {
+            priority: r.priority,
+            stage: r.stage.as_str().to_owned(),
+            types: r.types.iter().map(|t| t.as_str().to_owned()).collect(),
+            channels: r.channels.iter().map(|c| c.as_str().to_owned()).collect(),
+            sources: r.sources,
+            property: r.property.map(|p| PropertyCondition { key: p.key, equals: p.equals.0 }),
+        }
+    }
+}
+
+/// The tenant's journey-stage rules.
+#[derive(SimpleObject)]
+pub struct JourneyRules {
+    /// Moves with every change.
+    version: i64,
+    rules: Vec<JourneyRuleView>,
+}
+
+/// What `updateJourneyRules` did: the rules now in force, and the job re-deriving stored touchpoints' stages.
+#[derive(SimpleObject)]
+pub struct JourneyRulesUpdate {
+    rules: JourneyRules,
+    job: super::jobs::JobView,
+}
+
+/// One step of a funnel.
+#[derive(SimpleObject)]
+pub struct FunnelStep {
+    stage: JourneyStage,
+    /// Customers who reached this stage after the step before (the first step: at all) within the window.
+    customers: u64,
+    /// `customers` over the step before's (`null` for the first step).
+    conversion_from_previous: Option<f64>,
+    /// `customers` over the first step's.
+    conversion_from_start: Option<f64>,
+    /// Median seconds from reaching the step before to reaching this one.
+    median_seconds_from_previous: Option<f64>,
+}
+
+fn steps_view(steps: &[journeys::Step]) -> Vec<FunnelStep> {
+    let first = steps.first().map_or(0, |s| s.customers);
+    steps
+        .iter()
+        .enumerate()
+        .map(|(i, s)| FunnelStep {
+            stage: s.stage,
+            customers: s.customers,
+            conversion_from_previous: (i > 0)
+                .then(|| steps[i - 1].customers)
+                .filter(|n| *n > 0)
+                .map(|n| s.customers as f64 / n as f64),
+            conversion_from_start: (first > 0).then(|| s.customers as f64 / first as f64),
+            median_seconds_from_previous: s.median_seconds_from_previous,
+        })
+        .collect()
+}
+
+#[derive(SimpleObject)]
+pub struct FunnelByChannel {
+    /// The channel of the customers' first touchpoint in the window.
+    channel: Channel,
+    customers: u64,
+    steps: Vec<FunnelStep>,
+}
+
+/// A kind of touchpoint on a channel and how many customers had one in the lookback before the moment.
+#[derive(SimpleObject)]
+pub struct JourneyPath {
+    touchpoint_type: TouchpointType,
+    channel: Channel,
+    customers: u64,
+    /// `customers` over the customers who reached the moment.
+    share: f64,
+}
+
+/// How customers move through the journey within a window.
+#[derive(SimpleObject)]
+pub struct JourneyFunnel {
+    from: Date,
+    to: Date,
+    /// Customers with a touchpoint in the window whom CX metrics count (their counting basis, never restricted).
+    customers: u64,
+    /// Customers with a touchpoint in the window left out by that rule.
+    excluded_customers: u64,
+    steps: Vec<FunnelStep>,
+    by_first_channel: Vec<FunnelByChannel>,
+    /// Customers with a purchase in the window.
+    purchasers: u64,
+    /// The touchpoints most often seen in the lookback before a customer's first purchase in the window.
+    before_purchase: Vec<JourneyPath>,
+    /// Customers with an NPS detractor answer (0–6) in the window.
+    detractors: u64,
+    /// The touchpoints most often seen in the lookback before a customer's first detractor answer in the window.
+    before_detractor: Vec<JourneyPath>,
+}
+
+fn paths_view(paths: Vec<journeys::Path>, of: u64) -> Vec<JourneyPath> {
+    paths
+        .into_iter()
+        .map(|p| JourneyPath {
+            touchpoint_type: p.kind,
+            channel: p.channel,
+            customers: p.customers,
+            share: if of > 0 { p.customers as f64 / of as f64 } else { 0.0 },
+        })
+        .collect()
+}
+
 #[derive(Default)]
 pub struct CxQuery;
 
@@ -526,6 +681,58 @@ impl CxQuery {
         Ok(rows.into_iter().filter_map(|row| effect_view(row, confidence_level)).collect())
     }
 
+    /// The tenant's journey-stage rules. Needs `cx:read`.
+    async fn journey_rules(&self, ctx: &Context<'_>) -> async_graphql::Result<JourneyRules> {
+        let rc = request(ctx)?;
+        rc.caller.require(crate::auth::Scope::CxRead).gql()?;
+        let rules = stages::for_tenant(rc.services.db.conn(), rc.caller.tenant()).await.gql()?;
+        Ok(JourneyRules { version: rules.version, rules: rules.rules.iter().map(JourneyRuleView::from).collect() })
+    }
+
+    /// The ordered funnel through journey stages within a window (UTC days): per step the customers who reached it
+    /// after the step before, the conversion and the median time between; cut by each customer's first channel;
+    /// and the touchpoints most often seen in the `lookbackDays` before a first purchase and a first detractor
+    /// answer. Counts the customers CX metrics count. Needs `cx:read`.
+    async fn journey_funnel(
+        &self,
+        ctx: &Context<'_>,
+        window: CxWindowInput,
+        #[graphql(
+            desc = "The funnel's stages in order (default AWARENESS → CONSIDERATION → PURCHASE → ONBOARDING → USAGE → RENEWAL)."
+        )]
+        stages: Option<Vec<JourneyStage>>,
+        #[graphql(default = 30)] lookback_days: u32,
+    ) -> async_graphql::Result<JourneyFunnel> {
+        let rc = request(ctx)?;
+        let request = journeys::FunnelRequest {
+            from: window.from.0,
+            to: window.to.0,
+            stages: stages.unwrap_or_else(|| journeys::DEFAULT_STAGES.to_vec()),
+            lookback_days,
+        };
+        let f = journeys::funnel(&rc.caller, &rc.services, request).await.gql()?;
+        Ok(JourneyFunnel {
+            from: Date(f.request.from),
+            to: Date(f.request.to),
+            customers: f.customers,
+            excluded_customers: f.excluded,
+            steps: steps_view(&f.steps),
+            by_first_channel: f
+                .by_first_channel
+                .iter()
+                .map(|(channel, customers, steps)| FunnelByChannel {
+                    channel: *channel,
+                    customers: *customers,
+                    steps: steps_view(steps),
+                })
+                .collect(),
+            purchasers: f.purchasers,
+            before_purchase: paths_view(f.before_purchase, f.purchasers),
+            detractors: f.detractors,
+            before_detractor: paths_view(f.before_detractor, f.detractors),
+        })
+    }
+
     /// The tenant's CX settings. Needs `cx:read`.
     async fn cx_settings(&self, ctx: &Context<'_>) -> async_graphql::Result<CxSettingsView> {
         let rc = request(ctx)?;
@@ -540,6 +747,25 @@ pub struct CxMutation;
 
 #[Object]
 impl CxMutation {
+    /// Replaces the tenant's journey-stage rules and starts the job that re-derives the stages of stored touchpoints
+    /// (those whose sender named no stage); new touchpoints follow the new rules at once. Needs `cx:write`.
+    async fn update_journey_rules(
+        &self,
+        ctx: &Context<'_>,
+        rules: Vec<JourneyRuleView>,
+    ) -> async_graphql::Result<JourneyRulesUpdate> {
+        let rc = request(ctx)?;
+        let rules: Vec<StageRule> = rules.into_iter().map(StageRule::from).collect();
+        let (rules, job) = stages::update(&rc.caller, &rc.services, rules).await.gql()?;
+        Ok(JourneyRulesUpdate {
+            rules: JourneyRules {
+                version: rules.version,
+                rules: rules.rules.iter().map(JourneyRuleView::from).collect(),
+            },
+            job: super::jobs::JobView(job),
+        })
+    }
+
     /// Changes the tenant's CX settings. A change of basis recounts every answer in the same transaction. Needs
     /// `cx:write`.
     async fn update_cx_settings(

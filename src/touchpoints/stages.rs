@@ -175,56 +175,6 @@ pub async fn update(
     Ok((checked, job))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn rule(priority: i32, stage: &str, types: &[&str], channels: &[&str]) -> StageRule {
-        StageRule {
-            priority,
-            stage: stage.into(),
-            types: types.iter().map(|t| t.to_string()).collect(),
-            channels: channels.iter().map(|c| c.to_string()).collect(),
-            sources: vec![],
-            property: None,
-        }
-    }
-
-    #[test]
-    fn the_highest_priority_matching_rule_decides_else_the_fallback() {
-        let rules = StageRules::new(
-            1,
-            vec![
-                rule(1, "support", &["email_sent"], &[]),
-                rule(5, "onboarding", &["email_sent"], &["email"]),
-                StageRule {
-                    property: Some(PropertyCondition { key: "campaign".into(), equals: Value::from("welcome") }),
-                    ..rule(9, "onboarding", &[], &[])
-                },
-            ],
-        )
-        .expect("valid");
-        let stage = |kind, channel, props: Option<Value>| {
-            rules.stage_for(kind, channel, "crm", props.as_ref(), JourneyStage::Usage)
-        };
-        assert_eq!(stage(TouchpointType::EmailSent, Channel::Email, None), JourneyStage::Onboarding);
-        assert_eq!(stage(TouchpointType::EmailSent, Channel::Sms, None), JourneyStage::Support);
-        assert_eq!(stage(TouchpointType::PageView, Channel::Web, None), JourneyStage::Usage);
-        let welcome = Some(serde_json::json!({ "campaign": "welcome" }));
-        assert_eq!(stage(TouchpointType::PageView, Channel::Web, welcome), JourneyStage::Onboarding);
-    }
-
-    #[test]
-    fn a_bad_rule_is_refused_by_its_place_and_field() {
-        let err =
-            StageRules::new(1, vec![rule(1, "usage", &["page_view"], &[]), rule(1, "nowhere", &["page_view"], &[])])
-                .expect_err("unknown stage");
-        assert!(matches!(err, ApiError::Validation { ref field, .. } if field == "rules[1].stage"), "{err:?}");
-        let err = StageRules::new(1, vec![rule(1, "usage", &[], &[])]).expect_err("no condition");
-        assert!(matches!(err, ApiError::Validation { .. }), "{err:?}");
-    }
-}
-
 /// The built-in stage of a touchpoint: the tracking API's event-name table for a tracked event of that type
 /// (`properties.event`), else `JourneyStage::default_for`.
 pub fn default_stage_of(kind: TouchpointType, channel: Channel, properties: Option<&Value>) -> JourneyStage {
@@ -323,4 +273,54 @@ pub async fn rederive_batch(
         changed,
         touched: touched.into_iter().collect(),
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rule(priority: i32, stage: &str, types: &[&str], channels: &[&str]) -> StageRule {
+        StageRule {
+            priority,
+            stage: stage.into(),
+            types: types.iter().map(|t| t.to_string()).collect(),
+            channels: channels.iter().map(|c| c.to_string()).collect(),
+            sources: vec![],
+            property: None,
+        }
+    }
+
+    #[test]
+    fn the_highest_priority_matching_rule_decides_else_the_fallback() {
+        let rules = StageRules::new(
+            1,
+            vec![
+                rule(1, "support", &["email_sent"], &[]),
+                rule(5, "onboarding", &["email_sent"], &["email"]),
+                StageRule {
+                    property: Some(PropertyCondition { key: "campaign".into(), equals: Value::from("welcome") }),
+                    ..rule(9, "onboarding", &[], &[])
+                },
+            ],
+        )
+        .expect("valid");
+        let stage = |kind, channel, props: Option<Value>| {
+            rules.stage_for(kind, channel, "crm", props.as_ref(), JourneyStage::Usage)
+        };
+        assert_eq!(stage(TouchpointType::EmailSent, Channel::Email, None), JourneyStage::Onboarding);
+        assert_eq!(stage(TouchpointType::EmailSent, Channel::Sms, None), JourneyStage::Support);
+        assert_eq!(stage(TouchpointType::PageView, Channel::Web, None), JourneyStage::Usage);
+        let welcome = Some(serde_json::json!({ "campaign": "welcome" }));
+        assert_eq!(stage(TouchpointType::PageView, Channel::Web, welcome), JourneyStage::Onboarding);
+    }
+
+    #[test]
+    fn a_bad_rule_is_refused_by_its_place_and_field() {
+        let err =
+            StageRules::new(1, vec![rule(1, "usage", &["page_view"], &[]), rule(1, "nowhere", &["page_view"], &[])])
+                .expect_err("unknown stage");
+        assert!(matches!(err, ApiError::Validation { ref field, .. } if field == "rules[1].stage"), "{err:?}");
+        let err = StageRules::new(1, vec![rule(1, "usage", &[], &[])]).expect_err("no condition");
+        assert!(matches!(err, ApiError::Validation { .. }), "{err:?}");
+    }
 }

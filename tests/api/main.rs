@@ -14,6 +14,7 @@ mod disclosure;
 mod feed;
 mod http_spec;
 mod jobs;
+mod journeys;
 mod limits;
 mod loaders;
 mod merges;
