@@ -236,6 +236,29 @@ pub fn cx_counting(state: &PrivacyState, basis: CxBasis, now: DateTime<Utc>) -> 
     }
 }
 
+/// Whether a customer may be profiled at all (scores, segments, computed traits): not while processing is restricted
+/// (DOMAIN rule 3), and not when the customer denied or withdrew `profiling` (never asked: profiled, and what is
+/// derived is still served only under a permit for the caller's purpose). The one rule for every derived value.
+pub fn profiling_allowed(state: &PrivacyState, now: DateTime<Utc>) -> bool {
+    if state.restricted {
+        return false;
+    }
+    match in_force(&state.consents, ConsentPurpose::Profiling, None, now) {
+        None => true,
+        Some(c) => c.status == super::ConsentStatus::Granted,
+    }
+}
+
+/// A refusal to serve derived data about a customer who may not be profiled.
+pub fn not_profiled(caller: &Caller, state: &PrivacyState) -> ApiError {
+    let (reason, message) = if state.restricted {
+        ("PROCESSING_RESTRICTED", "processing of this customer's data is restricted".to_owned())
+    } else {
+        ("PROFILING_REFUSED", "the customer has denied or withdrawn consent to `profiling`".to_owned())
+    };
+    ApiError::ConsentRequired { purpose: caller.purpose().as_str().to_owned(), reason, message }
+}
+
 /// Profile data (who the customer is) is not personalization data, but a restriction of processing withholds it
 /// too: a restricted customer is served to privacy administration only.
 pub fn check_profile_visible(caller: &Caller, restricted: bool) -> ApiResult<()> {
