@@ -13,6 +13,7 @@ pub mod jobs;
 pub mod pagination;
 pub mod privacy;
 pub mod profiles;
+pub mod scores;
 pub mod services;
 pub mod storage;
 pub mod telemetry;
