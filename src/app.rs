@@ -143,6 +143,7 @@ async fn build_services(config: &Config, db: Database) -> anyhow::Result<(Servic
                 settings,
                 access_log,
                 rules: Default::default(),
+                scores: Default::default(),
             }
         }
         None => Services {
@@ -152,6 +153,7 @@ async fn build_services(config: &Config, db: Database) -> anyhow::Result<(Servic
             settings,
             access_log,
             rules: Default::default(),
+            scores: Default::default(),
         },
     };
     Ok((services, access_log_writer))

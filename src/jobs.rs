@@ -30,15 +30,18 @@ pub enum JobKind {
     /// Re-derives the journey stages of stored touchpoints under the tenant's current journey rules
     /// (`updateJourneyRules` queues it).
     RederiveStages,
+    /// Fits the tenant's purchase and spend models for CLV and churn risk (`fitScoreModel`).
+    FitScoreModel,
 }
 
 impl JobKind {
-    pub const ALL: [JobKind; 2] = [JobKind::ReresolveCustomers, JobKind::RederiveStages];
+    pub const ALL: [JobKind; 3] = [JobKind::ReresolveCustomers, JobKind::RederiveStages, JobKind::FitScoreModel];
 
     pub fn as_str(self) -> &'static str {
         match self {
             JobKind::ReresolveCustomers => "reresolve_customers",
             JobKind::RederiveStages => "rederive_stages",
+            JobKind::FitScoreModel => "fit_score_model",
         }
     }
 
@@ -46,6 +49,7 @@ impl JobKind {
         match raw {
             "reresolve_customers" => Some(JobKind::ReresolveCustomers),
             "rederive_stages" => Some(JobKind::RederiveStages),
+            "fit_score_model" => Some(JobKind::FitScoreModel),
             _ => None,
         }
     }
@@ -55,6 +59,7 @@ impl JobKind {
         match self {
             JobKind::ReresolveCustomers => Scope::ProfilesWrite,
             JobKind::RederiveStages => Scope::CxWrite,
+            JobKind::FitScoreModel => Scope::ProfilesWrite,
         }
     }
 }
@@ -396,6 +401,10 @@ impl Runner {
         match kind {
             JobKind::ReresolveCustomers => self.reresolve(&caller, row, stopped).await,
             JobKind::RederiveStages => self.rederive(&caller, row, stopped).await,
+            JobKind::FitScoreModel => {
+                let report = crate::derived::scores::fit(&caller, &self.svc).await?;
+                Ok(Ok(serde_json::to_value(report).map_err(ApiError::internal)?))
+            }
         }
     }
 

@@ -6,6 +6,7 @@ pub mod cli;
 pub mod config;
 pub mod consent;
 pub mod cx;
+pub mod derived;
 pub mod error;
 pub mod graphql;
 pub mod http;

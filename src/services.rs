@@ -27,4 +27,6 @@ pub struct Services {
     pub access_log: AccessLog,
     /// Compiled identity-resolution rules per tenant.
     pub rules: crate::profiles::rules::RulesCache,
+    /// RFM breakpoints per tenant.
+    pub scores: crate::derived::scores::ScoresCache,
 }

@@ -17,6 +17,7 @@ mod m20261122_000013_backfill_legacy_names;
 mod m20261122_000014_create_cx;
 mod m20261122_000015_create_feedback_cases;
 mod m20261122_000016_create_journey_rules;
+mod m20261122_000017_create_score_models;
 
 pub use m20261122_000013_backfill_legacy_names::{LEGACY_SOURCE, backfill_legacy_names};
 
@@ -42,6 +43,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261122_000014_create_cx::Migration),
             Box::new(m20261122_000015_create_feedback_cases::Migration),
             Box::new(m20261122_000016_create_journey_rules::Migration),
+            Box::new(m20261122_000017_create_score_models::Migration),
         ]
     }
 }

@@ -8,6 +8,7 @@ mod loaders;
 mod privacy;
 mod profiles;
 mod records;
+mod scores;
 mod system;
 mod touchpoint_views;
 mod touchpoints;
@@ -45,6 +46,7 @@ pub struct MutationRoot(
     touchpoints::ConsentMutation,
     privacy::PrivacyMutation,
     cx::CxMutation,
+    scores::ScoresMutation,
     cases::CasesMutation,
 );
 

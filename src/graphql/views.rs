@@ -343,6 +343,23 @@ impl CustomerView {
         Ok(connection)
     }
 
+    /// Scores from the purchase history, computed now: RFM against the tenant's quintiles, CLV over `months` and
+    /// churn risk from the tenant's fitted models (each says why when it cannot be computed). Derived
+    /// personalization data: `null` with `CONSENT_REQUIRED` unless the customer consented to the caller's purpose,
+    /// and (reason `PROFILING_REFUSED` or `PROCESSING_RESTRICTED`) for a customer who may not be profiled. Needs
+    /// `profiles:read`; logged.
+    async fn scores(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(default = 12)] months: u32,
+    ) -> async_graphql::Result<Option<super::scores::CustomerScoresView>> {
+        let rc = request(ctx)?;
+        let scores = crate::derived::scores::read(&rc.caller, &rc.services, session(ctx)?, self.customer.id, months)
+            .await
+            .gql()?;
+        Ok(Some(super::scores::CustomerScoresView(scores)))
+    }
+
     /// The customer's latest NPS, CSAT and CES answers with category and trend. Derived personalization data:
     /// `null` with `CONSENT_REQUIRED` unless the customer consented to the caller's purpose. Needs
     /// `touchpoints:read`; logged.

@@ -40,12 +40,14 @@ pub enum AccessCategory {
     Erasure,
     /// The customer's survey answers (scores, categories, verbatims).
     Feedback,
+    /// The customer's scores (RFM, CLV, churn risk).
+    Scores,
     /// A feedback case about the customer (the closed loop).
     FeedbackCase,
 }
 
 impl AccessCategory {
-    pub const ALL: [AccessCategory; 8] = [
+    pub const ALL: [AccessCategory; 9] = [
         AccessCategory::Profile,
         AccessCategory::Touchpoints,
         AccessCategory::Journey,
@@ -53,6 +55,7 @@ impl AccessCategory {
         AccessCategory::Export,
         AccessCategory::Erasure,
         AccessCategory::Feedback,
+        AccessCategory::Scores,
         AccessCategory::FeedbackCase,
     ];
 
@@ -66,6 +69,7 @@ impl AccessCategory {
             AccessCategory::Export => "export",
             AccessCategory::Erasure => "erasure",
             AccessCategory::Feedback => "feedback",
+            AccessCategory::Scores => "scores",
             AccessCategory::FeedbackCase => "feedback_case",
         }
     }

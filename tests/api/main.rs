@@ -22,6 +22,7 @@ mod privacy;
 mod records;
 mod resolution;
 mod schema;
+mod scores;
 mod snapshots;
 mod subscriptions;
 mod touchpoints;

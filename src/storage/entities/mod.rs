@@ -72,6 +72,7 @@ pub mod journey_rules;
 pub mod merge;
 pub mod resolution_conflict;
 pub mod resolution_rules;
+pub mod score_model;
 pub mod source_record;
 pub mod suppression;
 pub mod touchpoint;

@@ -1,0 +1,197 @@
+//! Score resolvers: a customer's RFM, CLV and churn risk, and the mutation that fits the tenant's models. Thin: the
+//! rules are in `crate::derived::scores` and `consent::policy::profiling_allowed`.
+use async_graphql::{Context, Enum, Object, SimpleObject};
+use chrono::{DateTime, Utc};
+
+use super::{jobs::JobView, request};
+use crate::{
+    consent::Permitted,
+    derived::scores::CustomerScores,
+    error::GqlResult,
+    jobs::{self, JobKind},
+    scores::{clv::Refusal, rfm::Segment},
+};
+
+/// Why a score was not computed.
+#[derive(SimpleObject)]
+pub struct ScoreRefusal {
+    /// `NOT_FITTED`, `TOO_FEW_CUSTOMERS`, `FIT_FAILED`, `NO_PURCHASES`, `ONE_TIME_BUYER`, `INVALID_INPUT`, `NUMERICAL`.
+    code: String,
+    message: String,
+}
+
+fn refusal(r: &Refusal) -> ScoreRefusal {
+    ScoreRefusal { code: r.code().to_owned(), message: r.to_string() }
+}
+
+/// The named RFM segments (R × the mean of F and M).
+#[derive(Enum, Clone, Copy, PartialEq, Eq)]
+pub enum RfmSegment {
+    Champions,
+    Loyal,
+    PotentialLoyalist,
+    NewCustomers,
+    Promising,
+    NeedAttention,
+    AboutToSleep,
+    AtRisk,
+    CannotLoseThem,
+    Hibernating,
+    Lost,
+}
+
+impl From<Segment> for RfmSegment {
+    fn from(s: Segment) -> Self {
+        match s {
+            Segment::Champions => RfmSegment::Champions,
+            Segment::Loyal => RfmSegment::Loyal,
+            Segment::PotentialLoyalist => RfmSegment::PotentialLoyalist,
+            Segment::NewCustomers => RfmSegment::NewCustomers,
+            Segment::Promising => RfmSegment::Promising,
+            Segment::NeedAttention => RfmSegment::NeedAttention,
+            Segment::AboutToSleep => RfmSegment::AboutToSleep,
+            Segment::AtRisk => RfmSegment::AtRisk,
+            Segment::CannotLoseThem => RfmSegment::CannotLoseThem,
+            Segment::Hibernating => RfmSegment::Hibernating,
+            Segment::Lost => RfmSegment::Lost,
+        }
+    }
+}
+
+/// Recency, frequency and monetary value, each scored 1–5 by the tenant's current quintiles (recency reversed: the
+/// most recent fifth scores 5).
+#[derive(SimpleObject)]
+pub struct Rfm {
+    /// Whole days since the last purchase, today.
+    recency_days: f64,
+    /// Purchases.
+    frequency: u64,
+    /// Mean order value.
+    monetary: f64,
+    recency_score: u8,
+    frequency_score: u8,
+    monetary_score: u8,
+    /// The three scores as digits, e.g. `545`.
+    code: String,
+    segment: RfmSegment,
+    /// When the quintiles were computed (refreshed every two minutes).
+    breakpoints_at: DateTime<Utc>,
+}
+
+/// Customer lifetime value over the horizon, from the tenant's BG/NBD and Gamma-Gamma models.
+#[derive(SimpleObject)]
+pub struct Clv {
+    /// Discounted value over `horizonMonths` (1 % a month); `null` with `refusal` when not computed.
+    value: Option<f64>,
+    /// Expected purchases over the horizon.
+    expected_purchases: Option<f64>,
+    /// Expected average order value (Gamma-Gamma).
+    expected_order_value: Option<f64>,
+    /// P(alive) today.
+    probability_alive: Option<f64>,
+    horizon_months: u32,
+    /// The version of the fitted models used.
+    model_version: Option<String>,
+    model_fitted_at: Option<DateTime<Utc>>,
+    refusal: Option<ScoreRefusal>,
+}
+
+#[derive(Enum, Clone, Copy, PartialEq, Eq)]
+pub enum ChurnBand {
+    /// Churn risk under 0.3.
+    Low,
+    /// 0.3 to 0.7.
+    Medium,
+    /// Over 0.7.
+    High,
+}
+
+/// 1 − P(alive) today.
+#[derive(SimpleObject)]
+pub struct ChurnRisk {
+    value: Option<f64>,
+    band: Option<ChurnBand>,
+    probability_alive: Option<f64>,
+    refusal: Option<ScoreRefusal>,
+}
+
+/// A customer's scores, computed at read time (exact today).
+pub struct CustomerScoresView(pub Permitted<CustomerScores>);
+
+#[Object(name = "CustomerScores")]
+impl CustomerScoresView {
+    /// `null` when the customer has no purchases or the tenant none to compare with.
+    async fn rfm(&self) -> Option<Rfm> {
+        let s = self.0.value();
+        s.rfm.as_ref().map(|r| Rfm {
+            recency_days: r.values.recency_days,
+            frequency: r.values.frequency,
+            monetary: r.values.monetary,
+            recency_score: r.r,
+            frequency_score: r.f,
+            monetary_score: r.m,
+            code: r.code(),
+            segment: r.segment.into(),
+            breakpoints_at: s.breakpoints_at,
+        })
+    }
+
+    async fn clv(&self) -> Clv {
+        let s = self.0.value();
+        match &s.value {
+            Ok(score) => Clv {
+                value: Some(score.clv),
+                expected_purchases: Some(score.expected_purchases),
+                expected_order_value: Some(score.expected_order_value),
+                probability_alive: Some(score.p_alive),
+                horizon_months: s.options.months,
+                model_version: score.purchase_model.version.clone(),
+                model_fitted_at: score.purchase_model.fitted_at,
+                refusal: None,
+            },
+            Err(r) => Clv {
+                value: None,
+                expected_purchases: None,
+                expected_order_value: None,
+                probability_alive: None,
+                horizon_months: s.options.months,
+                model_version: None,
+                model_fitted_at: None,
+                refusal: Some(refusal(r)),
+            },
+        }
+    }
+
+    async fn churn_risk(&self) -> ChurnRisk {
+        match &self.0.value().churn {
+            Ok((risk, alive)) => ChurnRisk {
+                value: Some(*risk),
+                band: Some(if *risk < 0.3 {
+                    ChurnBand::Low
+                } else if *risk <= 0.7 {
+                    ChurnBand::Medium
+                } else {
+                    ChurnBand::High
+                }),
+                probability_alive: Some(*alive),
+                refusal: None,
+            },
+            Err(r) => ChurnRisk { value: None, band: None, probability_alive: None, refusal: Some(refusal(r)) },
+        }
+    }
+}
+
+#[derive(Default)]
+pub struct ScoresMutation;
+
+#[Object]
+impl ScoresMutation {
+    /// Fits the tenant's purchase (BG/NBD) and spend (Gamma-Gamma) models on the purchase histories of the
+    /// customers who may be profiled, as a job; `customer { scores { clv churnRisk } }` uses the latest fit. The
+    /// job's result gives the parameters, or why a model was refused (`TOO_FEW_CUSTOMERS`: fewer than 50 customers
+    /// or 10 repeat buyers). Needs `profiles:write`.
+    async fn fit_score_model(&self, ctx: &Context<'_>) -> async_graphql::Result<JobView> {
+        let rc = request(ctx)?;
+        Ok(JobView(jobs::enqueue(&rc.caller, &rc.services, JobKind::FitScoreModel).await.gql()?))
+    }
+}
