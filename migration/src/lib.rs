@@ -18,6 +18,7 @@ mod m20261122_000014_create_cx;
 mod m20261122_000015_create_feedback_cases;
 mod m20261122_000016_create_journey_rules;
 mod m20261122_000017_create_score_models;
+mod m20261122_000018_create_external_scores;
 
 pub use m20261122_000013_backfill_legacy_names::{LEGACY_SOURCE, backfill_legacy_names};
 
@@ -44,6 +45,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261122_000015_create_feedback_cases::Migration),
             Box::new(m20261122_000016_create_journey_rules::Migration),
             Box::new(m20261122_000017_create_score_models::Migration),
+            Box::new(m20261122_000018_create_external_scores::Migration),
         ]
     }
 }

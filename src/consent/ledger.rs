@@ -243,8 +243,9 @@ pub(crate) async fn append_if_changed(
 }
 
 /// Moves the customer's consent version (and `updated_at`), so cached decisions keyed by it can never be read again,
-/// and applies the CX counting rule to the customer's survey answers again: every change of a privacy state (consent,
-/// restriction) and of who holds which touchpoints (merge, unmerge) comes through here, in its transaction.
+/// applies the CX counting rule to the customer's survey answers again, and drops stored derived data of a customer
+/// who may no longer be profiled: every change of a privacy state (consent, restriction) and of who holds which
+/// touchpoints (merge, unmerge) comes through here, in its transaction.
 pub(crate) async fn bump_consent_version(
     txn: &DatabaseTransaction,
     tenant: &TenantId,
@@ -256,7 +257,8 @@ pub(crate) async fn bump_consent_version(
         .filter(customer::Column::Id.eq(customer_id))
         .exec(txn)
         .await?;
-    crate::cx::answers::recount(txn, tenant, &[customer_id]).await
+    crate::cx::answers::recount(txn, tenant, &[customer_id]).await?;
+    crate::derived::scores::on_privacy_change(txn, tenant, customer_id).await
 }
 
 /// The decisions in force for many customers at `at` (one query): per customer, per (purpose, channel), the

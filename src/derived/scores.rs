@@ -142,6 +142,8 @@ pub struct CustomerScores {
     /// 1 − P(alive), or why not (a one-time buyer's P(alive) is 1 by construction).
     pub churn: Result<(f64, f64), Refusal>,
     pub options: ClvOptions,
+    /// Scores the tenant's own models wrote (`setExternalScores`).
+    pub external: Vec<ExternalScore>,
 }
 
 /// The customer's purchases, oldest first (value 0 when none was given).
@@ -199,8 +201,16 @@ pub async fn read(
         Err(refusal) => Err(refusal.clone()),
         Ok(summary) => clv::churn(summary.as_ref(), &models.purchases).map(|c| (c.churn_risk, c.p_alive)),
     };
+    let external = external_of(svc, tenant, customer_id).await?;
     svc.access_log.record(caller, [customer_id], AccessCategory::Scores);
-    Ok(permit.serve(CustomerScores { rfm, breakpoints_at: tenant_breakpoints.computed_at, value, churn, options }))
+    Ok(permit.serve(CustomerScores {
+        rfm,
+        breakpoints_at: tenant_breakpoints.computed_at,
+        value,
+        churn,
+        options,
+        external,
+    }))
 }
 
 /// What a fit produced, for the job's result.
@@ -336,4 +346,183 @@ pub async fn fit(caller: &Caller, svc: &Services) -> ApiResult<FitReport> {
                 .map_err(|e| refusal_text(&e)),
         ),
     })
+}
+
+/// At most this many external scores per call.
+pub const MAX_EXTERNAL: usize = 1000;
+
+/// One score a tenant's own model wrote.
+#[derive(Debug, Clone)]
+pub struct ExternalScore {
+    pub customer_id: Uuid,
+    pub name: String,
+    pub value: f64,
+    pub model: Option<String>,
+    pub computed_at: DateTime<Utc>,
+}
+
+/// What became of one written score.
+#[derive(Debug)]
+pub enum ExternalOutcome {
+    Stored,
+    /// Not stored: the customer may not be profiled (`reason`: `PROFILING_REFUSED`, `PROCESSING_RESTRICTED`).
+    Refused(&'static str),
+    Rejected(ApiError),
+}
+
+fn check_external(score: &ExternalScore) -> ApiResult<()> {
+    let name_ok = !score.name.is_empty()
+        && score.name.len() <= 64
+        && score.name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '_' | '-' | '.'));
+    if !name_ok {
+        return Err(ApiError::validation("name", "1–64 of a–z, 0–9, `_`, `-`, `.`"));
+    }
+    if !score.value.is_finite() {
+        return Err(ApiError::validation("value", "a finite number"));
+    }
+    if score.model.as_ref().is_some_and(|m| m.len() > 128) {
+        return Err(ApiError::validation("model", "at most 128 characters"));
+    }
+    if score.computed_at > Utc::now() + chrono::Duration::minutes(5) {
+        return Err(ApiError::validation("computedAt", "lies in the future"));
+    }
+    Ok(())
+}
+
+/// Stores scores the tenant's own models computed (one per customer and name, replaced by a later write), in one
+/// transaction; one outcome per item. A customer who may not be profiled gets none (`Refused`). Needs
+/// `profiles:write`.
+pub async fn set_external(
+    caller: &Caller,
+    svc: &Services,
+    scores: Vec<ExternalScore>,
+) -> ApiResult<Vec<ExternalOutcome>> {
+    use sea_orm::{TransactionTrait, sea_query::OnConflict};
+
+    use crate::storage::entities::{customer, external_score};
+    caller.require(Scope::ProfilesWrite)?;
+    if scores.len() > MAX_EXTERNAL {
+        return Err(ApiError::validation("scores", format!("at most {MAX_EXTERNAL} per call")));
+    }
+    let tenant = caller.tenant();
+    let txn = svc.db.conn().begin().await?;
+    let mut ids: Vec<Uuid> = scores.iter().map(|s| s.customer_id).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    let live: std::collections::HashSet<Uuid> = customer::of_tenant(tenant)
+        .filter(customer::Column::Id.is_in(ids.iter().copied()))
+        .filter(customer::Column::MergedInto.is_null())
+        .select_only()
+        .column(customer::Column::Id)
+        .into_tuple::<Uuid>()
+        .all(&txn)
+        .await?
+        .into_iter()
+        .collect();
+    let states = policy::states_of(&txn, tenant, &ids).await?;
+    let now = Utc::now();
+    let mut outcomes = Vec::with_capacity(scores.len());
+    for score in scores {
+        if let Err(err) = check_external(&score) {
+            outcomes.push(ExternalOutcome::Rejected(err));
+            continue;
+        }
+        if !live.contains(&score.customer_id) {
+            outcomes.push(ExternalOutcome::Rejected(ApiError::validation(
+                "customerId",
+                format!("no customer {} (or merged into another)", score.customer_id),
+            )));
+            continue;
+        }
+        match states.get(&score.customer_id) {
+            Some(state) if !policy::profiling_allowed(state, now) => {
+                let reason = if state.restricted { "PROCESSING_RESTRICTED" } else { "PROFILING_REFUSED" };
+                outcomes.push(ExternalOutcome::Refused(reason));
+                continue;
+            }
+            _ => {}
+        }
+        let row = external_score::ActiveModel {
+            tenant: Set(tenant.as_str().to_owned()),
+            customer_id: Set(score.customer_id),
+            name: Set(score.name),
+            value: Set(score.value),
+            model: Set(score.model),
+            computed_at: Set(score.computed_at),
+            written_by: Set(caller.subject().chars().take(256).collect()),
+            written_at: Set(now),
+        };
+        external_score::Entity::insert(row)
+            .on_conflict(
+                OnConflict::columns([
+                    external_score::Column::Tenant,
+                    external_score::Column::CustomerId,
+                    external_score::Column::Name,
+                ])
+                .update_columns([
+                    external_score::Column::Value,
+                    external_score::Column::Model,
+                    external_score::Column::ComputedAt,
+                    external_score::Column::WrittenBy,
+                    external_score::Column::WrittenAt,
+                ])
+                .to_owned(),
+            )
+            .exec_without_returning(&txn)
+            .await?;
+        outcomes.push(ExternalOutcome::Stored);
+    }
+    txn.commit().await?;
+    Ok(outcomes)
+}
+
+/// Drops the stored derived state of a customer who may no longer be profiled (consent, restriction) or who was
+/// merged into another (the writer's model scores the person again): in the transaction of that change, which
+/// goes through `consent::ledger::bump_consent_version`.
+pub(crate) async fn on_privacy_change(
+    conn: &impl sea_orm::ConnectionTrait,
+    tenant: &TenantId,
+    customer_id: Uuid,
+) -> Result<(), sea_orm::DbErr> {
+    use crate::storage::entities::{customer, external_score};
+    let merged = customer::of_tenant(tenant)
+        .filter(customer::Column::Id.eq(customer_id))
+        .select_only()
+        .column(customer::Column::MergedInto)
+        .into_tuple::<Option<Uuid>>()
+        .one(conn)
+        .await?
+        .flatten()
+        .is_some();
+    let allowed = policy::states_of(conn, tenant, &[customer_id])
+        .await?
+        .get(&customer_id)
+        .is_some_and(|s| policy::profiling_allowed(s, Utc::now()));
+    if merged || !allowed {
+        external_score::delete_of_tenant(tenant)
+            .filter(external_score::Column::CustomerId.eq(customer_id))
+            .exec(conn)
+            .await?;
+    }
+    Ok(())
+}
+
+/// The customer's external scores, by name.
+pub async fn external_of(svc: &Services, tenant: &TenantId, customer_id: Uuid) -> ApiResult<Vec<ExternalScore>> {
+    use crate::storage::entities::external_score;
+    let rows = external_score::of_tenant(tenant)
+        .filter(external_score::Column::CustomerId.eq(customer_id))
+        .order_by_asc(external_score::Column::Name)
+        .all(svc.db.conn())
+        .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| ExternalScore {
+            customer_id: r.customer_id,
+            name: r.name,
+            value: r.value,
+            model: r.model,
+            computed_at: r.computed_at,
+        })
+        .collect())
 }

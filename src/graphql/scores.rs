@@ -1,12 +1,13 @@
 //! Score resolvers: a customer's RFM, CLV and churn risk, and the mutation that fits the tenant's models. Thin: the
 //! rules are in `crate::derived::scores` and `consent::policy::profiling_allowed`.
-use async_graphql::{Context, Enum, Object, SimpleObject};
+use async_graphql::{Context, Enum, InputObject, Object, SimpleObject};
 use chrono::{DateTime, Utc};
+use uuid::Uuid;
 
 use super::{jobs::JobView, request};
 use crate::{
     consent::Permitted,
-    derived::scores::CustomerScores,
+    derived::scores::{self, CustomerScores, ExternalOutcome, ExternalScore},
     error::GqlResult,
     jobs::{self, JobKind},
     scores::{clv::Refusal, rfm::Segment},
@@ -115,6 +116,46 @@ pub struct ChurnRisk {
     refusal: Option<ScoreRefusal>,
 }
 
+/// A score the tenant's own model wrote.
+#[derive(SimpleObject)]
+#[graphql(name = "ExternalScore")]
+pub struct ExternalScoreView {
+    name: String,
+    value: f64,
+    model: Option<String>,
+    computed_at: DateTime<Utc>,
+}
+
+/// One score to store: one per customer and name (a later write replaces it).
+#[derive(InputObject)]
+pub struct ExternalScoreInput {
+    customer_id: Uuid,
+    /// 1–64 of a–z, 0–9, `_`, `-`, `.` (e.g. `propensity.buy_30d`).
+    name: String,
+    value: f64,
+    /// The model (and version) that computed it.
+    model: Option<String>,
+    /// When the model computed it (default: now).
+    computed_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Enum, Clone, Copy, PartialEq, Eq)]
+pub enum ExternalScoreStatus {
+    Stored,
+    /// The customer may not be profiled: nothing stored (`reason`).
+    Refused,
+    Rejected,
+}
+
+#[derive(SimpleObject)]
+pub struct ExternalScoreResult {
+    index: i32,
+    status: ExternalScoreStatus,
+    /// For `REFUSED`: `PROFILING_REFUSED` or `PROCESSING_RESTRICTED`.
+    reason: Option<String>,
+    error: Option<super::touchpoints::ItemError>,
+}
+
 /// A customer's scores, computed at read time (exact today).
 pub struct CustomerScoresView(pub Permitted<CustomerScores>);
 
@@ -162,6 +203,21 @@ impl CustomerScoresView {
         }
     }
 
+    /// Scores the tenant's own models wrote (`setExternalScores`), by name.
+    async fn external(&self) -> Vec<ExternalScoreView> {
+        self.0
+            .value()
+            .external
+            .iter()
+            .map(|e| ExternalScoreView {
+                name: e.name.clone(),
+                value: e.value,
+                model: e.model.clone(),
+                computed_at: e.computed_at,
+            })
+            .collect()
+    }
+
     async fn churn_risk(&self) -> ChurnRisk {
         match &self.0.value().churn {
             Ok((risk, alive)) => ChurnRisk {
@@ -193,5 +249,43 @@ impl ScoresMutation {
     async fn fit_score_model(&self, ctx: &Context<'_>) -> async_graphql::Result<JobView> {
         let rc = request(ctx)?;
         Ok(JobView(jobs::enqueue(&rc.caller, &rc.services, JobKind::FitScoreModel).await.gql()?))
+    }
+
+    /// Stores scores the tenant's own models computed (up to 1,000, in one transaction), served in
+    /// `customer { scores { external } }` under the same rules as Kontakt's own: none is stored for a customer who
+    /// may not be profiled (`REFUSED`), and a later denial or withdrawal of `profiling`, a restriction or a merge
+    /// deletes them in its own transaction. Needs `profiles:write`.
+    async fn set_external_scores(
+        &self,
+        ctx: &Context<'_>,
+        scores: Vec<ExternalScoreInput>,
+    ) -> async_graphql::Result<Vec<ExternalScoreResult>> {
+        let rc = request(ctx)?;
+        let now = Utc::now();
+        let input = scores
+            .into_iter()
+            .map(|s| ExternalScore {
+                customer_id: s.customer_id,
+                name: s.name,
+                value: s.value,
+                model: s.model,
+                computed_at: s.computed_at.unwrap_or(now),
+            })
+            .collect();
+        let outcomes = scores::set_external(&rc.caller, &rc.services, input).await.gql()?;
+        Ok(outcomes
+            .into_iter()
+            .enumerate()
+            .map(|(i, outcome)| {
+                let (status, reason, error) = match outcome {
+                    ExternalOutcome::Stored => (ExternalScoreStatus::Stored, None, None),
+                    ExternalOutcome::Refused(reason) => (ExternalScoreStatus::Refused, Some(reason.to_owned()), None),
+                    ExternalOutcome::Rejected(err) => {
+                        (ExternalScoreStatus::Rejected, None, Some(super::touchpoints::item_error(&err)))
+                    }
+                };
+                ExternalScoreResult { index: i as i32, status, reason, error }
+            })
+            .collect())
     }
 }

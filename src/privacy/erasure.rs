@@ -60,10 +60,14 @@ pub async fn erase_customer(caller: &Caller, svc: &Services, requested_id: Uuid)
         .collect();
     suppression::suppress(&txn, tenant, &svc.settings, &identities).await?;
 
-    // Their survey answers leave the CX rollups with them.
+    // Their survey answers leave the CX rollups with them; their external scores go.
     for person in &people {
         crate::cx::answers::erase(&txn, tenant, *person).await?;
     }
+    crate::storage::entities::external_score::delete_of_tenant(tenant)
+        .filter(crate::storage::entities::external_score::Column::CustomerId.is_in(people.clone()))
+        .exec(&txn)
+        .await?;
     // Their feedback cases and the cases' histories go too.
     let feedback_cases = crate::cx::cases::erase(&txn, tenant, &people).await?;
     let touchpoints = touchpoint::delete_of_tenant(tenant)

@@ -71,6 +71,11 @@ pub async fn export_customer(caller: &Caller, svc: &Services, requested_id: Uuid
         .order_by_asc(merge::Column::Id)
         .all(conn)
         .await?;
+    let external_scores = crate::storage::entities::external_score::of_tenant(tenant)
+        .filter(crate::storage::entities::external_score::Column::CustomerId.eq(customer_id))
+        .order_by_asc(crate::storage::entities::external_score::Column::Name)
+        .all(conn)
+        .await?;
     svc.access_log.record(caller, [customer_id], AccessCategory::Export);
     Ok(json!({
         "format": "kontakt.customer-export/1",
@@ -116,6 +121,10 @@ pub async fn export_customer(caller: &Caller, svc: &Services, requested_id: Uuid
             "observedAt": t.observed_at,
         })).collect::<Vec<_>>(),
         "feedbackCases": feedback_cases,
+        "externalScores": external_scores.iter().map(|e| json!({
+            "name": e.name, "value": e.value, "model": e.model, "computedAt": e.computed_at,
+            "writtenBy": e.written_by, "writtenAt": e.written_at,
+        })).collect::<Vec<_>>(),
         "merges": merges.iter().map(|m| json!({
             "id": m.id, "survivorId": m.survivor_id, "mergedId": m.merged_id, "reason": m.reason,
             "evidence": m.evidence, "mergedBy": m.merged_by, "createdAt": m.created_at, "undoneAt": m.undone_at,

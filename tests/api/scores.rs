@@ -162,7 +162,53 @@ async fn the_models_fitted_through_the_api_reproduce_cdnow(app: TestApp) {
     assert!(close(&churn["value"], 1.0 - 0.727, 0.06) && churn["band"] == "LOW", "{scores}");
 }
 
+const SET_EXTERNAL: &str = "mutation($s: [ExternalScoreInput!]!) { setExternalScores(scores: $s) {
+    index status reason error { code field } } }";
+
+async fn external_scores_are_served_under_the_same_rules_and_go_with_profiling(app: TestApp) {
+    let result =
+        record(&app, json!([purchase("ext@example.com", "ext-1", Utc::now() - Duration::days(3), 20.0)])).await;
+    let id = result["results"][0]["customerId"].as_str().expect("id").to_owned();
+    grant(&app, &id, "personalization", "GRANTED").await;
+    let scores = json!([
+        { "customerId": id, "name": "propensity.buy_30d", "value": 0.42, "model": "gbm-7" },
+        { "customerId": id, "name": "Bad Name", "value": 1.0 },
+        { "customerId": uuid::Uuid::now_v7(), "name": "churn", "value": 1.0 },
+    ]);
+    let results = app.data(&modeller(&app), SET_EXTERNAL, json!({ "s": scores })).await["setExternalScores"].clone();
+    assert_eq!(results[0]["status"], "STORED", "{results}");
+    assert_eq!(
+        (results[1]["status"].clone(), results[1]["error"]["field"].clone()),
+        (json!("REJECTED"), json!("name"))
+    );
+    assert_eq!(
+        (results[2]["status"].clone(), results[2]["error"]["field"].clone()),
+        (json!("REJECTED"), json!("customerId"))
+    );
+    let query = "query($id: UUID!) { customer(id: $id) { scores { external { name value model } } } }";
+    let read = app.data(&reader(&app), query, json!({ "id": id })).await;
+    assert_eq!(
+        read["customer"]["scores"]["external"],
+        json!([{ "name": "propensity.buy_30d", "value": 0.42, "model": "gbm-7" }])
+    );
+
+    // Withdrawing profiling deletes them in the same transaction, not just hides them.
+    grant(&app, &id, "profiling", "WITHDRAWN").await;
+    let (_, body) = app.gql(&reader(&app), query, json!({ "id": id })).await;
+    assert_eq!(body["errors"][0]["extensions"]["reason"], "PROFILING_REFUSED", "{body}");
+    let refused = app.data(&modeller(&app), SET_EXTERNAL, json!({ "s": [scores[0].clone()] })).await;
+    assert_eq!(refused["setExternalScores"][0]["status"], "REFUSED");
+    assert_eq!(refused["setExternalScores"][0]["reason"], "PROFILING_REFUSED");
+    grant(&app, &id, "profiling", "GRANTED").await;
+    let read = app.data(&reader(&app), query, json!({ "id": id })).await;
+    assert_eq!(read["customer"]["scores"]["external"], json!([]), "deleted at the withdrawal");
+    // Writing them needs profiles:write.
+    let (_, body) = app.gql(&reader(&app), SET_EXTERNAL, json!({ "s": [scores[0].clone()] })).await;
+    assert_eq!(first_code(&body), "FORBIDDEN", "{body}");
+}
+
 on_every_backend!(
+    external_scores_are_served_under_the_same_rules_and_go_with_profiling,
     rfm_codes_match_a_hand_computation_and_refusals_say_why,
     the_models_fitted_through_the_api_reproduce_cdnow,
 );

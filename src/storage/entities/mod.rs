@@ -62,6 +62,7 @@ pub mod cx_answer;
 pub mod cx_rollup;
 pub mod cx_settings;
 pub mod erasure_receipt;
+pub mod external_score;
 pub mod feedback_case;
 pub mod feedback_case_event;
 pub mod feedback_root_cause;
