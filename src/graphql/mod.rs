@@ -17,8 +17,8 @@ use async_graphql::{Context, ErrorExtensions, MergedObject, MergedSubscription, 
 
 pub use document::{OperationKind, RequestDocument, inspect, operation_kind};
 pub use loaders::{
-    ConsentHistoryLoader, IdentityLoader, MergeHistoryLoader, RecentTouchpointsLoader, SourceRecordsLoader,
-    TraitHistoryLoader, TraitsLoader,
+    CaseHistoryLoader, ConsentHistoryLoader, CustomerCasesLoader, IdentityLoader, MergeHistoryLoader,
+    RecentTouchpointsLoader, SourceRecordsLoader, TraitHistoryLoader, TraitsLoader,
 };
 
 use crate::{auth::Caller, config::Config, error::ApiError, services::Services};
@@ -50,7 +50,11 @@ pub struct MutationRoot(
 
 #[derive(MergedSubscription, Default)]
 #[graphql(name = "Subscription")]
-pub struct SubscriptionRoot(profiles::ProfilesSubscription, touchpoints::TouchpointsSubscription);
+pub struct SubscriptionRoot(
+    profiles::ProfilesSubscription,
+    touchpoints::TouchpointsSubscription,
+    cases::CasesSubscription,
+);
 
 pub type KontaktSchema = Schema<QueryRoot, MutationRoot, SubscriptionRoot>;
 
@@ -74,6 +78,8 @@ impl RequestContext {
         data.insert(DataLoader::new(SourceRecordsLoader::new(caller.clone(), services.clone()), tokio::spawn));
         data.insert(DataLoader::new(MergeHistoryLoader::new(caller.clone(), services.clone()), tokio::spawn));
         data.insert(DataLoader::new(ConsentHistoryLoader::new(caller.clone(), services.clone()), tokio::spawn));
+        data.insert(DataLoader::new(CustomerCasesLoader::new(caller.clone(), services.clone()), tokio::spawn));
+        data.insert(DataLoader::new(CaseHistoryLoader::new(caller.clone(), services.clone()), tokio::spawn));
         data.insert(self);
         data
     }
