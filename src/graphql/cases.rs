@@ -114,19 +114,23 @@ impl FeedbackCaseView {
         FeedbackCaseView(case, list)
     }
 
-    /// The views of a page of cases, which load their histories together.
-    fn list(cases: Vec<FeedbackCase>) -> Vec<Self> {
-        let list: Arc<[Uuid]> = cases.iter().map(|c| c.id).collect();
+    /// The views of a page of cases, which load their histories together with the cases of `list` (the page's own
+    /// cases when `None`).
+    fn list(cases: Vec<FeedbackCase>, list: Option<Arc<[Uuid]>>) -> Vec<Self> {
+        let list: Arc<[Uuid]> = list.unwrap_or_else(|| cases.iter().map(|c| c.id).collect());
         cases.into_iter().map(|case| FeedbackCaseView(case, list.clone())).collect()
     }
 }
 
-/// A page of cases as a connection, newest first (cursors are case ids).
-pub(super) fn connection(page: Page<FeedbackCase>) -> Connection<String, FeedbackCaseView> {
+/// A page of cases as a connection, newest first (cursors are case ids); `loaded_with`: the cases whose histories
+/// load with these (a list of customers' cases), the page's own when `None`.
+pub(super) fn connection(
+    page: Page<FeedbackCase>,
+    loaded_with: Option<Arc<[Uuid]>>,
+) -> Connection<String, FeedbackCaseView> {
     let mut connection = Connection::new(page.has_previous_page, page.has_next_page);
-    connection
-        .edges
-        .extend(FeedbackCaseView::list(page.items).into_iter().map(|c| Edge::new(encode_cursor(c.0.id), c)));
+    let views = FeedbackCaseView::list(page.items, loaded_with);
+    connection.edges.extend(views.into_iter().map(|c| Edge::new(encode_cursor(c.0.id), c)));
     connection
 }
 
@@ -237,7 +241,6 @@ impl FeedbackCaseView {
     }
     /// Everything that happened to the case, oldest first (the latest 1000 entries). A page of cases loads its
     /// histories in one query.
-    #[graphql(complexity = "100 * child_complexity + 1")]
     async fn history(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<FeedbackCaseEventView>> {
         let loader = loader::<DataLoader<CaseHistoryLoader>>(ctx)?;
         let key = InList { key: self.0.id, list: self.1.clone() };
@@ -442,7 +445,7 @@ impl CasesQuery {
             customer_id: f.customer_id,
             breached: f.breached,
         };
-        Ok(connection(cases::list(&rc.caller, &rc.services, filter, page).await.gql()?))
+        Ok(connection(cases::list(&rc.caller, &rc.services, filter, page).await.gql()?, None))
     }
 
     /// How the closed loop performed over the cases opened in `[from, to)` (`to` defaults to now). Needs `cx:read`.

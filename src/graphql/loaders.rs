@@ -295,12 +295,20 @@ impl Loader<InList<(Uuid, usize)>> for ConsentHistoryLoader {
     }
 }
 
+/// One customer's first page of cases, with the ids of every case loaded with it (the list's), so that the cases'
+/// histories load together too.
+#[derive(Clone)]
+pub struct CasesPage {
+    pub page: Page<FeedbackCase>,
+    pub loaded_with: Arc<[Uuid]>,
+}
+
 /// Loads the first page (no cursor) of many customers' feedback cases, keyed by (customer, page size): one window
 /// query per page size asked for.
 pub struct CustomerCasesLoader {
     caller: Caller,
     services: Services,
-    loaded: Loaded<(Uuid, usize), Page<FeedbackCase>>,
+    loaded: Loaded<(Uuid, usize), CasesPage>,
 }
 
 impl CustomerCasesLoader {
@@ -310,7 +318,7 @@ impl CustomerCasesLoader {
 }
 
 impl Loader<InList<(Uuid, usize)>> for CustomerCasesLoader {
-    type Value = Page<FeedbackCase>;
+    type Value = CasesPage;
     type Error = Arc<ApiError>;
 
     async fn load(
@@ -327,7 +335,12 @@ impl Loader<InList<(Uuid, usize)>> for CustomerCasesLoader {
                 for (first, keys) in by_size {
                     let ids = ids(&keys, |k| k.0);
                     let pages = cases::first_pages_for(&self.caller, &self.services, &ids, first).await?;
-                    out.extend(pages.into_iter().map(|(id, page)| ((id, first), page)));
+                    let loaded_with: Arc<[Uuid]> = pages.values().flat_map(|p| p.items.iter().map(|c| c.id)).collect();
+                    out.extend(
+                        pages
+                            .into_iter()
+                            .map(|(id, page)| ((id, first), CasesPage { page, loaded_with: loaded_with.clone() })),
+                    );
                 }
                 Ok(out)
             })

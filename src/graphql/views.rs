@@ -367,20 +367,21 @@ impl CustomerView {
         let rc = request(ctx)?;
         rc.caller.require(Scope::CxRead).gql()?;
         let page = PageRequest::parse(first, after.as_deref()).gql()?;
-        let page = match page {
+        let (page, loaded_with) = match page {
             PageRequest { first, after: None } if !self.single => {
                 let loader = loader::<DataLoader<CustomerCasesLoader>>(ctx)?;
                 let loaded = loader.load_one(self.list.key((self.customer.id, first))).await;
-                loaded.map_err(|e| e.as_ref().extend())?.ok_or_else(|| {
+                let loaded = loaded.map_err(|e| e.as_ref().extend())?.ok_or_else(|| {
                     ApiError::Internal(anyhow::anyhow!("no feedback cases page for {}", self.customer.id)).extend()
-                })?
+                })?;
+                (loaded.page, Some(loaded.loaded_with))
             }
             page => {
                 let filter = crate::cx::cases::CaseFilter { customer_id: Some(self.customer.id), ..Default::default() };
-                crate::cx::cases::list(&rc.caller, &rc.services, filter, page).await.gql()?
+                (crate::cx::cases::list(&rc.caller, &rc.services, filter, page).await.gql()?, None)
             }
         };
-        Ok(Some(super::cases::connection(page)))
+        Ok(Some(super::cases::connection(page, loaded_with)))
     }
 
     /// Where the customer stands in the journey. Derived from behaviour: `null` with `CONSENT_REQUIRED` unless
