@@ -105,20 +105,21 @@ impl From<RootCause> for RootCauseView {
     }
 }
 
-/// The follow-up of one poor survey answer. The answer's verbatim stays on its touchpoint.
-pub struct FeedbackCaseView(FeedbackCase, Arc<[Uuid]>);
+/// The follow-up of one poor survey answer. The answer's verbatim stays on its touchpoint. Holds the cases its
+/// history loads with: a case read alone (`None`) reads its history directly, so a long-lived WebSocket connection
+/// (whose loaders live as long as it does) never serves a history its loader read earlier.
+pub struct FeedbackCaseView(FeedbackCase, Option<Arc<[Uuid]>>);
 
 impl FeedbackCaseView {
     fn one(case: FeedbackCase) -> Self {
-        let list = [case.id].into();
-        FeedbackCaseView(case, list)
+        FeedbackCaseView(case, None)
     }
 
     /// The views of a page of cases, which load their histories together with the cases of `list` (the page's own
     /// cases when `None`).
     fn list(cases: Vec<FeedbackCase>, list: Option<Arc<[Uuid]>>) -> Vec<Self> {
         let list: Arc<[Uuid]> = list.unwrap_or_else(|| cases.iter().map(|c| c.id).collect());
-        cases.into_iter().map(|case| FeedbackCaseView(case, list.clone())).collect()
+        cases.into_iter().map(|case| FeedbackCaseView(case, Some(list.clone()))).collect()
     }
 }
 
@@ -242,9 +243,18 @@ impl FeedbackCaseView {
     /// Everything that happened to the case, oldest first (the latest 1000 entries). A page of cases loads its
     /// histories in one query.
     async fn history(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<FeedbackCaseEventView>> {
-        let loader = loader::<DataLoader<CaseHistoryLoader>>(ctx)?;
-        let key = InList { key: self.0.id, list: self.1.clone() };
-        let events = loader.load_one(key).await.map_err(|e| e.as_ref().extend())?.unwrap_or_default();
+        let events = match &self.1 {
+            Some(list) => {
+                let loader = loader::<DataLoader<CaseHistoryLoader>>(ctx)?;
+                let key = InList { key: self.0.id, list: list.clone() };
+                loader.load_one(key).await.map_err(|e| e.as_ref().extend())?.unwrap_or_default()
+            }
+            None => {
+                let rc = request(ctx)?;
+                let mut found = cases::history_of_many(&rc.caller, &rc.services, &[self.0.id]).await.gql()?;
+                found.remove(&self.0.id).unwrap_or_default()
+            }
+        };
         Ok(events.into_iter().map(FeedbackCaseEventView).collect())
     }
 }

@@ -728,7 +728,8 @@ async fn every_case_change_is_pushed_to_feedback_case_changed(app: TestApp) {
     let fields = "caseId customerId kind state team at";
     for (id, filter) in [("care", "{ team: \"care\" }"), ("closed", "{ state: CLOSED }"), ("sla", "{ team: \"sla\" }")]
     {
-        let query = format!("subscription {{ feedbackCaseChanged(filter: {filter}) {{ {fields} }} }}");
+        let more = if id == "closed" { "case { rootCause history { kind } }" } else { "" };
+        let query = format!("subscription {{ feedbackCaseChanged(filter: {filter}) {{ {fields} {more} }} }}");
         send(&mut socket, json!({ "type": "subscribe", "id": id, "payload": { "query": query } })).await;
     }
     // Without cx:read the subscription is refused.
@@ -816,7 +817,12 @@ async fn every_case_change_is_pushed_to_feedback_case_changed(app: TestApp) {
         }
         match sub.as_str() {
             "care" => assert_eq!(change["team"], "care", "{change}"),
-            "closed" => assert_eq!(change["state"], "CLOSED", "{change}"),
+            "closed" => {
+                assert_eq!(change["state"], "CLOSED", "{change}");
+                // The case itself, read on demand, with its history.
+                assert_eq!(change["case"]["rootCause"], "delivery", "{change}");
+                assert!(change["case"]["history"].as_array().is_some_and(|h| h.iter().any(|e| e["kind"] == "CLOSED")));
+            }
             _ => assert_eq!(change["team"], "sla", "{change}"),
         }
         if sub != "sla" {
