@@ -52,7 +52,8 @@ impl Application {
             }
         });
         // The CX sweeper is background work too: on the jobs' pool, its statements not counted with requests.
-        let cx_sweeper = crate::cx::cases::sweep::CxSweeper::start(job_db.uncounted(), config.cx_sweep());
+        let cx_sweeper =
+            crate::cx::cases::sweep::CxSweeper::start(job_db.uncounted(), services.pubsub.clone(), config.cx_sweep());
         // Jobs run outside any request: no request timeout, and on PostgreSQL a pool without the statement timeout.
         let job_runner = JobRunner::start(Services { db: job_db, ..services.clone() }, config.job_poll());
         let mut write_keys = http::tracking::WriteKeys::new();

@@ -1,12 +1,13 @@
 //! The one after-commit step. Every write path, once its transaction has committed, hands what it changed to
 //! [`committed`], which drops the cached profiles of every customer it touched (`profiles::cache`) and publishes
-//! the changes to subscribers (`customerChanges`, `touchpointRecorded`). A write path that calls it cannot forget
-//! either; a write path that does not call it shows in review as the one that doesn't.
+//! the changes to subscribers (`customerChanges`, `touchpointRecorded`, `feedbackCaseChanged`). A write path that
+//! calls it cannot forget either; a write path that does not call it shows in review as the one that doesn't. The
+//! CX sweeper, which has no `Services`, publishes its case changes with [`publish_case_changes`].
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::{auth::TenantId, services::Services};
+use crate::{auth::TenantId, services::Services, storage::pubsub::PubSub};
 
 /// What happened to a customer, as subscribers of `customerChanges` see it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, async_graphql::Enum)]
@@ -45,6 +46,21 @@ pub struct TouchpointRecorded {
     pub customer_id: Uuid,
 }
 
+/// What subscribers of a tenant's `feedback_cases` topic receive: a case changed (the kind is that of the history
+/// entry the change appended: `CREATED`, `ASSIGNED`, `STATUS_CHANGED`, …), with the state and team it has now, so
+/// that a subscription filters without reading the case. Ids, never personal data.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CaseChange {
+    pub case_id: Uuid,
+    pub customer_id: Uuid,
+    /// `cx::cases::EventKind`, as text.
+    pub kind: String,
+    /// `cx::cases::CaseState`, as text.
+    pub state: String,
+    pub team: String,
+    pub at: DateTime<Utc>,
+}
+
 /// Everything one committed write changed.
 #[derive(Debug, Default)]
 pub struct Changed {
@@ -52,6 +68,7 @@ pub struct Changed {
     /// Customers whose cached profile must go but who are not announced (e.g. a touchpoint appended).
     quiet: Vec<Uuid>,
     touchpoints: Vec<TouchpointRecorded>,
+    cases: Vec<CaseChange>,
 }
 
 impl Changed {
@@ -97,8 +114,14 @@ impl Changed {
         self
     }
 
+    /// Feedback cases changed (announced on `feedbackCaseChanged`; no cached profile holds a case).
+    pub fn cases(mut self, changes: impl IntoIterator<Item = CaseChange>) -> Self {
+        self.cases.extend(changes);
+        self
+    }
+
     pub fn is_empty(&self) -> bool {
-        self.customers.is_empty() && self.quiet.is_empty() && self.touchpoints.is_empty()
+        self.customers.is_empty() && self.quiet.is_empty() && self.touchpoints.is_empty() && self.cases.is_empty()
     }
 }
 
@@ -108,6 +131,10 @@ pub fn customers_topic(tenant: &TenantId) -> String {
 
 pub fn touchpoints_topic(tenant: &TenantId) -> String {
     format!("touchpoints:{tenant}")
+}
+
+pub fn cases_topic(tenant: &TenantId) -> String {
+    format!("feedback_cases:{tenant}")
 }
 
 /// Call after the commit of every write: drops the cached profiles of every customer the write touched (one round
@@ -120,15 +147,24 @@ pub async fn committed(svc: &Services, tenant: &TenantId, changed: Changed) {
     let mut touched: Vec<Uuid> = changed.customers.iter().map(|c| c.customer_id).chain(changed.quiet).collect();
     touched.sort_unstable();
     touched.dedup();
-    crate::profiles::cache::forget(svc, tenant, touched).await;
-    publish_all(svc, &customers_topic(tenant), &changed.customers).await;
-    publish_all(svc, &touchpoints_topic(tenant), &changed.touchpoints).await;
+    if !touched.is_empty() {
+        crate::profiles::cache::forget(svc, tenant, touched).await;
+    }
+    let pubsub = svc.pubsub.as_ref();
+    publish_all(pubsub, &customers_topic(tenant), &changed.customers).await;
+    publish_all(pubsub, &touchpoints_topic(tenant), &changed.touchpoints).await;
+    publish_all(pubsub, &cases_topic(tenant), &changed.cases).await;
 }
 
-async fn publish_all<T: Serialize>(svc: &Services, topic: &str, events: &[T]) {
+/// Publishes case changes committed outside a request (the CX sweeper), best effort like [`committed`].
+pub async fn publish_case_changes(pubsub: &dyn PubSub, tenant: &TenantId, changes: &[CaseChange]) {
+    publish_all(pubsub, &cases_topic(tenant), changes).await;
+}
+
+async fn publish_all<T: Serialize>(pubsub: &dyn PubSub, topic: &str, events: &[T]) {
     for event in events {
         let Ok(payload) = serde_json::to_string(event) else { continue };
-        if let Err(err) = svc.pubsub.publish(topic, payload).await {
+        if let Err(err) = pubsub.publish(topic, payload).await {
             metrics::counter!("kontakt_publish_failures_total").increment(1);
             tracing::warn!(error = %err, topic, "publishing a change failed");
             // The pub/sub is down: the rest would fail the same way, each after its own timeout.

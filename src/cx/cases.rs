@@ -12,6 +12,13 @@
 //! A case is "open" until CLOSED: its `open_key` (`customer:rule`) is unique per tenant, so a customer has at most
 //! one open case per rule, and a later poor answer is linked to it as an event. Every write is conditional on the
 //! version it read, so two concurrent transitions never both win.
+//!
+//! Cases follow merges (`follow_merge`, `follow_unmerge`): the merged customer's cases move to the survivor and the
+//! merge records their ids, so an unmerge moves exactly those back. A moved open case keeps its own open key when
+//! the survivor has an open case of the same rule (both stay open; nothing is closed for the caller).
+//!
+//! Every committed change is announced on `feedbackCaseChanged` through `changes::committed` (the sweeper's through
+//! `changes::publish_case_changes`), with the kind of the history entry it appended.
 pub mod rules;
 pub mod stats;
 pub mod sweep;
@@ -22,12 +29,14 @@ use chrono::{DateTime, SubsecRound, Utc};
 use sea_orm::{
     ActiveValue::Set,
     ColumnTrait, ConnectionTrait, DatabaseTransaction, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
+    QueryTrait,
     sea_query::{Expr, ExprTrait, OnConflict},
 };
 use uuid::Uuid;
 
 use crate::{
     auth::{Caller, Purpose, Scope, TenantId},
+    changes::{self, CaseChange, Changed},
     consent::policy::{self, DataCategory},
     error::{ApiError, ApiResult},
     pagination::{Page, PageRequest},
@@ -315,6 +324,51 @@ pub(crate) async fn append(
 
 fn open_key(customer: Uuid, rule: Uuid) -> String {
     format!("{customer}:{rule}")
+}
+
+/// The announcement of a committed change to a case, for `feedbackCaseChanged`.
+pub(crate) fn announce(row: &feedback_case::Model, kind: EventKind, at: DateTime<Utc>) -> CaseChange {
+    CaseChange {
+        case_id: row.id,
+        customer_id: row.customer_id,
+        kind: kind.as_str().to_owned(),
+        state: row.state.clone(),
+        team: row.team.clone(),
+        at,
+    }
+}
+
+/// What a survey answer just did to the customer's cases, in the answer's transaction (after
+/// `cx::answers::recorded`): every history entry the answer's touchpoint appended (CREATED, ANSWER_LINKED,
+/// RESURVEYED), announced with the case's state. Two statements, the second only when the answer changed a case.
+pub(crate) async fn changed_by_answer(
+    conn: &impl ConnectionTrait,
+    tenant: &TenantId,
+    customer_id: Uuid,
+    touchpoint_id: Uuid,
+) -> Result<Vec<CaseChange>, DbErr> {
+    let of_customer = feedback_case::of_tenant(tenant)
+        .filter(feedback_case::Column::CustomerId.eq(customer_id))
+        .select_only()
+        .column(feedback_case::Column::Id)
+        .into_query();
+    let events = feedback_case_event::of_tenant(tenant)
+        .filter(feedback_case_event::Column::TouchpointId.eq(touchpoint_id))
+        .filter(feedback_case_event::Column::CaseId.in_subquery(of_customer))
+        .order_by_asc(feedback_case_event::Column::Id)
+        .all(conn)
+        .await?;
+    if events.is_empty() {
+        return Ok(Vec::new());
+    }
+    let cases: std::collections::HashMap<Uuid, feedback_case::Model> = feedback_case::of_tenant(tenant)
+        .filter(feedback_case::Column::Id.is_in(events.iter().map(|e| e.case_id)))
+        .all(conn)
+        .await?
+        .into_iter()
+        .map(|c| (c.id, c))
+        .collect();
+    Ok(events.iter().filter_map(|e| Some(announce(cases.get(&e.case_id)?, EventKind::parse(&e.kind)?, e.at))).collect())
 }
 
 /// Whether a rule opens a case for this answer.
@@ -627,9 +681,11 @@ pub async fn change(caller: &Caller, svc: &Services, id: Uuid, change: Change) -
             txn.rollback().await?;
             continue;
         }
+        let kind = event.kind.unwrap_or(EventKind::StatusChanged);
         append(&txn, tenant, id, event).await?;
         let row = row_of(&txn, tenant, id).await?;
         txn.commit().await?;
+        changes::committed(svc, tenant, Changed::new().cases([announce(&row, kind, now)])).await;
         return row.try_into();
     }
     Err(ApiError::Conflict("the case keeps changing; try again".into()))
@@ -735,6 +791,7 @@ pub async fn record_contact(caller: &Caller, svc: &Services, id: Uuid, input: Co
         append(&txn, tenant, id, event).await?;
         let row = row_of(&txn, tenant, id).await?;
         txn.commit().await?;
+        changes::committed(svc, tenant, Changed::new().cases([announce(&row, EventKind::Contacted, now)])).await;
         svc.access_log.record(caller, [row.customer_id], AccessCategory::FeedbackCase);
         return row.try_into();
     }
@@ -812,16 +869,177 @@ pub async fn list(
     })
 }
 
-/// A case's history, oldest first (at most 1000 entries). Needs `cx:read`.
-pub async fn history(caller: &Caller, svc: &Services, case_id: Uuid) -> ApiResult<Vec<CaseEvent>> {
+/// The tenant's case changes as they commit, optionally only those of a team or leaving a case in a state. Needs
+/// `cx:read`. Ids, kinds and states only: reading the case itself goes through [`get`] (access-logged).
+pub async fn watch(
+    caller: &Caller,
+    svc: &Services,
+    team: Option<String>,
+    state: Option<CaseState>,
+) -> ApiResult<futures_util::stream::BoxStream<'static, CaseChange>> {
+    use futures_util::StreamExt;
     caller.require(Scope::CxRead)?;
-    let rows = feedback_case_event::of_tenant(caller.tenant())
-        .filter(feedback_case_event::Column::CaseId.eq(case_id))
-        .order_by_asc(feedback_case_event::Column::Id)
-        .limit(1000)
-        .all(svc.db.conn())
+    let stream = svc.pubsub.subscribe(&changes::cases_topic(caller.tenant())).await.map_err(|err| {
+        tracing::error!(error = %err, "subscribing to feedback-case changes failed");
+        ApiError::Unavailable("feedback-case notifications are unavailable, try again".into())
+    })?;
+    Ok(stream
+        .filter_map(move |payload| {
+            let wanted = serde_json::from_str::<CaseChange>(&payload).ok().filter(|change| {
+                team.as_ref().is_none_or(|t| *t == change.team) && state.is_none_or(|s| s.as_str() == change.state)
+            });
+            async move { wanted }
+        })
+        .boxed())
+}
+
+/// Most history entries served per case (the latest ones).
+pub const MAX_HISTORY: usize = 1000;
+
+/// The histories of many cases at once (the loader behind `FeedbackCase.history`): one window statement per 500
+/// cases; each case's latest [`MAX_HISTORY`] entries, oldest first. Every case asked for is in the answer. Needs
+/// `cx:read`.
+pub async fn history_of_many(
+    caller: &Caller,
+    svc: &Services,
+    case_ids: &[Uuid],
+) -> ApiResult<std::collections::HashMap<Uuid, Vec<CaseEvent>>> {
+    use crate::storage::window::{TopPerCustomer, top_per_customer};
+    caller.require(Scope::CxRead)?;
+    let query = TopPerCustomer {
+        table: "feedback_case_events",
+        key_columns: &["case_id"],
+        filter: None,
+        order_desc: &["id"],
+        limit: MAX_HISTORY,
+    };
+    let by_case = top_per_customer::<feedback_case_event::Entity>(&svc.db, caller.tenant(), &query, case_ids).await?;
+    Ok(by_case.into_iter().map(|(id, rows)| (id, rows.into_iter().rev().map(CaseEvent::from).collect())).collect())
+}
+
+/// The first page (newest first, `first` cases) of many customers' cases, in one window statement per 500
+/// customers (the loader behind a list's `Customer.feedbackCases`). Needs `cx:read`; every case served is
+/// access-logged under its customer.
+pub async fn first_pages_for(
+    caller: &Caller,
+    svc: &Services,
+    customer_ids: &[Uuid],
+    first: usize,
+) -> ApiResult<std::collections::HashMap<Uuid, Page<FeedbackCase>>> {
+    use crate::storage::window::{TopPerCustomer, top_per_customer};
+    caller.require(Scope::CxRead)?;
+    let query = TopPerCustomer {
+        table: "feedback_cases",
+        key_columns: &["customer_id"],
+        filter: None,
+        order_desc: &["id"],
+        limit: first + 1,
+    };
+    let by_customer = top_per_customer::<feedback_case::Entity>(&svc.db, caller.tenant(), &query, customer_ids).await?;
+    svc.access_log.record(
+        caller,
+        by_customer.iter().filter(|(_, rows)| !rows.is_empty()).map(|(id, _)| *id),
+        AccessCategory::FeedbackCase,
+    );
+    by_customer
+        .into_iter()
+        .map(|(id, mut rows)| {
+            let has_next_page = rows.len() > first;
+            rows.truncate(first);
+            let items = rows.into_iter().map(FeedbackCase::try_from).collect::<ApiResult<_>>()?;
+            Ok((id, Page { items, has_next_page, has_previous_page: false }))
+        })
+        .collect()
+}
+
+/// In a merge's transaction: `merged`'s cases move to `survivor`; their ids are returned for the merge's record.
+///
+/// A moved open case keeps its open key (`merged:rule`), so it never collides with an open case the survivor has
+/// of the same rule: both stay open, nothing is closed automatically, and later answers link to the survivor's
+/// own. When the survivor has no open case of that rule, the moved case takes the survivor's key
+/// (`survivor:rule`), so later answers link to it instead of opening a second case.
+pub(crate) async fn follow_merge(
+    txn: &DatabaseTransaction,
+    tenant: &TenantId,
+    survivor: Uuid,
+    merged: Uuid,
+) -> Result<Vec<Uuid>, DbErr> {
+    let moving = feedback_case::of_tenant(tenant).filter(feedback_case::Column::CustomerId.eq(merged)).all(txn).await?;
+    if moving.is_empty() {
+        return Ok(Vec::new());
+    }
+    let held: BTreeSet<String> = feedback_case::of_tenant(tenant)
+        .filter(feedback_case::Column::CustomerId.eq(survivor))
+        .filter(feedback_case::Column::OpenKey.is_not_null())
+        .select_only()
+        .column(feedback_case::Column::OpenKey)
+        .into_tuple::<String>()
+        .all(txn)
+        .await?
+        .into_iter()
+        .collect();
+    let ids: Vec<Uuid> = moving.iter().map(|c| c.id).collect();
+    for chunk in ids.chunks(500) {
+        feedback_case::update_of_tenant(tenant)
+            .col_expr(feedback_case::Column::CustomerId, Expr::value(survivor))
+            .filter(feedback_case::Column::Id.is_in(chunk.iter().copied()))
+            .exec(txn)
+            .await?;
+    }
+    for case in moving.iter().filter(|c| c.open_key.is_some()) {
+        let key = open_key(survivor, case.rule_id);
+        if !held.contains(&key) {
+            feedback_case::update_of_tenant(tenant)
+                .col_expr(feedback_case::Column::OpenKey, Expr::value(key))
+                .filter(feedback_case::Column::Id.eq(case.id))
+                .exec(txn)
+                .await?;
+        }
+    }
+    Ok(ids)
+}
+
+/// In an unmerge's transaction: the cases the merge moved (`ids`) go back to `restored`, and those still open
+/// take its open key again (cases opened on the survivor after the merge stay with it).
+pub(crate) async fn follow_unmerge(
+    txn: &DatabaseTransaction,
+    tenant: &TenantId,
+    ids: &[Uuid],
+    restored: Uuid,
+) -> Result<(), DbErr> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    for chunk in ids.chunks(500) {
+        feedback_case::update_of_tenant(tenant)
+            .col_expr(feedback_case::Column::CustomerId, Expr::value(restored))
+            .filter(feedback_case::Column::Id.is_in(chunk.iter().copied()))
+            .exec(txn)
+            .await?;
+    }
+    let open: Vec<(Uuid, Uuid, String)> = feedback_case::of_tenant(tenant)
+        .filter(feedback_case::Column::CustomerId.eq(restored))
+        .filter(feedback_case::Column::OpenKey.is_not_null())
+        .select_only()
+        .column(feedback_case::Column::Id)
+        .column(feedback_case::Column::RuleId)
+        .column(feedback_case::Column::OpenKey)
+        .into_tuple()
+        .all(txn)
         .await?;
-    Ok(rows.into_iter().map(CaseEvent::from).collect())
+    let mut held: BTreeSet<String> = open.iter().map(|(_, _, key)| key.clone()).collect();
+    for (id, rule, key) in open {
+        let wanted = open_key(restored, rule);
+        // Two open cases of one rule (both sides had one): the other keeps the key, this one its own.
+        if key != wanted && held.insert(wanted.clone()) {
+            feedback_case::update_of_tenant(tenant)
+                .col_expr(feedback_case::Column::OpenKey, Expr::value(wanted))
+                .filter(feedback_case::Column::Id.eq(id))
+                .exec(txn)
+                .await?;
+        }
+    }
+    Ok(())
 }
 
 /// Deletes the cases of erased customers and their histories (in the erasure's transaction). Returns how many

@@ -1,14 +1,24 @@
 //! Feedback-case resolvers (the closed loop): rules and root causes, the case lifecycle, the follow-up contact,
 //! reads and stats. Every rule lives in `cx::cases`.
+use std::sync::Arc;
+
 use async_graphql::{
-    Context, InputObject, Object, SimpleObject,
+    Context, ErrorExtensions, InputObject, Object, SimpleObject, Subscription,
     connection::{Connection, Edge},
+    dataloader::DataLoader,
 };
 use chrono::{DateTime, Utc};
+use futures_util::{Stream, StreamExt};
 use uuid::Uuid;
 
-use super::request;
+use super::{
+    loader,
+    loaders::{CaseHistoryLoader, InList},
+    request, session,
+    views::CustomerView,
+};
 use crate::{
+    changes::CaseChange,
     cx::cases::{
         self, Action, CaseEvent, CaseFilter, CaseState, Change, ContactInput, Deadline, EventKind, FeedbackCase,
         Outcome, Priority,
@@ -16,7 +26,9 @@ use crate::{
         stats::{self, CaseStats, RootCauseCount},
     },
     error::{ApiError, GqlResult},
-    pagination::{PageRequest, encode_cursor},
+    pagination::{Page, PageRequest, encode_cursor},
+    privacy::Disclosure,
+    profiles::customers,
     touchpoints::{Channel, FeedbackMetric, JourneyStage, TouchpointType},
 };
 
@@ -93,16 +105,52 @@ impl From<RootCause> for RootCauseView {
     }
 }
 
-/// The follow-up of one poor survey answer. The answer's verbatim stays on its touchpoint.
-pub struct FeedbackCaseView(FeedbackCase);
+/// The follow-up of one poor survey answer. The answer's verbatim stays on its touchpoint. Holds the cases its
+/// history loads with: a case read alone (`None`) reads its history directly, so a long-lived WebSocket connection
+/// (whose loaders live as long as it does) never serves a history its loader read earlier.
+pub struct FeedbackCaseView(FeedbackCase, Option<Arc<[Uuid]>>);
+
+impl FeedbackCaseView {
+    fn one(case: FeedbackCase) -> Self {
+        FeedbackCaseView(case, None)
+    }
+
+    /// The views of a page of cases, which load their histories together with the cases of `list` (the page's own
+    /// cases when `None`).
+    fn list(cases: Vec<FeedbackCase>, list: Option<Arc<[Uuid]>>) -> Vec<Self> {
+        let list: Arc<[Uuid]> = list.unwrap_or_else(|| cases.iter().map(|c| c.id).collect());
+        cases.into_iter().map(|case| FeedbackCaseView(case, Some(list.clone()))).collect()
+    }
+}
+
+/// A page of cases as a connection, newest first (cursors are case ids); `loaded_with`: the cases whose histories
+/// load with these (a list of customers' cases), the page's own when `None`.
+pub(super) fn connection(
+    page: Page<FeedbackCase>,
+    loaded_with: Option<Arc<[Uuid]>>,
+) -> Connection<String, FeedbackCaseView> {
+    let mut connection = Connection::new(page.has_previous_page, page.has_next_page);
+    let views = FeedbackCaseView::list(page.items, loaded_with);
+    connection.edges.extend(views.into_iter().map(|c| Edge::new(encode_cursor(c.0.id), c)));
+    connection
+}
 
 #[Object(name = "FeedbackCase")]
 impl FeedbackCaseView {
     async fn id(&self) -> Uuid {
         self.0.id
     }
+    /// The customer the case belongs to now (cases follow merges).
     async fn customer_id(&self) -> Uuid {
         self.0.customer_id
+    }
+    /// The customer, read as `Query.customer` reads it (needs `profiles:read`; `null` with the error otherwise).
+    /// One profile read per case: select `customerId` for long lists.
+    async fn customer(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<CustomerView>> {
+        let rc = request(ctx)?;
+        let profile =
+            customers::read_profile(&rc.caller, &rc.services, session(ctx)?, self.0.customer_id).await.gql()?;
+        Ok(Some(CustomerView::read(profile, Disclosure::for_caller(&rc.caller))))
     }
     async fn rule_id(&self) -> Uuid {
         self.0.rule_id
@@ -192,10 +240,21 @@ impl FeedbackCaseView {
     async fn updated_at(&self) -> DateTime<Utc> {
         self.0.updated_at
     }
-    /// Everything that happened to the case, oldest first.
+    /// Everything that happened to the case, oldest first (the latest 1000 entries). A page of cases loads its
+    /// histories in one query.
     async fn history(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<FeedbackCaseEventView>> {
-        let rc = request(ctx)?;
-        let events = cases::history(&rc.caller, &rc.services, self.0.id).await.gql()?;
+        let events = match &self.1 {
+            Some(list) => {
+                let loader = loader::<DataLoader<CaseHistoryLoader>>(ctx)?;
+                let key = InList { key: self.0.id, list: list.clone() };
+                loader.load_one(key).await.map_err(|e| e.as_ref().extend())?.unwrap_or_default()
+            }
+            None => {
+                let rc = request(ctx)?;
+                let mut found = cases::history_of_many(&rc.caller, &rc.services, &[self.0.id]).await.gql()?;
+                found.remove(&self.0.id).unwrap_or_default()
+            }
+        };
         Ok(events.into_iter().map(FeedbackCaseEventView).collect())
     }
 }
@@ -272,6 +331,28 @@ impl From<RootCauseCount> for RootCauseCountView {
     }
 }
 
+/// The root-cause Pareto of the closed cases opened by answers from one channel.
+#[derive(SimpleObject)]
+#[graphql(name = "FeedbackRootCausesOfChannel")]
+pub struct RootCausesOfChannelView {
+    channel: Channel,
+    /// Most frequent first; `share` is within the channel.
+    root_causes: Vec<RootCauseCountView>,
+}
+
+/// The root-cause Pareto of the closed cases opened by answers in one journey stage.
+#[derive(SimpleObject)]
+#[graphql(name = "FeedbackRootCausesOfStage")]
+pub struct RootCausesOfStageView {
+    stage: JourneyStage,
+    /// Most frequent first; `share` is within the stage.
+    root_causes: Vec<RootCauseCountView>,
+}
+
+fn views(counts: Vec<RootCauseCount>) -> Vec<RootCauseCountView> {
+    counts.into_iter().map(RootCauseCountView::from).collect()
+}
+
 /// How the closed loop performed over the cases opened in a window.
 #[derive(SimpleObject)]
 #[graphql(name = "FeedbackCaseStats")]
@@ -295,6 +376,10 @@ pub struct CaseStatsView {
     recovery_rate: Option<f64>,
     /// Closed cases per root cause, most frequent first.
     root_causes: Vec<RootCauseCountView>,
+    /// The Pareto cut by the channel of the answer that opened each case.
+    root_causes_by_channel: Vec<RootCausesOfChannelView>,
+    /// The Pareto cut by the journey stage of the answer that opened each case.
+    root_causes_by_stage: Vec<RootCausesOfStageView>,
 }
 
 impl From<CaseStats> for CaseStatsView {
@@ -311,7 +396,21 @@ impl From<CaseStats> for CaseStatsView {
             resurveyed: s.resurveyed,
             recovered: s.recovered,
             recovery_rate: s.recovery_rate,
-            root_causes: s.root_causes.into_iter().map(RootCauseCountView::from).collect(),
+            root_causes: views(s.root_causes),
+            root_causes_by_channel: s
+                .root_causes_by_channel
+                .into_iter()
+                .filter_map(|(c, counts)| {
+                    Some(RootCausesOfChannelView { channel: Channel::parse(&c)?, root_causes: views(counts) })
+                })
+                .collect(),
+            root_causes_by_stage: s
+                .root_causes_by_stage
+                .into_iter()
+                .filter_map(|(st, counts)| {
+                    Some(RootCausesOfStageView { stage: JourneyStage::parse(&st)?, root_causes: views(counts) })
+                })
+                .collect(),
         }
     }
 }
@@ -334,7 +433,7 @@ impl CasesQuery {
     /// One of the tenant's feedback cases (`NOT_FOUND` for another tenant's). Needs `cx:read`; access-logged.
     async fn feedback_case(&self, ctx: &Context<'_>, id: Uuid) -> async_graphql::Result<Option<FeedbackCaseView>> {
         let rc = request(ctx)?;
-        Ok(Some(FeedbackCaseView(cases::get(&rc.caller, &rc.services, id).await.gql()?)))
+        Ok(Some(FeedbackCaseView::one(cases::get(&rc.caller, &rc.services, id).await.gql()?)))
     }
 
     /// The tenant's feedback cases, newest first, keyset-paged. Needs `cx:read`; access-logged.
@@ -356,10 +455,7 @@ impl CasesQuery {
             customer_id: f.customer_id,
             breached: f.breached,
         };
-        let page = cases::list(&rc.caller, &rc.services, filter, page).await.gql()?;
-        let mut connection = Connection::new(page.has_previous_page, page.has_next_page);
-        connection.edges.extend(page.items.into_iter().map(|c| Edge::new(encode_cursor(c.id), FeedbackCaseView(c))));
-        Ok(connection)
+        Ok(connection(cases::list(&rc.caller, &rc.services, filter, page).await.gql()?, None))
     }
 
     /// How the closed loop performed over the cases opened in `[from, to)` (`to` defaults to now). Needs `cx:read`.
@@ -387,7 +483,7 @@ impl CasesQuery {
     }
 }
 
-/// A feedback rule: created, or updated when the tenant has one of that name.
+/// A feedback rule: created, or updated when the tenant has one of that name (`updateFeedbackRules`).
 #[derive(InputObject)]
 pub struct FeedbackRuleInput {
     name: String,
@@ -466,33 +562,33 @@ pub struct CasesMutation;
 
 #[Object]
 impl CasesMutation {
-    /// Creates or updates (by name) a feedback rule. Needs `cx:write`.
-    async fn define_feedback_rule(
+    /// Creates or updates (by name) each rule, in one transaction: all or nothing (a refused rule is `VALIDATION`
+    /// naming `rules[i].field`). A changed rule gets a new `version`; rules not named stay as they are; send a rule
+    /// with `enabled: false` to stop it opening cases (its open cases go on). Answers the tenant's rules, by name.
+    /// Needs `cx:write`.
+    async fn update_feedback_rules(
         &self,
         ctx: &Context<'_>,
-        input: FeedbackRuleInput,
-    ) -> async_graphql::Result<FeedbackRuleView> {
+        rules: Vec<FeedbackRuleInput>,
+    ) -> async_graphql::Result<Vec<FeedbackRuleView>> {
         let rc = request(ctx)?;
-        let input = RuleInput {
-            name: input.name,
-            metric: input.metric,
-            score_min: input.score_min,
-            score_max: input.score_max,
-            channels: input.channels.unwrap_or_default(),
-            stages: input.stages.unwrap_or_default(),
-            priority: input.priority,
-            team: input.team,
-            first_contact_secs: input.first_contact_within_seconds,
-            resolution_secs: input.resolution_within_seconds,
-            enabled: input.enabled,
-        };
-        Ok(FeedbackRuleView(rules::define(&rc.caller, &rc.services, input).await.gql()?))
-    }
-
-    /// Stops a rule opening cases; its open cases go on. Needs `cx:write`.
-    async fn disable_feedback_rule(&self, ctx: &Context<'_>, id: Uuid) -> async_graphql::Result<FeedbackRuleView> {
-        let rc = request(ctx)?;
-        Ok(FeedbackRuleView(rules::disable(&rc.caller, &rc.services, id).await.gql()?))
+        let inputs = rules
+            .into_iter()
+            .map(|input| RuleInput {
+                name: input.name,
+                metric: input.metric,
+                score_min: input.score_min,
+                score_max: input.score_max,
+                channels: input.channels.unwrap_or_default(),
+                stages: input.stages.unwrap_or_default(),
+                priority: input.priority,
+                team: input.team,
+                first_contact_secs: input.first_contact_within_seconds,
+                resolution_secs: input.resolution_within_seconds,
+                enabled: input.enabled,
+            })
+            .collect();
+        Ok(rules::update(&rc.caller, &rc.services, inputs).await.gql()?.into_iter().map(FeedbackRuleView).collect())
     }
 
     /// Creates or relabels a root cause. Needs `cx:write`.
@@ -521,7 +617,7 @@ impl CasesMutation {
             team: input.team,
             ..Change::new(Action::Assign, input.reason, input.note)
         };
-        Ok(FeedbackCaseView(cases::change(&rc.caller, &rc.services, input.id, change).await.gql()?))
+        Ok(FeedbackCaseView::one(cases::change(&rc.caller, &rc.services, input.id, change).await.gql()?))
     }
 
     /// Moves a case to IN_PROGRESS, ESCALATED, RESOLVED or REOPENED (`INVALID_TRANSITION` when it may not go
@@ -542,7 +638,7 @@ impl CasesMutation {
             CaseState::New => return Err(ApiError::validation("to", "no case goes back to NEW")).gql(),
         };
         let change = Change::new(action, input.reason, input.note);
-        Ok(FeedbackCaseView(cases::change(&rc.caller, &rc.services, input.id, change).await.gql()?))
+        Ok(FeedbackCaseView::one(cases::change(&rc.caller, &rc.services, input.id, change).await.gql()?))
     }
 
     /// Closes a RESOLVED case with a root cause of the tenant's taxonomy and an outcome. Needs `cx:write`.
@@ -557,7 +653,7 @@ impl CasesMutation {
             outcome: Some(input.outcome),
             ..Change::new(Action::Close, input.reason, input.note)
         };
-        Ok(FeedbackCaseView(cases::change(&rc.caller, &rc.services, input.id, change).await.gql()?))
+        Ok(FeedbackCaseView::one(cases::change(&rc.caller, &rc.services, input.id, change).await.gql()?))
     }
 
     /// Records the follow-up contact: a touchpoint on the customer's journey (stage SUPPORT), linked to the case.
@@ -570,6 +666,67 @@ impl CasesMutation {
         let rc = request(ctx)?;
         let contact =
             ContactInput { channel: input.channel, kind: input.kind, note: input.note, occurred_at: input.occurred_at };
-        Ok(FeedbackCaseView(cases::record_contact(&rc.caller, &rc.services, input.id, contact).await.gql()?))
+        Ok(FeedbackCaseView::one(cases::record_contact(&rc.caller, &rc.services, input.id, contact).await.gql()?))
+    }
+}
+
+/// What a `feedbackCaseChanged` subscription narrows to (fields combine: all of).
+#[derive(InputObject, Default)]
+pub struct FeedbackCaseChangeFilterInput {
+    /// Only cases of this team (the team after the change).
+    team: Option<String>,
+    /// Only changes that leave the case in this state.
+    state: Option<CaseState>,
+}
+
+/// A committed change to a feedback case.
+pub struct FeedbackCaseChangeView(CaseChange);
+
+#[Object(name = "FeedbackCaseChange")]
+impl FeedbackCaseChangeView {
+    async fn case_id(&self) -> Uuid {
+        self.0.case_id
+    }
+    async fn customer_id(&self) -> Uuid {
+        self.0.customer_id
+    }
+    /// What happened, as the case's history records it: CREATED (opened), ANSWER_LINKED, ASSIGNED,
+    /// STATUS_CHANGED, SLA_BREACHED (by the sweeper), CONTACTED, RESURVEYED, CLOSED, REOPENED.
+    async fn kind(&self) -> Option<EventKind> {
+        EventKind::parse(&self.0.kind)
+    }
+    /// The state the change left the case in.
+    async fn state(&self) -> Option<CaseState> {
+        CaseState::parse(&self.0.state)
+    }
+    async fn team(&self) -> &str {
+        &self.0.team
+    }
+    async fn at(&self) -> DateTime<Utc> {
+        self.0.at
+    }
+    /// The case as it is now (read when asked for; access-logged; `null` with `NOT_FOUND` once erased).
+    async fn case(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<FeedbackCaseView>> {
+        let rc = request(ctx)?;
+        Ok(Some(FeedbackCaseView::one(cases::get(&rc.caller, &rc.services, self.0.case_id).await.gql()?)))
+    }
+}
+
+#[derive(Default)]
+pub struct CasesSubscription;
+
+#[Subscription]
+impl CasesSubscription {
+    /// The tenant's feedback cases as they change, after commit, from every instance: opened, answer linked,
+    /// assigned, moved, contacted, breached by the sweeper, closed, reopened, re-surveyed. Needs `cx:read`.
+    async fn feedback_case_changed(
+        &self,
+        ctx: &Context<'_>,
+        filter: Option<FeedbackCaseChangeFilterInput>,
+    ) -> async_graphql::Result<impl Stream<Item = FeedbackCaseChangeView> + use<>> {
+        let rc = request(ctx)?;
+        let filter = filter.unwrap_or_default();
+        let stream = cases::watch(&rc.caller, &rc.services, filter.team, filter.state).await.gql()?;
+        Ok(stream.map(FeedbackCaseChangeView))
     }
 }

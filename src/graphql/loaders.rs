@@ -15,6 +15,7 @@ use uuid::Uuid;
 use crate::{
     auth::{Caller, TenantId},
     consent::{ConsentEvent, Permit, Permitted, ledger},
+    cx::cases::{self, CaseEvent, FeedbackCase},
     error::{ApiError, ApiResult},
     pagination::Page,
     profiles::{
@@ -290,6 +291,84 @@ impl Loader<InList<(Uuid, usize)>> for ConsentHistoryLoader {
                 }
                 Ok(out)
             })
+            .await
+    }
+}
+
+/// One customer's first page of cases, with the ids of every case loaded with it (the list's), so that the cases'
+/// histories load together too.
+#[derive(Clone)]
+pub struct CasesPage {
+    pub page: Page<FeedbackCase>,
+    pub loaded_with: Arc<[Uuid]>,
+}
+
+/// Loads the first page (no cursor) of many customers' feedback cases, keyed by (customer, page size): one window
+/// query per page size asked for.
+pub struct CustomerCasesLoader {
+    caller: Caller,
+    services: Services,
+    loaded: Loaded<(Uuid, usize), CasesPage>,
+}
+
+impl CustomerCasesLoader {
+    pub fn new(caller: Caller, services: Services) -> Self {
+        CustomerCasesLoader { caller, services, loaded: Loaded::default() }
+    }
+}
+
+impl Loader<InList<(Uuid, usize)>> for CustomerCasesLoader {
+    type Value = CasesPage;
+    type Error = Arc<ApiError>;
+
+    async fn load(
+        &self,
+        keys: &[InList<(Uuid, usize)>],
+    ) -> Result<HashMap<InList<(Uuid, usize)>, Self::Value>, Self::Error> {
+        self.loaded
+            .get(keys, |missing| async move {
+                let mut by_size: HashMap<usize, Vec<(Uuid, usize)>> = HashMap::new();
+                for key in missing {
+                    by_size.entry(key.1).or_default().push(key);
+                }
+                let mut out = HashMap::new();
+                for (first, keys) in by_size {
+                    let ids = ids(&keys, |k| k.0);
+                    let pages = cases::first_pages_for(&self.caller, &self.services, &ids, first).await?;
+                    let loaded_with: Arc<[Uuid]> = pages.values().flat_map(|p| p.items.iter().map(|c| c.id)).collect();
+                    out.extend(
+                        pages
+                            .into_iter()
+                            .map(|(id, page)| ((id, first), CasesPage { page, loaded_with: loaded_with.clone() })),
+                    );
+                }
+                Ok(out)
+            })
+            .await
+    }
+}
+
+/// Loads the histories of the feedback cases of one list (keyed by case id; the list is the page of cases it was
+/// served in): one window query per list.
+pub struct CaseHistoryLoader {
+    caller: Caller,
+    services: Services,
+    loaded: Loaded<Uuid, Vec<CaseEvent>>,
+}
+
+impl CaseHistoryLoader {
+    pub fn new(caller: Caller, services: Services) -> Self {
+        CaseHistoryLoader { caller, services, loaded: Loaded::default() }
+    }
+}
+
+impl Loader<InList<Uuid>> for CaseHistoryLoader {
+    type Value = Vec<CaseEvent>;
+    type Error = Arc<ApiError>;
+
+    async fn load(&self, keys: &[InList<Uuid>]) -> Result<HashMap<InList<Uuid>, Self::Value>, Self::Error> {
+        self.loaded
+            .get(keys, |ids| async move { cases::history_of_many(&self.caller, &self.services, &ids).await })
             .await
     }
 }

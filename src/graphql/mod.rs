@@ -18,8 +18,8 @@ use async_graphql::{Context, ErrorExtensions, MergedObject, MergedSubscription, 
 
 pub use document::{OperationKind, RequestDocument, inspect, operation_kind};
 pub use loaders::{
-    ConsentHistoryLoader, IdentityLoader, MergeHistoryLoader, RecentTouchpointsLoader, SourceRecordsLoader,
-    TraitHistoryLoader, TraitsLoader,
+    CaseHistoryLoader, ConsentHistoryLoader, CustomerCasesLoader, IdentityLoader, MergeHistoryLoader,
+    RecentTouchpointsLoader, SourceRecordsLoader, TraitHistoryLoader, TraitsLoader,
 };
 
 use crate::{auth::Caller, config::Config, error::ApiError, services::Services};
@@ -52,7 +52,11 @@ pub struct MutationRoot(
 
 #[derive(MergedSubscription, Default)]
 #[graphql(name = "Subscription")]
-pub struct SubscriptionRoot(profiles::ProfilesSubscription, touchpoints::TouchpointsSubscription);
+pub struct SubscriptionRoot(
+    profiles::ProfilesSubscription,
+    touchpoints::TouchpointsSubscription,
+    cases::CasesSubscription,
+);
 
 pub type KontaktSchema = Schema<QueryRoot, MutationRoot, SubscriptionRoot>;
 
@@ -76,6 +80,8 @@ impl RequestContext {
         data.insert(DataLoader::new(SourceRecordsLoader::new(caller.clone(), services.clone()), tokio::spawn));
         data.insert(DataLoader::new(MergeHistoryLoader::new(caller.clone(), services.clone()), tokio::spawn));
         data.insert(DataLoader::new(ConsentHistoryLoader::new(caller.clone(), services.clone()), tokio::spawn));
+        data.insert(DataLoader::new(CustomerCasesLoader::new(caller.clone(), services.clone()), tokio::spawn));
+        data.insert(DataLoader::new(CaseHistoryLoader::new(caller.clone(), services.clone()), tokio::spawn));
         data.insert(self);
         data
     }

@@ -197,8 +197,9 @@ pub struct ProfilesMutation;
 
 #[Object]
 impl ProfilesMutation {
-    /// Merges `mergedId` into `survivorId` (for an agent who knows they are one person): identities, touchpoints
-    /// and consents move; disagreeing consents resolve to the most restrictive. Needs `profiles:write`.
+    /// Merges `mergedId` into `survivorId` (for an agent who knows they are one person): identities, touchpoints,
+    /// consents and feedback cases move; disagreeing consents resolve to the most restrictive. Needs
+    /// `profiles:write`.
     async fn merge_customers(
         &self,
         ctx: &Context<'_>,
@@ -223,7 +224,8 @@ impl ProfilesMutation {
         Ok(JobView(jobs::enqueue(&rc.caller, &rc.services, JobKind::ReresolveCustomers).await.gql()?))
     }
 
-    /// Undoes a merge: both customers are restored with their own identities, touchpoints and consents, and the
+    /// Undoes a merge: both customers are restored with their own identities, touchpoints, consents and feedback
+    /// cases, and the
     /// touchpoints and source records that arrived since go where their identities now point. Needs `profiles:write`.
     async fn unmerge_customer(&self, ctx: &Context<'_>, merge_id: Uuid) -> async_graphql::Result<MergeView> {
         let rc = request(ctx)?;

@@ -11,10 +11,11 @@ use std::sync::Arc;
 use uuid::Uuid;
 
 use super::{
+    cases::FeedbackCaseView,
     loader,
     loaders::{
-        ConsentHistoryLoader, IdentityLoader, InList, MergeHistoryLoader, RecentKey, RecentTouchpointsLoader,
-        SourceRecordsLoader, TraitHistoryLoader, TraitsLoader,
+        ConsentHistoryLoader, CustomerCasesLoader, IdentityLoader, InList, MergeHistoryLoader, RecentKey,
+        RecentTouchpointsLoader, SourceRecordsLoader, TraitHistoryLoader, TraitsLoader,
     },
     records::{CustomerTraitsView, SourceRecordView, TraitValueView},
     request, session,
@@ -368,6 +369,36 @@ impl CustomerView {
         let feedback =
             crate::cx::feedback::read(&rc.caller, &rc.services, session(ctx)?, self.customer.id).await.gql()?;
         Ok(Some(super::cx::CustomerFeedbackView::new(feedback, self.disclosure)))
+    }
+
+    /// The customer's feedback cases (the closed loop), newest first, keyset-paged; a merged customer's cases are
+    /// its survivor's. `null` with `FORBIDDEN` without `cx:read`; access-logged. A list of customers loads the
+    /// first page of everyone's cases in one query.
+    #[graphql(complexity = "first.unwrap_or(20).max(0) as usize * child_complexity + 1")]
+    async fn feedback_cases(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(validator(minimum = 0, maximum = 100))] first: Option<i32>,
+        after: Option<String>,
+    ) -> async_graphql::Result<Option<Connection<String, FeedbackCaseView>>> {
+        let rc = request(ctx)?;
+        rc.caller.require(Scope::CxRead).gql()?;
+        let page = PageRequest::parse(first, after.as_deref()).gql()?;
+        let (page, loaded_with) = match page {
+            PageRequest { first, after: None } if !self.single => {
+                let loader = loader::<DataLoader<CustomerCasesLoader>>(ctx)?;
+                let loaded = loader.load_one(self.list.key((self.customer.id, first))).await;
+                let loaded = loaded.map_err(|e| e.as_ref().extend())?.ok_or_else(|| {
+                    ApiError::Internal(anyhow::anyhow!("no feedback cases page for {}", self.customer.id)).extend()
+                })?;
+                (loaded.page, Some(loaded.loaded_with))
+            }
+            page => {
+                let filter = crate::cx::cases::CaseFilter { customer_id: Some(self.customer.id), ..Default::default() };
+                (crate::cx::cases::list(&rc.caller, &rc.services, filter, page).await.gql()?, None)
+            }
+        };
+        Ok(Some(super::cases::connection(page, loaded_with)))
     }
 
     /// Where the customer stands in the journey. Derived from behaviour: `null` with `CONSENT_REQUIRED` unless

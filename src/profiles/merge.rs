@@ -104,6 +104,9 @@ struct Moved {
     source_records: Vec<Uuid>,
     #[serde(default)]
     trait_values: Vec<Uuid>,
+    /// The merged customer's feedback cases (`cx::cases::follow_merge`).
+    #[serde(default)]
+    feedback_cases: Vec<Uuid>,
 }
 
 /// The identities a merge moved to its survivor (empty if its record is unreadable).
@@ -198,6 +201,7 @@ pub(crate) async fn merge_in_txn(
         added_consent_events: Vec::new(),
         source_records: ids_of::<source_record::Entity, _>(txn, tenant, merged).await?,
         trait_values: ids_of::<trait_value::Entity, _>(txn, tenant, merged).await?,
+        feedback_cases: Vec::new(),
     };
 
     // Consents that disagree resolve to the most restrictive (DOMAIN.md): decide before moving the ledger.
@@ -210,6 +214,7 @@ pub(crate) async fn merge_in_txn(
     move_rows::<consent_event::Entity, _>(txn, tenant, &moved.consent_events, survivor).await?;
     move_rows::<source_record::Entity, _>(txn, tenant, &moved.source_records, survivor).await?;
     move_rows::<trait_value::Entity, _>(txn, tenant, &moved.trait_values, survivor).await?;
+    moved.feedback_cases = crate::cx::cases::follow_merge(txn, tenant, survivor, merged).await?;
     let trait_rules = super::traits::rules_for(txn, tenant).await?;
     super::traits::refresh_derived(txn, tenant, &trait_rules, &[survivor, merged], now).await?;
 
@@ -335,6 +340,7 @@ pub async fn unmerge(caller: &Caller, svc: &Services, merge_id: Uuid) -> ApiResu
     move_rows::<consent_event::Entity, _>(&txn, tenant, &moved.consent_events, merged.id).await?;
     move_rows::<source_record::Entity, _>(&txn, tenant, &moved.source_records, merged.id).await?;
     move_rows::<trait_value::Entity, _>(&txn, tenant, &moved.trait_values, merged.id).await?;
+    crate::cx::cases::follow_unmerge(&txn, tenant, &moved.feedback_cases, merged.id).await?;
     follow_identities(&txn, tenant, &rules, row.survivor_id, merged.id, row.created_at).await?;
     let now = Utc::now();
     let trait_rules = super::traits::rules_for(&txn, tenant).await?;

@@ -406,6 +406,8 @@ async fn write_in(
             }
         };
         crate::cx::answers::recorded(txn, tenant, &row, about.as_ref()).await?;
+        // The cases the answer opened, was linked to or re-surveyed: announced once the item commits.
+        merged = merged.cases(crate::cx::cases::changed_by_answer(txn, tenant, customer_id, row.id).await?);
     }
     for consent in &input.consents {
         let consent = RecordConsent { customer_id, ..consent.clone() };

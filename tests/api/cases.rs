@@ -22,10 +22,13 @@ const CASE_FIELDS: &str = "id customerId state priority team owner score metric 
     firstContactedAt breached breachedFirstContact breachedResolution rootCause outcome followUpTouchpointId
     resurveyTouchpointId resurveyScore history { kind actor from to reason note deadline touchpointId priority }";
 
+const UPDATE_RULES: &str = "mutation($r: [FeedbackRuleInput!]!) { updateFeedbackRules(rules: $r) {
+    id name metric scoreMin scoreMax priority team firstContactWithinSeconds resolutionWithinSeconds enabled version } }";
+
+/// Creates or updates one rule (by name) through `updateFeedbackRules`; answers that rule.
 async fn define_rule(app: &TestApp, token: &str, input: Value) -> Value {
-    let query = "mutation($i: FeedbackRuleInput!) { defineFeedbackRule(input: $i) {
-        id name metric scoreMin scoreMax priority team firstContactWithinSeconds resolutionWithinSeconds enabled version } }";
-    app.data(token, query, json!({ "i": input })).await["defineFeedbackRule"].clone()
+    let rules = app.data(token, UPDATE_RULES, json!({ "r": [input.clone()] })).await["updateFeedbackRules"].clone();
+    rules.as_array().expect("rules").iter().find(|r| r["name"] == input["name"]).cloned().expect("the rule")
 }
 
 fn nps_rule(first_contact: i64) -> Value {
@@ -109,8 +112,8 @@ async fn a_detractor_answer_opens_one_case_with_deadlines(app: TestApp) {
     let (promoter, _) = answer(&app, "p1", "promoter@example.com", 10, 5).await;
     assert!(cases_of(&app, &token, &promoter).await.is_empty());
 
-    // Rule validation speaks of the field.
-    let query = "mutation($i: FeedbackRuleInput!) { defineFeedbackRule(input: $i) { id } }";
+    // Rule validation speaks of the field, by the rule's place in the list.
+    let query = "mutation($r: [FeedbackRuleInput!]!) { updateFeedbackRules(rules: $r) { id } }";
     for (patch, field) in [
         (json!({ "scoreMax": 11 }), "scoreMax"),
         (json!({ "scoreMin": 5, "scoreMax": 2 }), "scoreMax"),
@@ -121,9 +124,9 @@ async fn a_detractor_answer_opens_one_case_with_deadlines(app: TestApp) {
         for (k, v) in patch.as_object().expect("patch") {
             input[k] = v.clone();
         }
-        let (_, body) = app.gql(&token, query, json!({ "i": input })).await;
+        let (_, body) = app.gql(&token, query, json!({ "r": [input] })).await;
         assert_eq!(first_code(&body), "VALIDATION", "{body}");
-        assert_eq!(body["errors"][0]["extensions"]["field"], field, "{body}");
+        assert_eq!(body["errors"][0]["extensions"]["field"], format!("rules[0].{field}"), "{body}");
     }
     // Redefining by name updates the rule.
     let again = define_rule(&app, &token, nps_rule(2 * 3600)).await;
@@ -432,6 +435,428 @@ async fn another_tenant_cannot_see_or_touch_a_case(app: TestApp) {
     assert_eq!(case(&app, &token, &id).await["state"], "NEW");
 }
 
+/// Records a survey answer with a channel and a stage; returns (customer id, touchpoint id).
+async fn answer_on(
+    app: &TestApp,
+    key: &str,
+    email: &str,
+    metric: &str,
+    score: i64,
+    channel: &str,
+    stage: &str,
+) -> (String, String) {
+    let mut survey = touchpoint(key, json!([{ "kind": "EMAIL", "value": email }]), "SURVEY_RESPONSE", 5);
+    survey["channel"] = json!(channel);
+    survey["stage"] = json!(stage);
+    survey["feedback"] = json!({ "metric": metric, "score": score });
+    let result = record(app, json!([survey])).await;
+    assert_eq!(result["created"], 1, "{result}");
+    let item = &result["results"][0];
+    (item["customerId"].as_str().expect("customer").to_owned(), item["touchpointId"].as_str().expect("tp").to_owned())
+}
+
+/// Takes a NEW case to CLOSED with `cause`.
+async fn work_and_close(app: &TestApp, token: &str, id: &str, cause: &str) {
+    let (_, body) =
+        act(app, token, "assignFeedbackCase", json!({ "id": id, "owner": "agent", "reason": "mine" })).await;
+    assert!(body.get("errors").is_none(), "{body}");
+    transition(app, token, id, "IN_PROGRESS", "calling").await;
+    transition(app, token, id, "RESOLVED", "sorted").await;
+    let close = json!({ "id": id, "rootCause": cause, "outcome": "RECOVERED", "reason": "done" });
+    let (closed, body) = act(app, token, "closeFeedbackCase", close).await;
+    assert!(body.get("errors").is_none(), "{body}");
+    assert_eq!(closed["state"], "CLOSED");
+}
+
+async fn update_feedback_rules_is_all_or_nothing(app: TestApp) {
+    let token = cx(&app, "acme");
+    let csat = json!({ "name": "csat-poor", "metric": "CSAT", "scoreMin": 1, "scoreMax": 2, "team": "care",
+        "firstContactWithinSeconds": 3600, "resolutionWithinSeconds": 86400 });
+    // A bad second rule: nothing is written, and the error names it by its place.
+    let mut bad = nps_rule(3600);
+    bad["team"] = json!(" ");
+    let (_, body) = app.gql(&token, UPDATE_RULES, json!({ "r": [csat.clone(), bad] })).await;
+    assert_eq!(first_code(&body), "VALIDATION", "{body}");
+    assert_eq!(body["errors"][0]["extensions"]["field"], "rules[1].team", "{body}");
+    let rules = app.data(&token, "{ feedbackRules { name } }", json!({})).await;
+    assert_eq!(rules["feedbackRules"], json!([]), "all or nothing: {rules}");
+    // A name twice is refused.
+    let (_, body) = app.gql(&token, UPDATE_RULES, json!({ "r": [csat.clone(), csat.clone()] })).await;
+    assert_eq!(body["errors"][0]["extensions"]["field"], "rules[1].name", "{body}");
+
+    // Two at once: both created, answered by name.
+    let rules = app.data(&token, UPDATE_RULES, json!({ "r": [nps_rule(3600), csat.clone()] })).await;
+    let rules = rules["updateFeedbackRules"].as_array().expect("rules").clone();
+    let names: Vec<&str> = rules.iter().map(|r| r["name"].as_str().expect("name")).collect();
+    assert_eq!(names, ["csat-poor", "detractors"]);
+    assert!(rules.iter().all(|r| r["version"] == 1 && r["enabled"] == true), "{rules:?}");
+    // One sent again disabled: its version moves; the rule not named stays as it was.
+    let mut off = nps_rule(3600);
+    off["enabled"] = json!(false);
+    let rules = app.data(&token, UPDATE_RULES, json!({ "r": [off.clone()] })).await["updateFeedbackRules"].clone();
+    assert_eq!(rules.as_array().map(Vec::len), Some(2), "{rules}");
+    assert_eq!((rules[1]["enabled"].as_bool(), rules[1]["version"].as_i64()), (Some(false), Some(2)), "{rules}");
+    assert_eq!((rules[0]["name"].as_str(), rules[0]["version"].as_i64()), (Some("csat-poor"), Some(1)), "{rules}");
+    // Sent unchanged: no new version.
+    let rules = app.data(&token, UPDATE_RULES, json!({ "r": [off] })).await["updateFeedbackRules"].clone();
+    assert_eq!(rules[1]["version"], 2, "{rules}");
+    // A disabled rule opens nothing.
+    let (customer, _) = answer(&app, "u1", "off@example.com", 2, 5).await;
+    assert!(cases_of(&app, &token, &customer).await.is_empty());
+    // Writing rules needs cx:write.
+    let reader = app.token("acme", &["cx:read"], "support");
+    let (_, body) = app.gql(&reader, UPDATE_RULES, json!({ "r": [csat] })).await;
+    assert_eq!(first_code(&body), "FORBIDDEN", "{body}");
+}
+
+async fn customer_feedback_cases_are_paged_gated_logged_and_batched(app: TestApp) {
+    let token = cx(&app, "acme");
+    define_rule(&app, &token, nps_rule(3600)).await;
+    let all = json!({ "name": "every-nps", "metric": "NPS", "scoreMin": 0, "scoreMax": 10, "team": "insight",
+        "firstContactWithinSeconds": 3600, "resolutionWithinSeconds": 86400 });
+    define_rule(&app, &token, all).await;
+    // Four customers, each with two cases (one answer matches both rules); the first gets a third answer's link.
+    let mut customers = Vec::new();
+    for i in 0..4 {
+        customers.push(answer(&app, &format!("b{i}"), &format!("b{i}@example.com"), 3, 10).await.0);
+    }
+    let customer = customers[0].clone();
+    let newest_first: Vec<String> =
+        cases_of(&app, &token, &customer).await.iter().map(|c| c["id"].as_str().expect("id").to_owned()).collect();
+    assert_eq!(newest_first.len(), 2);
+
+    // One customer, paged newest first, with each case's customer and history.
+    let one = "query($id: UUID!, $after: String) { customer(id: $id) { feedbackCases(first: 1, after: $after) {
+        edges { node { id customerId customer { id } history { kind } } } pageInfo { hasNextPage endCursor } } } }";
+    let page = app.data(&token, one, json!({ "id": customer })).await["customer"]["feedbackCases"].clone();
+    let node = &page["edges"][0]["node"];
+    assert_eq!(node["id"], newest_first[0].as_str(), "{page}");
+    assert_eq!(
+        (node["customerId"].as_str(), node["customer"]["id"].as_str()),
+        (Some(customer.as_str()), Some(customer.as_str()))
+    );
+    assert_eq!(node["history"][0]["kind"], "CREATED");
+    assert_eq!(page["pageInfo"]["hasNextPage"], true);
+    let after = page["pageInfo"]["endCursor"].clone();
+    let page =
+        app.data(&token, one, json!({ "id": customer, "after": after })).await["customer"]["feedbackCases"].clone();
+    assert_eq!(page["edges"][0]["node"]["id"], newest_first[1].as_str(), "{page}");
+    assert_eq!(page["pageInfo"]["hasNextPage"], false);
+
+    // Without cx:read: null with FORBIDDEN, the rest of the customer served.
+    let no_cx = app.token("acme", &["profiles:read"], "support");
+    let (_, body) = app
+        .gql(
+            &no_cx,
+            "query($id: UUID!) { customer(id: $id) { id feedbackCases { edges { node { id } } } } }",
+            json!({ "id": customer }),
+        )
+        .await;
+    assert_eq!(body["data"]["customer"]["id"], customer.as_str(), "{body}");
+    assert!(body["data"]["customer"]["feedbackCases"].is_null(), "{body}");
+    assert_eq!(first_code(&body), "FORBIDDEN", "{body}");
+
+    // A page of customers: the same statements for 2 customers as for 4 (one query for the cases, one for their
+    // histories), and each shows what its one-customer read shows.
+    let selection =
+        "feedbackCases { edges { node { id state history { kind touchpointId } } } pageInfo { hasNextPage } }";
+    let list = |n: usize| format!("{{ customers(first: {n}) {{ edges {{ node {{ id {selection} }} }} }} }}");
+    let before = app.statements().await;
+    let small_page = app.data(&token, &list(2), json!({})).await;
+    let small = app.statements().await - before;
+    let before = app.statements().await;
+    let large_page = app.data(&token, &list(4), json!({})).await;
+    let large = app.statements().await - before;
+    assert_eq!(small_page["customers"]["edges"].as_array().map(Vec::len), Some(2));
+    let edges = large_page["customers"]["edges"].as_array().expect("edges").clone();
+    assert_eq!(edges.len(), 4);
+    let single = format!("query($id: UUID!) {{ customer(id: $id) {{ id {selection} }} }}");
+    for edge in &edges {
+        assert_eq!(edge["node"]["feedbackCases"]["edges"].as_array().map(Vec::len), Some(2), "{edge}");
+        let read = app.data(&token, &single, json!({ "id": edge["node"]["id"] })).await;
+        assert_eq!(edge["node"], read["customer"], "the list and the one-customer read disagree");
+    }
+    assert_eq!(small, large, "statements must not grow with the page size (N+1): {small} for 2, {large} for 4");
+
+    // The reads are access-logged under the customer.
+    let officer = app.token("acme", &["profiles:read", "privacy:admin"], "privacy_admin");
+    let logged = "query($id: UUID!) { customer(id: $id) { accessLog(first: 100) { edges { node { categories } } } } }";
+    let mut found = false;
+    for _ in 0..50 {
+        let log = app.data(&officer, logged, json!({ "id": customers[3] })).await;
+        found = log["customer"]["accessLog"]["edges"]
+            .as_array()
+            .expect("edges")
+            .iter()
+            .any(|e| e["node"]["categories"].as_array().is_some_and(|c| c.iter().any(|c| c == "feedback_case")));
+        if found {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(found, "a list's feedbackCases read is logged under each customer");
+}
+
+async fn cases_follow_a_merge_and_come_back_with_its_unmerge(app: TestApp) {
+    let token = cx(&app, "acme");
+    define_rule(&app, &token, nps_rule(3600)).await;
+    let (a, _) = answer(&app, "m1", "anna@example.com", 2, 30).await;
+    let (b, _) = answer(&app, "m2", "anna.b@example.com", 4, 20).await;
+    let (a_case, b_case) =
+        (cases_of(&app, &token, &a).await[0]["id"].clone(), cases_of(&app, &token, &b).await[0]["id"].clone());
+    let admin = app.token("acme", &["profiles:read", "profiles:write", "cx:read", "cx:write"], "support");
+    let merge = "mutation($s: UUID!, $m: UUID!) { mergeCustomers(survivorId: $s, mergedId: $m) { id } }";
+    let merge_id = app.data(&admin, merge, json!({ "s": a, "m": b })).await["mergeCustomers"]["id"].clone();
+
+    // The survivor lists both people's cases, both still open (one each of the same rule: nothing closed).
+    let of = "query($id: UUID!) { customer(id: $id) { id feedbackCases { edges { node { id customerId state } } } } }";
+    let survivor = app.data(&token, of, json!({ "id": a })).await["customer"].clone();
+    let ids: Vec<Value> =
+        survivor["feedbackCases"]["edges"].as_array().expect("edges").iter().map(|e| e["node"]["id"].clone()).collect();
+    assert_eq!(ids, vec![b_case.clone(), a_case.clone()], "{survivor}");
+    assert!(
+        survivor["feedbackCases"]["edges"]
+            .as_array()
+            .expect("edges")
+            .iter()
+            .all(|e| e["node"]["customerId"] == a.as_str() && e["node"]["state"] == "NEW")
+    );
+    // Read through the merged id, the survivor answers with the same cases.
+    let through_b = app.data(&token, of, json!({ "id": b })).await["customer"].clone();
+    assert_eq!(through_b["feedbackCases"], survivor["feedbackCases"]);
+    // A later poor answer links to the survivor's own case, opening none.
+    answer(&app, "m3", "anna.b@example.com", 1, 10).await;
+    assert_eq!(cases_of(&app, &token, &a).await.len(), 2);
+
+    // The unmerge takes exactly the moved case back.
+    app.data(&admin, "mutation($id: UUID!) { unmergeCustomer(mergeId: $id) { id } }", json!({ "id": merge_id })).await;
+    let a_cases: Vec<Value> = cases_of(&app, &token, &a).await.iter().map(|c| c["id"].clone()).collect();
+    let b_cases: Vec<Value> = cases_of(&app, &token, &b).await.iter().map(|c| c["id"].clone()).collect();
+    assert_eq!((a_cases, b_cases), (vec![a_case.clone()], vec![b_case.clone()]));
+
+    // Only the merged customer had an open case: it takes the survivor's key, so the survivor's next poor answer
+    // links to it; after the unmerge it is the restored customer's again, and theirs links to it.
+    let (c, _) = answer(&app, "m4", "carl@example.com", 9, 30).await;
+    let (d, _) = answer(&app, "m5", "carl.d@example.com", 3, 20).await;
+    assert!(cases_of(&app, &token, &c).await.is_empty());
+    let d_case = cases_of(&app, &token, &d).await[0]["id"].clone();
+    let merge_id = app.data(&admin, merge, json!({ "s": c, "m": d })).await["mergeCustomers"]["id"].clone();
+    answer(&app, "m6", "carl@example.com", 2, 10).await;
+    let moved = cases_of(&app, &token, &c).await;
+    assert_eq!(moved.len(), 1, "{moved:?}");
+    assert_eq!(moved[0]["id"], d_case);
+    assert_eq!(moved[0]["history"].as_array().expect("history").last().expect("event")["kind"], "ANSWER_LINKED");
+    app.data(&admin, "mutation($id: UUID!) { unmergeCustomer(mergeId: $id) { id } }", json!({ "id": merge_id })).await;
+    assert_eq!(cases_of(&app, &token, &d).await[0]["id"], d_case);
+    answer(&app, "m7", "carl.d@example.com", 1, 5).await;
+    let back = cases_of(&app, &token, &d).await;
+    assert_eq!(back.len(), 1, "linked, not a second case: {back:?}");
+    // And the survivor, who has no open case now, gets its own on its next poor answer.
+    answer(&app, "m8", "carl@example.com", 1, 4).await;
+    assert_eq!(cases_of(&app, &token, &c).await.len(), 1);
+}
+
+async fn stats_cut_root_causes_by_channel_and_stage(app: TestApp) {
+    let token = cx(&app, "acme");
+    define_rule(&app, &token, nps_rule(3600)).await;
+    let define = "mutation($i: DefineRootCauseInput!) { defineRootCause(input: $i) { code } }";
+    for (code, label) in [("delivery", "Delivery"), ("billing", "Billing")] {
+        app.data(&token, define, json!({ "i": { "code": code, "label": label } })).await;
+    }
+    // Four closed cases: EMAIL/PURCHASE delivery ×2, EMAIL/SUPPORT billing, WEB/SUPPORT delivery; one left open.
+    for (i, (channel, stage, cause)) in [
+        ("EMAIL", "PURCHASE", Some("delivery")),
+        ("EMAIL", "PURCHASE", Some("delivery")),
+        ("EMAIL", "SUPPORT", Some("billing")),
+        ("WEB", "SUPPORT", Some("delivery")),
+        ("WEB", "PURCHASE", None),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let (customer, _) =
+            answer_on(&app, &format!("p{i}"), &format!("p{i}@example.com"), "NPS", 2, channel, stage).await;
+        let id = cases_of(&app, &token, &customer).await[0]["id"].as_str().expect("id").to_owned();
+        if let Some(cause) = cause {
+            work_and_close(&app, &token, &id, cause).await;
+        }
+    }
+    let since = (Utc::now() - chrono::Duration::hours(1)).to_rfc3339();
+    let pareto = "code label count share";
+    let query = format!(
+        "query($from: DateTime!) {{ feedbackCaseStats(from: $from) {{ opened rootCauses {{ {pareto} }}
+            rootCausesByChannel {{ channel rootCauses {{ {pareto} }} }} rootCausesByStage {{ stage rootCauses {{ {pareto} }} }} }} }}"
+    );
+    let stats = app.data(&token, &query, json!({ "from": since })).await["feedbackCaseStats"].clone();
+    assert_eq!(stats["opened"], 5);
+    let cause = |code: &str, label: &str, count: u64, share: f64| json!({ "code": code, "label": label, "count": count, "share": share });
+    // Overall: delivery 3 of 4, billing 1 of 4.
+    assert_eq!(
+        stats["rootCauses"],
+        json!([cause("delivery", "Delivery", 3, 75.0), cause("billing", "Billing", 1, 25.0)])
+    );
+    // EMAIL: delivery 2 of 3, billing 1 of 3; WEB: delivery 1 of 1 (its open case has no cause).
+    assert_eq!(
+        stats["rootCausesByChannel"],
+        json!([
+            { "channel": "EMAIL", "rootCauses": [cause("delivery", "Delivery", 2, 200.0 / 3.0), cause("billing", "Billing", 1, 100.0 / 3.0)] },
+            { "channel": "WEB", "rootCauses": [cause("delivery", "Delivery", 1, 100.0)] },
+        ])
+    );
+    // PURCHASE: delivery 2 of 2; SUPPORT: billing 1 and delivery 1 of 2 (ties by code).
+    assert_eq!(
+        stats["rootCausesByStage"],
+        json!([
+            { "stage": "PURCHASE", "rootCauses": [cause("delivery", "Delivery", 2, 100.0)] },
+            { "stage": "SUPPORT", "rootCauses": [cause("billing", "Billing", 1, 50.0), cause("delivery", "Delivery", 1, 50.0)] },
+        ])
+    );
+}
+
+/// `feedbackCaseChanged` over the WebSocket: every kind of change, after commit, narrowed by team and state, only
+/// the caller's tenant, and only with `cx:read`.
+async fn every_case_change_is_pushed_to_feedback_case_changed(app: TestApp) {
+    use crate::subscriptions::{next_json, ready_socket, send};
+    let token = cx(&app, "acme");
+    define_rule(&app, &token, nps_rule(3600)).await;
+    // A CSAT rule of another team with a one-second deadline, for the sweeper (every 100 ms here).
+    let sla = json!({ "name": "csat-poor", "metric": "CSAT", "scoreMin": 1, "scoreMax": 2, "team": "sla",
+        "firstContactWithinSeconds": 1, "resolutionWithinSeconds": 3600 });
+    define_rule(&app, &token, sla).await;
+
+    let mut socket = ready_socket(&app, &token).await;
+    let fields = "caseId customerId kind state team at";
+    for (id, filter) in [("care", "{ team: \"care\" }"), ("closed", "{ state: CLOSED }"), ("sla", "{ team: \"sla\" }")]
+    {
+        let more = if id == "closed" { "case { rootCause history { kind } }" } else { "" };
+        let query = format!("subscription {{ feedbackCaseChanged(filter: {filter}) {{ {fields} {more} }} }}");
+        send(&mut socket, json!({ "type": "subscribe", "id": id, "payload": { "query": query } })).await;
+    }
+    // Without cx:read the subscription is refused.
+    let mut refused = ready_socket(&app, &app.token("acme", &["profiles:read"], "support")).await;
+    let query = format!("subscription {{ feedbackCaseChanged {{ {fields} }} }}");
+    send(&mut refused, json!({ "type": "subscribe", "id": "x", "payload": { "query": query.clone() } })).await;
+    let answer_x = next_json(&mut refused).await.expect("an answer");
+    let errors =
+        if answer_x["type"] == "error" { answer_x["payload"].clone() } else { answer_x["payload"]["errors"].clone() };
+    assert_eq!(errors[0]["extensions"]["code"], "FORBIDDEN", "{answer_x}");
+    // Another tenant's subscriber hears nothing of acme's cases.
+    let mut other = ready_socket(&app, &cx(&app, "other")).await;
+    send(&mut other, json!({ "type": "subscribe", "id": "o", "payload": { "query": query } })).await;
+
+    // The subscription becomes active asynchronously: poor answers from new customers until the first arrives.
+    let warm = async {
+        for i in 0..40 {
+            answer(&app, &format!("w{i}"), &format!("warm{i}@example.com"), 1, 5).await;
+            tokio::time::sleep(Duration::from_millis(150)).await;
+        }
+    };
+    let first = tokio::select! {
+        first = next_json(&mut socket) => first.expect("an event"),
+        () = warm => panic!("no event within the writes"),
+    };
+    assert_eq!((first["type"].as_str(), first["id"].as_str()), (Some("next"), Some("care")), "{first}");
+    assert_eq!(first["payload"]["data"]["feedbackCaseChanged"]["kind"], "CREATED", "{first}");
+
+    // The lifecycle of one case: opened, linked, assigned, started, contacted, resolved, closed, re-surveyed.
+    let (customer, _) = answer(&app, "s1", "sub@example.com", 2, 30).await;
+    let id = cases_of(&app, &token, &customer).await[0]["id"].as_str().expect("id").to_owned();
+    answer(&app, "s2", "sub@example.com", 3, 25).await;
+    let (_, body) =
+        act(&app, &token, "assignFeedbackCase", json!({ "id": id, "owner": "agent", "reason": "mine" })).await;
+    assert!(body.get("errors").is_none(), "{body}");
+    transition(&app, &token, &id, "IN_PROGRESS", "calling").await;
+    let (_, body) = act(
+        &app,
+        &token,
+        "recordFeedbackCaseContact",
+        json!({ "id": id, "channel": "CALL_CENTER", "type": "SUPPORT_CALL" }),
+    )
+    .await;
+    assert!(body.get("errors").is_none(), "{body}");
+    transition(&app, &token, &id, "RESOLVED", "sorted").await;
+    app.data(
+        &token,
+        "mutation($i: DefineRootCauseInput!) { defineRootCause(input: $i) { code } }",
+        json!({ "i": { "code": "delivery", "label": "Delivery" } }),
+    )
+    .await;
+    let close = json!({ "id": id, "rootCause": "delivery", "outcome": "RECOVERED", "reason": "done" });
+    let (_, body) = act(&app, &token, "closeFeedbackCase", close).await;
+    assert!(body.get("errors").is_none(), "{body}");
+    answer(&app, "s3", "sub@example.com", 9, 1).await;
+    // A CSAT case of team `sla`, breached by the sweeper.
+    let mut csat = touchpoint("s4", json!([{ "kind": "EMAIL", "value": "sla@example.com" }]), "SURVEY_RESPONSE", 5);
+    csat["feedback"] = json!({ "metric": "CSAT", "score": 1 });
+    record(&app, json!([csat])).await;
+
+    let expected = [
+        ("care", "CREATED", "NEW"),
+        ("care", "ANSWER_LINKED", "NEW"),
+        ("care", "ASSIGNED", "ASSIGNED"),
+        ("care", "STATUS_CHANGED", "IN_PROGRESS"),
+        ("care", "CONTACTED", "IN_PROGRESS"),
+        ("care", "STATUS_CHANGED", "RESOLVED"),
+        ("care", "CLOSED", "CLOSED"),
+        ("closed", "CLOSED", "CLOSED"),
+        ("care", "RESURVEYED", "CLOSED"),
+        ("sla", "CREATED", "NEW"),
+        ("sla", "SLA_BREACHED", "ESCALATED"),
+    ];
+    let mut seen: Vec<(String, String, String)> = Vec::new();
+    while !expected.iter().all(|(sub, kind, state)| seen.iter().any(|(s, k, st)| s == sub && k == kind && st == state))
+    {
+        let Some(message) = next_json(&mut socket).await else {
+            panic!("the stream went quiet; seen {seen:?}, expected {expected:?}")
+        };
+        let sub = message["id"].as_str().unwrap_or_default().to_owned();
+        let change = message["payload"]["data"]["feedbackCaseChanged"].clone();
+        // Warm-up answers still arriving are other customers' cases.
+        if sub == "care" && change["caseId"] != id.as_str() {
+            continue;
+        }
+        match sub.as_str() {
+            "care" => assert_eq!(change["team"], "care", "{change}"),
+            "closed" => {
+                assert_eq!(change["state"], "CLOSED", "{change}");
+                // The case itself, read on demand, with its history.
+                assert_eq!(change["case"]["rootCause"], "delivery", "{change}");
+                assert!(change["case"]["history"].as_array().is_some_and(|h| h.iter().any(|e| e["kind"] == "CLOSED")));
+            }
+            _ => assert_eq!(change["team"], "sla", "{change}"),
+        }
+        if sub != "sla" {
+            assert_eq!(
+                (change["caseId"].as_str(), change["customerId"].as_str()),
+                (Some(id.as_str()), Some(customer.as_str()))
+            );
+        }
+        assert!(change["at"].is_string(), "{change}");
+        seen.push((
+            sub,
+            change["kind"].as_str().unwrap_or_default().to_owned(),
+            change["state"].as_str().unwrap_or_default().to_owned(),
+        ));
+    }
+    // In the order they committed.
+    let care: Vec<&str> = seen.iter().filter(|(s, _, _)| s == "care").map(|(_, k, _)| k.as_str()).collect();
+    assert_eq!(
+        care,
+        [
+            "CREATED",
+            "ANSWER_LINKED",
+            "ASSIGNED",
+            "STATUS_CHANGED",
+            "CONTACTED",
+            "STATUS_CHANGED",
+            "CLOSED",
+            "RESURVEYED"
+        ]
+    );
+    let quiet = tokio::time::timeout(Duration::from_millis(300), next_json(&mut other)).await;
+    assert!(quiet.is_err() || quiet.as_ref().is_ok_and(Option::is_none), "another tenant heard {quiet:?}");
+}
+
 on_every_backend!(
     a_detractor_answer_opens_one_case_with_deadlines,
     the_lifecycle_needs_reasons_refuses_illegal_moves_and_keeps_its_history,
@@ -439,6 +864,10 @@ on_every_backend!(
     the_follow_up_is_a_touchpoint_and_a_resurvey_is_linked,
     erasure_removes_cases_and_export_shows_them,
     another_tenant_cannot_see_or_touch_a_case,
+    update_feedback_rules_is_all_or_nothing,
+    customer_feedback_cases_are_paged_gated_logged_and_batched,
+    cases_follow_a_merge_and_come_back_with_its_unmerge,
+    stats_cut_root_causes_by_channel_and_stage,
 );
 
 /// The background sweeper runs with a short interval (set through the configuration).
@@ -455,6 +884,24 @@ mod background {
     async fn postgres() {
         if let Some(app) = spawn_with(Backend::Postgres, |c| c.cx_sweep_ms = 100).await {
             super::the_sweeper_marks_a_breach_and_escalates_once(app).await;
+        }
+    }
+
+    /// `feedbackCaseChanged` needs the sweeper's breaches too, so it runs with the short interval.
+    mod subscription {
+        use crate::common::{Backend, spawn_with};
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn sqlite() {
+            let app = spawn_with(Backend::Sqlite, |c| c.cx_sweep_ms = 100).await.expect("sqlite always runs");
+            super::super::every_case_change_is_pushed_to_feedback_case_changed(app).await;
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn postgres() {
+            if let Some(app) = spawn_with(Backend::Postgres, |c| c.cx_sweep_ms = 100).await {
+                super::super::every_case_change_is_pushed_to_feedback_case_changed(app).await;
+            }
         }
     }
 }

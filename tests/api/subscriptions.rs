@@ -7,7 +7,7 @@ use tokio_tungstenite::tungstenite::{Message, client::IntoClientRequest, http::H
 
 use crate::common::TestApp;
 
-type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+pub(crate) type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 async fn connect(app: &TestApp, offered: &str) -> (Socket, String) {
     let mut request = format!("ws://{}/graphql/ws", app.addr).into_client_request().expect("request");
@@ -18,7 +18,7 @@ async fn connect(app: &TestApp, offered: &str) -> (Socket, String) {
     (socket, chosen)
 }
 
-async fn next_json(socket: &mut Socket) -> Option<Value> {
+pub(crate) async fn next_json(socket: &mut Socket) -> Option<Value> {
     loop {
         let message = tokio::time::timeout(Duration::from_secs(10), socket.next()).await.ok()??.ok()?;
         match message {
@@ -29,7 +29,7 @@ async fn next_json(socket: &mut Socket) -> Option<Value> {
     }
 }
 
-async fn send(socket: &mut Socket, value: Value) {
+pub(crate) async fn send(socket: &mut Socket, value: Value) {
     socket.send(Message::Text(value.to_string().into())).await.expect("send");
 }
 
@@ -72,7 +72,7 @@ async fn round_trip(app: &TestApp, offered: &str, expected_protocol: &str) {
 }
 
 /// A `graphql-transport-ws` socket past `connection_ack`, for `token`.
-async fn ready_socket(app: &TestApp, token: &str) -> Socket {
+pub(crate) async fn ready_socket(app: &TestApp, token: &str) -> Socket {
     let (mut socket, _) = connect(app, "graphql-transport-ws").await;
     send(&mut socket, json!({ "type": "connection_init", "payload": { "Authorization": format!("Bearer {token}") } }))
         .await;

@@ -1,12 +1,17 @@
 //! A tenant's feedback rules (which answers open a case, with what priority, team and deadlines) and its two-level
 //! root-cause taxonomy.
+use std::collections::HashMap;
+
 use chrono::{DateTime, Utc};
-use sea_orm::{ActiveModelTrait, ActiveValue::Set, ColumnTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect};
+use sea_orm::{
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, PaginatorTrait, QueryFilter, QueryOrder,
+    QuerySelect,
+};
 use uuid::Uuid;
 
 use super::Priority;
 use crate::{
-    auth::{Caller, Scope},
+    auth::{Caller, Scope, TenantId},
     error::{ApiError, ApiResult},
     services::Services,
     storage::entities::{feedback_root_cause, feedback_rule},
@@ -123,90 +128,114 @@ fn validate(input: &RuleInput) -> ApiResult<(String, String)> {
     Ok((name.to_owned(), team.to_owned()))
 }
 
-/// Creates the rule of that name, or updates it (its version moves). Needs `cx:write`. A change applies to answers
-/// recorded from then on; open cases keep the deadlines they were opened with.
-pub async fn define(caller: &Caller, svc: &Services, input: RuleInput) -> ApiResult<FeedbackRule> {
+/// Creates or updates (by name) each of `inputs`, in one transaction: all or nothing. A rule refused is a
+/// `VALIDATION` error naming `rules[i].field`. A rule whose settings change gets a new version; one sent unchanged
+/// keeps its version; rules not named stay as they are (a rule is never deleted: its cases name it; send it with
+/// `enabled: false` to stop it opening cases, its open cases go on). A change applies to answers recorded from then
+/// on; open cases keep the deadlines they were opened with. Needs `cx:write`. Answers the tenant's rules, by name.
+pub async fn update(caller: &Caller, svc: &Services, inputs: Vec<RuleInput>) -> ApiResult<Vec<FeedbackRule>> {
     caller.require(Scope::CxWrite)?;
-    let (name, team) = validate(&input)?;
+    if inputs.len() as u64 > MAX_RULES {
+        return Err(ApiError::validation("rules", format!("a tenant holds at most {MAX_RULES} rules")));
+    }
+    let mut checked = Vec::with_capacity(inputs.len());
+    let mut names = std::collections::HashSet::new();
+    for (i, input) in inputs.iter().enumerate() {
+        let (name, team) = validate(input).map_err(|err| match err {
+            ApiError::Validation { field, message } => {
+                ApiError::Validation { field: format!("rules[{i}].{field}"), message }
+            }
+            other => other,
+        })?;
+        if !names.insert(name.clone()) {
+            return Err(ApiError::validation(format!("rules[{i}].name"), format!("`{name}` is named twice")));
+        }
+        checked.push((input, name, team));
+    }
     let tenant = caller.tenant();
     let txn = svc.db.begin_write().await?;
-    let existing =
-        feedback_rule::of_tenant(tenant).filter(feedback_rule::Column::Name.eq(name.as_str())).one(&txn).await?;
+    let mut existing: HashMap<String, feedback_rule::Model> =
+        feedback_rule::of_tenant(tenant).all(&txn).await?.into_iter().map(|r| (r.name.clone(), r)).collect();
+    let new = checked.iter().filter(|(_, name, _)| !existing.contains_key(name)).count();
+    if (existing.len() + new) as u64 > MAX_RULES {
+        return Err(ApiError::validation("rules", format!("a tenant holds at most {MAX_RULES} rules")));
+    }
     let now = Utc::now();
+    let subject: String = caller.subject().chars().take(256).collect();
     let words = |list: Vec<&str>| {
         let mut list: Vec<&str> = list;
         list.sort_unstable();
         list.dedup();
         serde_json::json!(list)
     };
-    let mut row = match &existing {
-        Some(found) => feedback_rule::ActiveModel::from(found.clone()),
-        None => {
-            if feedback_rule::of_tenant(tenant).count(&txn).await? >= MAX_RULES {
-                return Err(ApiError::validation("name", format!("a tenant holds at most {MAX_RULES} rules")));
+    for (input, name, team) in checked {
+        let channels = words(input.channels.iter().map(|c| c.as_str()).collect());
+        let stages = words(input.stages.iter().map(|s| s.as_str()).collect());
+        let found = existing.remove(&name);
+        if let Some(found) = &found {
+            let same = found.metric == input.metric.as_str()
+                && i32::from(found.score_min) == input.score_min
+                && i32::from(found.score_max) == input.score_max
+                && found.channels == channels
+                && found.stages == stages
+                && found.priority == input.priority.as_str()
+                && found.team == team
+                && found.first_contact_secs == input.first_contact_secs
+                && found.resolution_secs == input.resolution_secs
+                && found.enabled == input.enabled;
+            if same {
+                continue;
             }
-            feedback_rule::ActiveModel {
+        }
+        let mut row = match &found {
+            Some(found) => feedback_rule::ActiveModel::from(found.clone()),
+            None => feedback_rule::ActiveModel {
                 id: Set(Uuid::now_v7()),
                 tenant: Set(tenant.as_str().to_owned()),
                 name: Set(name),
                 created_at: Set(now),
                 version: Set(0),
                 ..Default::default()
-            }
-        }
-    };
-    row.metric = Set(input.metric.as_str().to_owned());
-    row.score_min = Set(input.score_min as i16);
-    row.score_max = Set(input.score_max as i16);
-    row.channels = Set(words(input.channels.iter().map(|c| c.as_str()).collect()));
-    row.stages = Set(words(input.stages.iter().map(|s| s.as_str()).collect()));
-    row.priority = Set(input.priority.as_str().to_owned());
-    row.team = Set(team);
-    row.first_contact_secs = Set(input.first_contact_secs);
-    row.resolution_secs = Set(input.resolution_secs);
-    row.enabled = Set(input.enabled);
-    row.version = Set(existing.as_ref().map_or(1, |e| e.version + 1));
-    row.updated_at = Set(now);
-    row.updated_by = Set(caller.subject().chars().take(256).collect());
-    let saved = match existing {
-        Some(_) => row.update(&txn).await?,
-        None => row.insert(&txn).await?,
-    };
+            },
+        };
+        row.metric = Set(input.metric.as_str().to_owned());
+        row.score_min = Set(input.score_min as i16);
+        row.score_max = Set(input.score_max as i16);
+        row.channels = Set(channels);
+        row.stages = Set(stages);
+        row.priority = Set(input.priority.as_str().to_owned());
+        row.team = Set(team);
+        row.first_contact_secs = Set(input.first_contact_secs);
+        row.resolution_secs = Set(input.resolution_secs);
+        row.enabled = Set(input.enabled);
+        row.version = Set(found.as_ref().map_or(1, |e| e.version + 1));
+        row.updated_at = Set(now);
+        row.updated_by = Set(subject.clone());
+        match found {
+            Some(_) => row.update(&txn).await?,
+            None => row.insert(&txn).await?,
+        };
+    }
+    let rules = rules_of(&txn, tenant).await?;
     txn.commit().await?;
-    saved.try_into()
+    Ok(rules)
 }
 
-/// Stops a rule opening cases (its open cases go on). Needs `cx:write`.
-pub async fn disable(caller: &Caller, svc: &Services, id: Uuid) -> ApiResult<FeedbackRule> {
-    caller.require(Scope::CxWrite)?;
-    let txn = svc.db.begin_write().await?;
-    let found = feedback_rule::of_tenant(caller.tenant())
-        .filter(feedback_rule::Column::Id.eq(id))
-        .one(&txn)
+async fn rules_of(conn: &impl ConnectionTrait, tenant: &TenantId) -> ApiResult<Vec<FeedbackRule>> {
+    feedback_rule::of_tenant(tenant)
+        .order_by_asc(feedback_rule::Column::Name)
+        .limit(MAX_RULES)
+        .all(conn)
         .await?
-        .ok_or_else(|| ApiError::not_found("feedback rule"))?;
-    let version = found.version;
-    let mut row = feedback_rule::ActiveModel::from(found);
-    row.enabled = Set(false);
-    row.version = Set(version + 1);
-    row.updated_at = Set(Utc::now());
-    row.updated_by = Set(caller.subject().chars().take(256).collect());
-    let saved = row.update(&txn).await?;
-    txn.commit().await?;
-    saved.try_into()
+        .into_iter()
+        .map(FeedbackRule::try_from)
+        .collect()
 }
 
 /// The tenant's rules, by name. Needs `cx:read`.
 pub async fn list(caller: &Caller, svc: &Services) -> ApiResult<Vec<FeedbackRule>> {
     caller.require(Scope::CxRead)?;
-    feedback_rule::of_tenant(caller.tenant())
-        .order_by_asc(feedback_rule::Column::Name)
-        .limit(MAX_RULES)
-        .all(svc.db.conn())
-        .await?
-        .into_iter()
-        .map(FeedbackRule::try_from)
-        .collect()
+    rules_of(svc.db.conn(), caller.tenant()).await
 }
 
 /// A root cause of the tenant's taxonomy.

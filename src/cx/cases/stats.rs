@@ -1,6 +1,7 @@
 //! How the closed loop performs over the cases opened in a window: counts by state, time to first contact and to
 //! close (p50, p90), the share within each deadline, the recovery rate of re-surveyed customers, and the root-cause
-//! Pareto. Computed in memory over at most `MAX_CASES` cases.
+//! Pareto, overall and cut by the channel and by the journey stage of the answer that opened each case. Computed in
+//! memory over at most `MAX_CASES` cases.
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
@@ -40,6 +41,10 @@ pub struct CaseStats {
     pub recovery_rate: Option<f64>,
     /// Closed cases per root cause, most frequent first.
     pub root_causes: Vec<RootCauseCount>,
+    /// The same Pareto per channel of the opening answer (channels by name; shares within the channel).
+    pub root_causes_by_channel: Vec<(String, Vec<RootCauseCount>)>,
+    /// The same Pareto per journey stage of the opening answer (stages by name; shares within the stage).
+    pub root_causes_by_stage: Vec<(String, Vec<RootCauseCount>)>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -47,8 +52,35 @@ pub struct RootCauseCount {
     pub code: String,
     pub label: String,
     pub count: u64,
-    /// Of the closed cases with a root cause, in percent.
+    /// Of the closed cases with a root cause (in the cut), in percent.
     pub share: f64,
+}
+
+/// Counts per root cause as a Pareto: most frequent first (ties by code), each with its share of the whole.
+fn pareto(causes: &HashMap<String, u64>, labels: &HashMap<String, String>) -> Vec<RootCauseCount> {
+    let whole: u64 = causes.values().sum();
+    let mut pareto: Vec<RootCauseCount> = causes
+        .iter()
+        .map(|(code, count)| RootCauseCount {
+            label: labels.get(code).cloned().unwrap_or_else(|| code.clone()),
+            code: code.clone(),
+            count: *count,
+            share: share(*count, whole).unwrap_or_default(),
+        })
+        .collect();
+    pareto.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.code.cmp(&b.code)));
+    pareto
+}
+
+/// A Pareto per cut, cuts by name.
+fn paretos(
+    cuts: HashMap<String, HashMap<String, u64>>,
+    labels: &HashMap<String, String>,
+) -> Vec<(String, Vec<RootCauseCount>)> {
+    let mut out: Vec<(String, Vec<RootCauseCount>)> =
+        cuts.iter().map(|(cut, causes)| (cut.clone(), pareto(causes, labels))).collect();
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
 }
 
 /// The nearest-rank percentile of sorted values.
@@ -88,6 +120,8 @@ pub async fn stats(caller: &Caller, svc: &Services, from: DateTime<Utc>, to: Dat
     let (mut to_contact, mut to_close) = (Vec::new(), Vec::new());
     let (mut contact_decided, mut contact_on_time, mut resolve_decided, mut resolve_on_time) = (0, 0, 0, 0);
     let mut causes: HashMap<String, u64> = HashMap::new();
+    let mut by_channel: HashMap<String, HashMap<String, u64>> = HashMap::new();
+    let mut by_stage: HashMap<String, HashMap<String, u64>> = HashMap::new();
     for row in &rows {
         if let Some(state) = CaseState::parse(&row.state) {
             *states.entry(state).or_default() += 1;
@@ -123,6 +157,8 @@ pub async fn stats(caller: &Caller, svc: &Services, from: DateTime<Utc>, to: Dat
             && let Some(code) = &row.root_cause_code
         {
             *causes.entry(code.clone()).or_default() += 1;
+            *by_channel.entry(row.channel.clone()).or_default().entry(code.clone()).or_default() += 1;
+            *by_stage.entry(row.stage.clone()).or_default().entry(code.clone()).or_default() += 1;
         }
     }
     stats.by_state = CaseState::ALL.iter().map(|s| (*s, states.get(s).copied().unwrap_or_default())).collect();
@@ -142,18 +178,9 @@ pub async fn stats(caller: &Caller, svc: &Services, from: DateTime<Utc>, to: Dat
         .into_iter()
         .map(|c| (c.code, c.label))
         .collect();
-    let with_cause: u64 = causes.values().sum();
-    let mut pareto: Vec<RootCauseCount> = causes
-        .into_iter()
-        .map(|(code, count)| RootCauseCount {
-            label: labels.get(&code).cloned().unwrap_or_else(|| code.clone()),
-            code,
-            count,
-            share: share(count, with_cause).unwrap_or_default(),
-        })
-        .collect();
-    pareto.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.code.cmp(&b.code)));
-    stats.root_causes = pareto;
+    stats.root_causes = pareto(&causes, &labels);
+    stats.root_causes_by_channel = paretos(by_channel, &labels);
+    stats.root_causes_by_stage = paretos(by_stage, &labels);
     Ok(stats)
 }
 

@@ -4,7 +4,7 @@
 //! All its state is in the database, so it survives restarts, and each breach is one conditional UPDATE (the flag
 //! still false, the deadline passed, the version read) with its SLA_BREACHED event in the same transaction, appended
 //! only when the update changed the row: several instances sweeping at once mark each breach exactly once.
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use chrono::{DateTime, Utc};
 use sea_orm::{
@@ -13,19 +13,25 @@ use sea_orm::{
 };
 use tokio::sync::watch;
 
-use super::{CaseState, Deadline, EventKind, NewEvent, Priority, SYSTEM, append};
-use crate::{auth::TenantId, storage::Database, storage::entities::feedback_case};
+use super::{CaseState, Deadline, EventKind, NewEvent, Priority, SYSTEM, announce, append};
+use crate::{
+    auth::TenantId,
+    changes::{self, CaseChange},
+    storage::{Database, entities::feedback_case, pubsub::PubSub},
+};
 
 /// Most breaches of one kind marked per sweep (the next sweep takes the rest).
 const BATCH: u64 = 200;
 
 /// What one sweep did.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default)]
 pub struct SweepReport {
     /// Deadlines this sweep marked breached.
     pub breaches: usize,
     /// Of those, cases it escalated.
     pub escalated: usize,
+    /// The committed breaches, to announce on `feedbackCaseChanged`.
+    pub changes: Vec<(TenantId, CaseChange)>,
 }
 
 /// Marks every deadline passed before `now` and not yet marked (up to a batch of each kind): the case's flag is set,
@@ -44,9 +50,10 @@ pub async fn sweep(db: &DatabaseConnection, now: DateTime<Utc>) -> Result<SweepR
         }
         let due_rows = query.order_by_asc(due).limit(BATCH).all(db).await?;
         for row in due_rows {
-            if let Some(escalated) = breach(db, row, deadline, now).await? {
+            if let Some((escalated, tenant, change)) = breach(db, row, deadline, now).await? {
                 report.breaches += 1;
                 report.escalated += usize::from(escalated);
+                report.changes.push((tenant, change));
             }
         }
     }
@@ -60,13 +67,14 @@ fn columns(deadline: Deadline) -> (feedback_case::Column, feedback_case::Column)
     }
 }
 
-/// Marks one breach; `Some(escalated)` when this sweep marked it, `None` when another sweep or a change won.
+/// Marks one breach; `Some((escalated, tenant, change))` when this sweep marked it, `None` when another sweep or a
+/// change won.
 async fn breach(
     db: &DatabaseConnection,
     row: feedback_case::Model,
     deadline: Deadline,
     now: DateTime<Utc>,
-) -> Result<Option<bool>, DbErr> {
+) -> Result<Option<(bool, TenantId, CaseChange)>, DbErr> {
     let (Ok(tenant), Some(from), Some(priority)) =
         (TenantId::parse(&row.tenant), CaseState::parse(&row.state), Priority::parse(&row.priority))
     else {
@@ -119,7 +127,8 @@ async fn breach(
     append(&txn, &tenant, row.id, event).await?;
     txn.commit().await?;
     tracing::info!(case = %row.id, tenant = %tenant, deadline = what, escalated = escalate, "feedback case deadline breached");
-    Ok(Some(escalate))
+    let change = announce(&feedback_case::Model { state: to.as_str().to_owned(), ..row }, EventKind::SlaBreached, now);
+    Ok(Some((escalate, tenant, change)))
 }
 
 /// The background task; `stop` ends it after its current sweep.
@@ -129,8 +138,9 @@ pub struct CxSweeper {
 }
 
 impl CxSweeper {
-    /// Starts sweeping `db` (whose statements should not count toward requests: `Database::uncounted`) every `every`.
-    pub fn start(db: Database, every: Duration) -> Self {
+    /// Starts sweeping `db` (whose statements should not count toward requests: `Database::uncounted`) every `every`,
+    /// announcing the breaches it marks on `pubsub`.
+    pub fn start(db: Database, pubsub: Arc<dyn PubSub>, every: Duration) -> Self {
         let (stop, mut stopped) = watch::channel(false);
         let task = tokio::spawn(async move {
             loop {
@@ -141,8 +151,13 @@ impl CxSweeper {
                 if *stopped.borrow() {
                     break;
                 }
-                if let Err(err) = sweep(db.conn(), Utc::now()).await {
-                    tracing::error!(error = %err, "sweeping feedback-case deadlines failed");
+                match sweep(db.conn(), Utc::now()).await {
+                    Ok(report) => {
+                        for (tenant, change) in &report.changes {
+                            changes::publish_case_changes(pubsub.as_ref(), tenant, std::slice::from_ref(change)).await;
+                        }
+                    }
+                    Err(err) => tracing::error!(error = %err, "sweeping feedback-case deadlines failed"),
                 }
                 if let Err(err) = crate::cx::answers::recount_expired(db.conn()).await {
                     tracing::error!(error = %err, "recounting expired survey answers failed");

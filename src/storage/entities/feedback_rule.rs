@@ -7,7 +7,7 @@ pub struct Model {
     #[sea_orm(primary_key, auto_increment = false)]
     pub id: Uuid,
     pub tenant: String,
-    /// Unique per tenant: `defineFeedbackRule` updates the rule of that name.
+    /// Unique per tenant: `updateFeedbackRules` updates the rule of that name.
     pub name: String,
     /// `FeedbackMetric`, as text (`nps`, `csat`, `ces`).
     pub metric: String,
