@@ -259,56 +259,131 @@ pub async fn recount_expired(db: &sea_orm::DatabaseConnection) -> Result<usize, 
     Ok(due.len())
 }
 
+/// A rollup cell: tenant, metric, day, channel, stage, touchpoint type, source, score.
+type CellKey = (String, String, chrono::NaiveDate, String, String, String, String, i16);
+
 /// Records the answers of survey touchpoints that have none yet — those stored before CX metrics existed, or
-/// written around the API (the benchmark seed's COPY) — and counts each by the rule, a thousand at a time, each
-/// thousand in its own transaction. Run once when the server starts (and by the seed); returns how many it added.
+/// written around the API (the benchmark seed's COPY) — counted by the rule. One pass in touchpoint id order, a
+/// thousand survey touchpoints at a time, each thousand in one transaction: one multi-row insert of answers and one
+/// multi-row upsert of rollup increments. Run once when the server starts (and by the seed); returns how many it
+/// added. Idempotent: an answer already recorded is skipped, so two instances starting together add each once.
 pub async fn backfill(db: &sea_orm::DatabaseConnection) -> Result<u64, DbErr> {
+    use std::collections::BTreeMap;
+
     use sea_orm::TransactionTrait;
     let mut added = 0;
+    let mut after: Option<Uuid> = None;
     loop {
-        let known = cx_answer::Entity::find().select_only().column(cx_answer::Column::TouchpointId).into_query();
-        let missing: Vec<touchpoint::Model> = touchpoint::Entity::find()
+        let mut query = touchpoint::Entity::find()
             .filter(touchpoint::Column::FeedbackMetric.is_not_null())
             .filter(touchpoint::Column::FeedbackScore.is_not_null())
-            .filter(touchpoint::Column::Id.not_in_subquery(known))
             .order_by_asc(touchpoint::Column::Id)
-            .limit(1000)
-            .all(db)
-            .await?;
-        if missing.is_empty() {
-            return Ok(added);
+            .limit(1000);
+        if let Some(after) = after {
+            query = query.filter(touchpoint::Column::Id.gt(after));
         }
+        let batch: Vec<touchpoint::Model> = query.all(db).await?;
+        let Some(last) = batch.last().map(|t| t.id) else { return Ok(added) };
+        after = Some(last);
         let txn = db.begin().await?;
-        let mut by_tenant: HashMap<String, Vec<Uuid>> = HashMap::new();
-        for tp in &missing {
-            let answer = cx_answer::Model {
-                touchpoint_id: tp.id,
-                tenant: tp.tenant.clone(),
-                customer_id: tp.customer_id,
-                metric: tp.feedback_metric.clone().unwrap_or_default(),
-                score: tp.feedback_score.unwrap_or_default(),
-                answered_at: tp.occurred_at,
-                day: tp.occurred_at.date_naive(),
-                channel: tp.channel.clone(),
-                stage: tp.stage.clone(),
-                touchpoint_type: tp.kind.clone(),
-                source: tp.source.clone(),
-                about_touchpoint_id: None,
-                // Not counted until `recount` below applies the rule.
-                counted: false,
-                counts_until: None,
-            };
-            cx_answer::Entity::insert(cx_answer::ActiveModel::from(answer)).exec_without_returning(&txn).await?;
-            by_tenant.entry(tp.tenant.clone()).or_default().push(tp.customer_id);
+        let known: std::collections::HashSet<Uuid> = cx_answer::Entity::find()
+            .filter(cx_answer::Column::TouchpointId.is_in(batch.iter().map(|t| t.id)))
+            .select_only()
+            .column(cx_answer::Column::TouchpointId)
+            .into_tuple::<Uuid>()
+            .all(&txn)
+            .await?
+            .into_iter()
+            .collect();
+        let mut by_tenant: BTreeMap<String, Vec<&touchpoint::Model>> = BTreeMap::new();
+        for tp in batch.iter().filter(|t| !known.contains(&t.id)) {
+            by_tenant.entry(tp.tenant.clone()).or_default().push(tp);
         }
-        for (tenant, mut customers) in by_tenant {
-            let Ok(tenant) = TenantId::parse(&tenant) else { continue };
-            customers.sort_unstable();
-            customers.dedup();
-            recount(&txn, &tenant, &customers).await?;
+        let now = Utc::now();
+        let mut answers = Vec::new();
+        let mut cells: BTreeMap<CellKey, i64> = BTreeMap::new();
+        for (tenant_text, tps) in by_tenant {
+            let Ok(tenant) = TenantId::parse(&tenant_text) else { continue };
+            let basis = super::settings::of_tenant(&txn, &tenant).await?.basis;
+            let mut ids: Vec<Uuid> = tps.iter().map(|t| t.customer_id).collect();
+            ids.sort_unstable();
+            ids.dedup();
+            let states = policy::states_of(&txn, &tenant, &ids).await?;
+            for tp in tps {
+                let counting = states.get(&tp.customer_id).and_then(|s| policy::cx_counting(s, basis, now));
+                let answer = cx_answer::Model {
+                    touchpoint_id: tp.id,
+                    tenant: tp.tenant.clone(),
+                    customer_id: tp.customer_id,
+                    metric: tp.feedback_metric.clone().unwrap_or_default(),
+                    score: tp.feedback_score.unwrap_or_default(),
+                    answered_at: tp.occurred_at,
+                    day: tp.occurred_at.date_naive(),
+                    channel: tp.channel.clone(),
+                    stage: tp.stage.clone(),
+                    touchpoint_type: tp.kind.clone(),
+                    source: tp.source.clone(),
+                    about_touchpoint_id: None,
+                    counted: counting.is_some(),
+                    counts_until: counting.flatten(),
+                };
+                if answer.counted {
+                    let key = (
+                        answer.tenant.clone(),
+                        answer.metric.clone(),
+                        answer.day,
+                        answer.channel.clone(),
+                        answer.stage.clone(),
+                        answer.touchpoint_type.clone(),
+                        answer.source.clone(),
+                        answer.score,
+                    );
+                    *cells.entry(key).or_default() += 1;
+                }
+                answers.push(cx_answer::ActiveModel::from(answer));
+            }
+        }
+        let n = answers.len() as u64;
+        if !answers.is_empty() {
+            cx_answer::Entity::insert_many(answers).exec_without_returning(&txn).await?;
+        }
+        if !cells.is_empty() {
+            let rows = cells.into_iter().map(|((tenant, metric, day, channel, stage, kind, source, score), n)| {
+                cx_rollup::ActiveModel {
+                    tenant: Set(tenant),
+                    metric: Set(metric),
+                    day: Set(day),
+                    channel: Set(channel),
+                    stage: Set(stage),
+                    touchpoint_type: Set(kind),
+                    source: Set(source),
+                    score: Set(score),
+                    answers: Set(n),
+                }
+            });
+            cx_rollup::Entity::insert_many(rows)
+                .on_conflict(
+                    OnConflict::columns([
+                        cx_rollup::Column::Tenant,
+                        cx_rollup::Column::Metric,
+                        cx_rollup::Column::Day,
+                        cx_rollup::Column::Channel,
+                        cx_rollup::Column::Stage,
+                        cx_rollup::Column::TouchpointType,
+                        cx_rollup::Column::Source,
+                        cx_rollup::Column::Score,
+                    ])
+                    .value(
+                        cx_rollup::Column::Answers,
+                        Expr::col((cx_rollup::Entity, cx_rollup::Column::Answers)).add(Expr::cust("excluded.answers")),
+                    )
+                    .to_owned(),
+                )
+                .exec_without_returning(&txn)
+                .await?;
         }
         txn.commit().await?;
-        added += missing.len() as u64;
+        added += n;
     }
 }
 

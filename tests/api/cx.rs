@@ -389,17 +389,29 @@ async fn an_expired_consent_stops_counting_on_the_next_read(app: TestApp) {
 }
 
 async fn answers_stored_before_cx_metrics_are_backfilled_and_counted(app: TestApp) {
-    consenting(&app, "old1@example.com", "NPS", 9, "WEB", 0).await;
-    answered(&app, "old2@example.com", "NPS", 2, "WEB", 0).await;
+    // Three answers in one rollup cell (one multi-row upsert adds them up), one that does not count.
+    for i in 1..=3 {
+        consenting(&app, &format!("old{i}@example.com"), "NPS", 9, "WEB", 0).await;
+    }
+    answered(&app, "old4@example.com", "NPS", 2, "WEB", 0).await;
     // As if stored before CX metrics existed: the touchpoints are there, their answers and rollups are not.
     let db = app.db().await;
     use sea_orm::ConnectionTrait;
     db.execute_unprepared("DELETE FROM cx_answers").await.expect("delete answers");
     db.execute_unprepared("DELETE FROM cx_rollups").await.expect("delete rollups");
     assert_eq!(metrics(&app, "NPS", &today(), json!([]), Value::Null).await["total"]["answers"], 0);
-    assert_eq!(kontakt::cx::answers::backfill(&db).await.expect("backfill"), 2);
-    // Counted by the rule: the consenting customer's answer only; a second run finds nothing left.
-    assert_eq!(metrics(&app, "NPS", &today(), json!([]), Value::Null).await["total"]["answers"], 1);
+    assert_eq!(kontakt::cx::answers::backfill(&db).await.expect("backfill"), 4);
+    // Counted by the rule: the consenting customers' answers only; a second run finds nothing left.
+    let report = metrics(&app, "NPS", &today(), json!(["CHANNEL"]), Value::Null).await;
+    assert_eq!(
+        report["cells"],
+        json!([{ "bucketStart": null, "bucketEnd": null, "channel": "WEB", "answers": 3,
+        "categories": [{ "category": "PROMOTER", "answers": 3 }, { "category": "PASSIVE", "answers": 0 },
+                       { "category": "DETRACTOR", "answers": 0 }],
+        "value": null, "mean": null, "share": null, "interval": null, "marginOfError": null, "suppressed": true,
+        "lowConfidence": false, "change": null }]),
+        "{report}"
+    );
     assert_eq!(kontakt::cx::answers::backfill(&db).await.expect("backfill"), 0);
 }
 
