@@ -289,3 +289,102 @@ impl ScoresMutation {
             .collect())
     }
 }
+
+/// A customer's affinity to one value of a dimension.
+#[derive(SimpleObject)]
+#[graphql(name = "Affinity")]
+pub struct AffinityView {
+    value: String,
+    /// Share of the decayed weight among the dimension's values, 0–1.
+    score: f64,
+    /// The decayed weight (a purchase 3, a review or click 2, anything else 1; halved every `halfLifeDays`).
+    weight: f64,
+    /// Touchpoints behind it.
+    touchpoints: u64,
+    last_seen_at: DateTime<Utc>,
+}
+
+impl AffinityView {
+    pub fn list(affinities: Permitted<Vec<crate::derived::engagement::Affinity>>) -> Vec<AffinityView> {
+        affinities
+            .into_value()
+            .into_iter()
+            .map(|a| AffinityView {
+                value: a.value,
+                score: a.score,
+                weight: a.weight,
+                touchpoints: a.touchpoints,
+                last_seen_at: a.last_seen_at,
+            })
+            .collect()
+    }
+}
+
+/// A channel Kontakt can contact a person on.
+#[derive(Enum, Clone, Copy, PartialEq, Eq)]
+pub enum ContactChannel {
+    Email,
+    Sms,
+    Phone,
+    Push,
+}
+
+impl From<crate::derived::engagement::ContactChannel> for ContactChannel {
+    fn from(c: crate::derived::engagement::ContactChannel) -> Self {
+        use crate::derived::engagement::ContactChannel as C;
+        match c {
+            C::Email => ContactChannel::Email,
+            C::Sms => ContactChannel::Sms,
+            C::Phone => ContactChannel::Phone,
+            C::Push => ContactChannel::Push,
+        }
+    }
+}
+
+/// Why a channel is or is not the preferred one.
+#[derive(SimpleObject)]
+pub struct ChannelEvidence {
+    channel: ContactChannel,
+    /// The person has an identity this channel reaches (e-mail; phone for SMS and phone; a device for push).
+    reachable: bool,
+    /// `marketing` for this channel is in force.
+    consented: bool,
+    /// When not consented: `NOT_GIVEN`, `DENIED`, `WITHDRAWN` or `EXPIRED`.
+    consent_reason: Option<String>,
+    /// Touchpoints on the channel in the last 180 days (sends and impressions aside).
+    engagements: u64,
+    last_engagement_at: Option<DateTime<Utc>>,
+    /// Reachable and consented.
+    eligible: bool,
+}
+
+/// The channel to contact the person on, and the evidence for every channel.
+#[derive(SimpleObject)]
+#[graphql(name = "PreferredChannel")]
+pub struct PreferredChannelView {
+    /// The eligible channel with the most engagement (then the latest); `null` when none is eligible.
+    channel: Option<ContactChannel>,
+    evidence: Vec<ChannelEvidence>,
+}
+
+impl From<Permitted<crate::derived::engagement::PreferredChannel>> for PreferredChannelView {
+    fn from(p: Permitted<crate::derived::engagement::PreferredChannel>) -> Self {
+        let p = p.into_value();
+        PreferredChannelView {
+            channel: p.channel.map(ContactChannel::from),
+            evidence: p
+                .evidence
+                .iter()
+                .map(|e| ChannelEvidence {
+                    channel: e.channel.into(),
+                    reachable: e.reachable,
+                    consented: e.consent_refusal.is_none(),
+                    consent_reason: e.consent_refusal.map(str::to_owned),
+                    engagements: e.engagements,
+                    last_engagement_at: e.last_engagement_at,
+                    eligible: e.eligible(),
+                })
+                .collect(),
+        }
+    }
+}

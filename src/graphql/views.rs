@@ -361,6 +361,46 @@ impl CustomerView {
         Ok(Some(super::scores::CustomerScoresView(scores)))
     }
 
+    /// Affinities to the values of one touchpoint property (`category`, `brand`, `topic`, …), strongest first:
+    /// each touchpoint of the last year carrying it adds its weight, halved every `halfLifeDays` (0: no decay).
+    /// Gated like `scores`. Needs `touchpoints:read`; logged.
+    async fn affinities(
+        &self,
+        ctx: &Context<'_>,
+        dimension: String,
+        #[graphql(default = 30)] half_life_days: u32,
+        #[graphql(default = 10)] first: i32,
+    ) -> async_graphql::Result<Option<Vec<super::scores::AffinityView>>> {
+        let rc = request(ctx)?;
+        let first = usize::try_from(first).unwrap_or(0);
+        let found = crate::derived::engagement::affinities(
+            &rc.caller,
+            &rc.services,
+            session(ctx)?,
+            self.customer.id,
+            &dimension,
+            half_life_days,
+            first,
+        )
+        .await
+        .gql()?;
+        Ok(Some(super::scores::AffinityView::list(found)))
+    }
+
+    /// The channel to contact the customer on: reachable, consented to (`marketing` for the channel) and the most
+    /// engaged with, with the evidence for every channel. Gated like `scores`. Needs `touchpoints:read`; logged.
+    async fn preferred_channel(
+        &self,
+        ctx: &Context<'_>,
+    ) -> async_graphql::Result<Option<super::scores::PreferredChannelView>> {
+        let rc = request(ctx)?;
+        let found =
+            crate::derived::engagement::preferred_channel(&rc.caller, &rc.services, session(ctx)?, self.customer.id)
+                .await
+                .gql()?;
+        Ok(Some(found.into()))
+    }
+
     /// The customer's latest NPS, CSAT and CES answers with category and trend. Derived personalization data:
     /// `null` with `CONSENT_REQUIRED` unless the customer consented to the caller's purpose. Needs
     /// `touchpoints:read`; logged.

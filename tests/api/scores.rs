@@ -207,7 +207,97 @@ async fn external_scores_are_served_under_the_same_rules_and_go_with_profiling(a
     assert_eq!(first_code(&body), "FORBIDDEN", "{body}");
 }
 
+async fn decide(app: &TestApp, id: &str, channel: &str, status: &str) {
+    app.data(
+        &crate::touchpoints::writer(app),
+        "mutation($i: RecordConsentInput!) { recordConsent(input: $i) { id } }",
+        json!({ "i": { "customerId": id, "purpose": "marketing", "channel": channel, "status": status, "source": "web" } }),
+    )
+    .await;
+}
+
+const PREFERRED: &str = "query($id: UUID!) { customer(id: $id) { preferredChannel { channel
+    evidence { channel reachable consented consentReason engagements eligible } } } }";
+
+async fn preferred(app: &TestApp, id: &str) -> Value {
+    app.data(&reader(app), PREFERRED, json!({ "id": id })).await["customer"]["preferredChannel"].clone()
+}
+
+async fn affinities_and_the_preferred_channel_follow_behaviour_and_consent(app: TestApp) {
+    let who = json!([{ "kind": "EMAIL", "value": "aff@example.com" }, { "kind": "PHONE", "value": "+4520112233" }]);
+    let at = |days: i64, minutes: i64| (Utc::now() - Duration::days(days) - Duration::minutes(minutes)).to_rfc3339();
+    let item = |key: &str, kind: &str, channel: &str, when: String, props: Value| {
+        json!({ "identities": who, "channel": channel, "type": kind, "source": "web", "occurredAt": when,
+                "idempotencyKey": key, "properties": props })
+    };
+    let mut buy = item("a5", "PURCHASE", "WEB", at(0, 5), json!({ "category": "bags" }));
+    buy["value"] = json!(100.0);
+    buy["currency"] = json!("DKK");
+    let result = record(
+        &app,
+        json!([
+            item("a1", "PAGE_VIEW", "WEB", at(0, 1), json!({ "category": "shoes" })),
+            item("a2", "PAGE_VIEW", "WEB", at(0, 2), json!({ "category": "shoes" })),
+            item("a3", "PAGE_VIEW", "WEB", at(0, 3), json!({ "category": "shoes" })),
+            item("a4", "PAGE_VIEW", "WEB", at(60, 0), json!({ "category": "bags" })),
+            buy,
+            item("e1", "EMAIL_OPEN", "EMAIL", at(1, 0), json!({})),
+            item("e2", "EMAIL_OPEN", "EMAIL", at(2, 0), json!({})),
+            item("e3", "EMAIL_SENT", "EMAIL", at(3, 0), json!({})),
+            item("c1", "SUPPORT_CALL", "CALL_CENTER", at(1, 0), json!({})),
+        ]),
+    )
+    .await;
+    let id = result["results"][0]["customerId"].as_str().expect("id").to_owned();
+    grant(&app, &id, "personalization", "GRANTED").await;
+
+    // Without decay: bags 3 (purchase) + 1 (view) = 4, shoes 3 views = 3.
+    const AFFINITIES: &str = "query($id: UUID!, $h: Int!) { customer(id: $id) {
+        affinities(dimension: \"category\", halfLifeDays: $h) { value score weight touchpoints } } }";
+    let flat = app.data(&reader(&app), AFFINITIES, json!({ "id": id, "h": 0 })).await["customer"]["affinities"].clone();
+    assert_eq!(
+        flat,
+        json!([
+            { "value": "bags", "score": 4.0 / 7.0, "weight": 4.0, "touchpoints": 2 },
+            { "value": "shoes", "score": 3.0 / 7.0, "weight": 3.0, "touchpoints": 3 },
+        ])
+    );
+    // With a 30-day half-life the 60-day-old view weighs a quarter: bags ≈ 3.25, shoes ≈ 3.
+    let decayed =
+        app.data(&reader(&app), AFFINITIES, json!({ "id": id, "h": 30 })).await["customer"]["affinities"].clone();
+    let bags = decayed[0]["weight"].as_f64().expect("weight");
+    assert_eq!(decayed[0]["value"], "bags");
+    assert!((bags - 3.25).abs() < 0.01, "{decayed}");
+
+    let none = preferred(&app, &id).await;
+    assert!(none["channel"].is_null(), "nothing consented: {none}");
+    assert_eq!(
+        none["evidence"],
+        json!([
+            { "channel": "EMAIL", "reachable": true, "consented": false, "consentReason": "NOT_GIVEN", "engagements": 2, "eligible": false },
+            { "channel": "SMS", "reachable": true, "consented": false, "consentReason": "NOT_GIVEN", "engagements": 0, "eligible": false },
+            { "channel": "PUSH", "reachable": false, "consented": false, "consentReason": "NOT_GIVEN", "engagements": 0, "eligible": false },
+            { "channel": "PHONE", "reachable": true, "consented": false, "consentReason": "NOT_GIVEN", "engagements": 1, "eligible": false },
+        ])
+    );
+    decide(&app, &id, "email", "GRANTED").await;
+    decide(&app, &id, "phone", "GRANTED").await;
+    decide(&app, &id, "push", "GRANTED").await;
+    assert_eq!(preferred(&app, &id).await["channel"], "EMAIL", "two e-mail engagements beat one call");
+    decide(&app, &id, "email", "WITHDRAWN").await;
+    let phone = preferred(&app, &id).await;
+    assert_eq!(phone["channel"], "PHONE", "{phone}");
+    assert_eq!(phone["evidence"][0]["consentReason"], "WITHDRAWN");
+    assert_eq!(phone["evidence"][2]["eligible"], false, "push is consented but there is no device to reach");
+
+    // Gated like every derived value.
+    grant(&app, &id, "profiling", "DENIED").await;
+    let (_, body) = app.gql(&reader(&app), PREFERRED, json!({ "id": id })).await;
+    assert_eq!(body["errors"][0]["extensions"]["reason"], "PROFILING_REFUSED", "{body}");
+}
+
 on_every_backend!(
+    affinities_and_the_preferred_channel_follow_behaviour_and_consent,
     external_scores_are_served_under_the_same_rules_and_go_with_profiling,
     rfm_codes_match_a_hand_computation_and_refusals_say_why,
     the_models_fitted_through_the_api_reproduce_cdnow,
