@@ -415,7 +415,82 @@ async fn answers_stored_before_cx_metrics_are_backfilled_and_counted(app: TestAp
     assert_eq!(kontakt::cx::answers::backfill(&db).await.expect("backfill"), 0);
 }
 
+async fn every_metric_per_channel_and_week_equals_a_hand_computation(app: TestApp) {
+    let update = "mutation { updateCxSettings(input: { basis: ANALYTICS_CONSENT, minAnswers: 1 }) { minAnswers } }";
+    app.data(&analyst(&app), update, json!({})).await;
+    let this_monday = {
+        let d = Utc::now().date_naive();
+        d - Duration::days(d.weekday().num_days_from_monday() as i64)
+    };
+    let days_since_monday = (Utc::now().date_naive() - this_monday).num_days();
+    // (metric, score, channel, week: 0 this week, 1 last week)
+    let answers: Vec<(&str, i64, &str, i64)> = vec![
+        ("NPS", 10, "EMAIL", 0),
+        ("NPS", 9, "EMAIL", 0),
+        ("NPS", 3, "EMAIL", 0),
+        ("NPS", 7, "WEB", 0),
+        ("NPS", 0, "WEB", 1),
+        ("NPS", 10, "WEB", 1),
+        ("NPS", 6, "EMAIL", 1),
+        ("CSAT", 5, "STORE", 0),
+        ("CSAT", 4, "STORE", 0),
+        ("CSAT", 2, "STORE", 0),
+        ("CSAT", 3, "WEB", 1),
+        ("CSAT", 5, "WEB", 1),
+        ("CES", 7, "CALL_CENTER", 0),
+        ("CES", 2, "CALL_CENTER", 0),
+        ("CES", 6, "CALL_CENTER", 1),
+        ("CES", 4, "WEB", 0),
+    ];
+    for (i, (metric, score, channel, week)) in answers.iter().enumerate() {
+        let days_ago = if *week == 0 { 0 } else { days_since_monday + 3 };
+        consenting(&app, &format!("hand{i}@example.com"), metric, *score, channel, days_ago).await;
+    }
+    let from = (this_monday - Duration::days(7)).to_string();
+    for metric in ["NPS", "CSAT", "CES"] {
+        let report = metrics(&app, metric, &from, json!(["CHANNEL"]), json!("WEEK")).await;
+        let mut got: Vec<(String, String, u64, f64)> = report["cells"]
+            .as_array()
+            .expect("cells")
+            .iter()
+            .map(|c| {
+                let week = c["bucketStart"].as_str().expect("bucket").to_owned();
+                let channel = c["channel"].as_str().expect("channel").to_owned();
+                (week, channel, c["answers"].as_u64().expect("n"), c["value"].as_f64().expect("value"))
+            })
+            .collect();
+        got.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
+        // The same cells computed here from the answers recorded above.
+        let mut cells: std::collections::BTreeMap<(String, String), Vec<i64>> = Default::default();
+        for (m, score, channel, week) in &answers {
+            if *m == metric {
+                let start = if *week == 0 { this_monday } else { this_monday - Duration::days(7) };
+                cells.entry((start.to_string(), channel.to_string())).or_default().push(*score);
+            }
+        }
+        let want: Vec<(String, String, u64, f64)> = cells
+            .into_iter()
+            .map(|((week, channel), scores)| {
+                let n = scores.len() as f64;
+                let share = |f: &dyn Fn(i64) -> bool| scores.iter().filter(|s| f(**s)).count() as f64 / n * 100.0;
+                let value = match metric {
+                    "NPS" => share(&|s| s >= 9) - share(&|s| s <= 6),
+                    "CSAT" => share(&|s| s >= 4),
+                    _ => scores.iter().sum::<i64>() as f64 / n,
+                };
+                (week, channel, scores.len() as u64, value)
+            })
+            .collect();
+        assert_eq!(got.len(), want.len(), "{metric}: {report}");
+        for (g, w) in got.iter().zip(&want) {
+            assert_eq!((&g.0, &g.1, g.2), (&w.0, &w.1, w.2), "{metric}");
+            assert!((g.3 - w.3).abs() < 1e-9, "{metric} {g:?} != {w:?}");
+        }
+    }
+}
+
 on_every_backend!(
+    every_metric_per_channel_and_week_equals_a_hand_computation,
     answers_stored_before_cx_metrics_are_backfilled_and_counted,
     a_merge_and_its_unmerge_recount_both_sides,
     an_expired_consent_stops_counting_on_the_next_read,
