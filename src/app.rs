@@ -23,6 +23,8 @@ use crate::{
 pub struct Application {
     listener: tokio::net::TcpListener,
     router: Router,
+    /// The separate `/metrics` listener (`KONTAKT_METRICS_LISTEN`) and what it serves.
+    metrics: Option<(tokio::net::TcpListener, Router)>,
     state: AppState,
     access_log_writer: AccessLogWriter,
     job_runner: JobRunner,
@@ -75,11 +77,25 @@ impl Application {
         let listener = tokio::net::TcpListener::bind(state.config.listen)
             .await
             .with_context(|| format!("binding {} (set KONTAKT_LISTEN or --listen)", state.config.listen))?;
-        Ok(Application { listener, router, state, access_log_writer, job_runner, cx_sweeper })
+        let metrics = match state.config.metrics_listen {
+            Some(addr) => {
+                let listener = tokio::net::TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("binding {addr} (set KONTAKT_METRICS_LISTEN or --metrics-listen)"))?;
+                Some((listener, http::metrics_router(state.clone())))
+            }
+            None => None,
+        };
+        Ok(Application { listener, router, metrics, state, access_log_writer, job_runner, cx_sweeper })
     }
 
     pub fn local_addr(&self) -> anyhow::Result<SocketAddr> {
         Ok(self.listener.local_addr()?)
+    }
+
+    /// Where the separate `/metrics` listener is bound, when `KONTAKT_METRICS_LISTEN` is set.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics.as_ref().and_then(|(listener, _)| listener.local_addr().ok())
     }
 
     pub fn state(&self) -> &AppState {
@@ -89,10 +105,22 @@ impl Application {
     /// Serves until `shutdown` resolves, finishes the requests in flight, stops the job runner after its current
     /// batch (the job resumes from its checkpoint on the next start), then writes the queued access log.
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+        let shutdown = futures_util::FutureExt::shared(futures_util::FutureExt::boxed(shutdown));
+        let metrics = self.metrics.map(|(listener, router)| {
+            let shutdown = shutdown.clone();
+            tokio::spawn(async move {
+                if let Err(err) = axum::serve(listener, router).with_graceful_shutdown(shutdown).await {
+                    tracing::error!(error = %err, "serving /metrics failed");
+                }
+            })
+        });
         let served = axum::serve(self.listener, self.router.into_make_service_with_connect_info::<SocketAddr>())
             .with_graceful_shutdown(shutdown)
             .await
             .context("serving HTTP");
+        if let Some(metrics) = metrics {
+            let _ = metrics.await;
+        }
         self.job_runner.stop().await;
         self.cx_sweeper.stop().await;
         self.access_log_writer.flush_and_stop().await;
@@ -111,7 +139,7 @@ async fn build_services(config: &Config, db: Database) -> anyhow::Result<(Servic
         })
         .transpose()?;
     let suppression_key = match &config.suppression_key {
-        Some(key) => key.clone(),
+        Some(key) => key.expose().clone(),
         None => {
             let mut path = config.dev_key_path().into_os_string();
             path.push(".suppression");
@@ -128,7 +156,7 @@ async fn build_services(config: &Config, db: Database) -> anyhow::Result<(Servic
     let (access_log, access_log_writer) = AccessLog::start(db.clone());
     let services = match &config.redis_url {
         Some(url) => {
-            let client = redis::Client::open(url.as_str()).context("REDIS_URL is not a Redis URL")?;
+            let client = redis::Client::open(url.expose()).context("REDIS_URL is not a Redis URL")?;
             // Fail fast while Redis is down (about 0.15 s, not 9 s) so readiness and fallbacks react quickly.
             let manager_config = ConnectionManagerConfig::new()
                 .set_number_of_retries(1)

@@ -101,6 +101,9 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         "Kontakt is listening.\n  GraphQL:  http://{addr}/graphql\n  GraphiQL: http://{addr}/graphql (open in a browser)\n  \
          WebSocket subscriptions: ws://{addr}/graphql/ws\n"
     );
+    if let Some(metrics) = app.metrics_addr() {
+        banner.push_str(&format!("  Metrics:  http://{metrics}/metrics\n"));
+    }
     if development {
         let request = TokenRequest {
             tenant: "dev".into(),

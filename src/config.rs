@@ -1,5 +1,5 @@
 //! Configuration: one typed value built from flags and `KONTAKT_*` environment variables (flags win).
-use std::{net::SocketAddr, path::PathBuf, time::Duration};
+use std::{fmt, net::SocketAddr, path::PathBuf, time::Duration};
 
 use clap::{Args, ValueEnum};
 
@@ -28,8 +28,14 @@ pub struct Config {
     pub listen: SocketAddr,
 
     /// Database URL: `sqlite://kontakt.db?mode=rwc` (default, created on start) or `postgres://…`.
-    #[arg(long, env = "DATABASE_URL", default_value = "sqlite://kontakt.db?mode=rwc", global = true)]
-    pub database_url: String,
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "sqlite://kontakt.db?mode=rwc",
+        hide_env_values = true,
+        global = true
+    )]
+    pub database_url: ConnectionUrl,
 
     /// PostgreSQL schema to use instead of `public` (one database, several isolated installations).
     #[arg(long, env = "KONTAKT_DATABASE_SCHEMA", global = true)]
@@ -44,8 +50,8 @@ pub struct Config {
     pub migrate_on_start: bool,
 
     /// Redis URL (`redis://…`). Without it cache and pub/sub are in-process.
-    #[arg(long, env = "REDIS_URL", global = true)]
-    pub redis_url: Option<String>,
+    #[arg(long, env = "REDIS_URL", hide_env_values = true, global = true)]
+    pub redis_url: Option<ConnectionUrl>,
 
     /// Prefix of every Redis key and channel this installation uses.
     #[arg(long, env = "KONTAKT_REDIS_PREFIX", default_value = "kontakt", global = true)]
@@ -61,7 +67,7 @@ pub struct Config {
 
     /// HS256 shared secret for tokens. In development without it a key is made and kept beside the SQLite file.
     #[arg(long, env = "KONTAKT_JWT_SECRET", hide_env_values = true, global = true)]
-    pub jwt_secret: Option<String>,
+    pub jwt_secret: Option<Secret<String>>,
 
     /// JWKS document of public keys (RS256/ES256/EdDSA), chosen by `kid`.
     #[arg(long, env = "KONTAKT_JWKS_FILE", global = true)]
@@ -123,11 +129,11 @@ pub struct Config {
     /// Secret for the keyed hashes that keep erased identities suppressed. Development makes one beside the
     /// SQLite file; production requires it (and it must never change, or suppressed people come back).
     #[arg(long, env = "KONTAKT_SUPPRESSION_KEY", hide_env_values = true, global = true)]
-    pub suppression_key: Option<String>,
+    pub suppression_key: Option<Secret<String>>,
 
     /// Write keys of the tracking API (`/v1/*`): `KEY=TENANT/SOURCE`, comma-separated.
     #[arg(long, env = "KONTAKT_WRITE_KEYS", hide_env_values = true, global = true)]
-    pub write_keys: Option<String>,
+    pub write_keys: Option<Secret<String>>,
 
     /// Browser origins allowed to call the API (CORS), comma-separated, e.g. `https://shop.example`. `*` allows
     /// any origin (development only). Default: none.
@@ -137,6 +143,16 @@ pub struct Config {
     /// Serve introspection (default: on in development, off in production).
     #[arg(long, env = "KONTAKT_INTROSPECTION", action = clap::ArgAction::Set, global = true)]
     pub introspection: Option<bool>,
+
+    /// Bearer token `/metrics` requires (`Authorization: Bearer <token>`); without it `/metrics` is open. Production
+    /// needs this or `KONTAKT_METRICS_LISTEN`.
+    #[arg(long, env = "KONTAKT_METRICS_TOKEN", hide_env_values = true, global = true)]
+    pub metrics_token: Option<Secret<String>>,
+
+    /// A separate address that serves only `/metrics` (e.g. on an internal interface); the main listener then does
+    /// not serve it. The token, when set, is required there too.
+    #[arg(long, env = "KONTAKT_METRICS_LISTEN", global = true)]
+    pub metrics_listen: Option<SocketAddr>,
 
     /// `json` or `pretty` logs (default: pretty in development, json in production).
     #[arg(long, env = "KONTAKT_LOG_FORMAT", value_enum, global = true)]
@@ -195,12 +211,12 @@ impl Config {
     }
 
     pub fn is_sqlite(&self) -> bool {
-        self.database_url.starts_with("sqlite:")
+        self.database_url.expose().starts_with("sqlite:")
     }
 
     /// The SQLite file path from the URL, when the database is a SQLite file.
     pub fn sqlite_path(&self) -> Option<PathBuf> {
-        let rest = self.database_url.strip_prefix("sqlite:")?;
+        let rest = self.database_url.expose().strip_prefix("sqlite:")?;
         let rest = rest.trim_start_matches("//");
         let path = rest.split('?').next().unwrap_or_default();
         (!path.is_empty() && path != ":memory:").then(|| PathBuf::from(path))
@@ -224,7 +240,14 @@ impl Config {
     /// The tracking API's write keys: key → (tenant, source).
     pub fn parsed_write_keys(&self) -> anyhow::Result<std::collections::HashMap<String, (String, String)>> {
         let mut keys = std::collections::HashMap::new();
-        for entry in self.write_keys.as_deref().unwrap_or_default().split(',').map(str::trim).filter(|e| !e.is_empty())
+        for entry in self
+            .write_keys
+            .as_ref()
+            .map(|k| k.expose().as_str())
+            .unwrap_or_default()
+            .split(',')
+            .map(str::trim)
+            .filter(|e| !e.is_empty())
         {
             let parsed = entry
                 .split_once('=')
@@ -252,16 +275,33 @@ impl Config {
             if self.jwt_secret.is_none() && self.jwks_file.is_none() {
                 anyhow::bail!("production needs KONTAKT_JWKS_FILE (public keys) or KONTAKT_JWT_SECRET");
             }
-            if self.suppression_key.as_ref().is_none_or(|k| k.len() < 32) {
+            if self.suppression_key.as_ref().is_none_or(|k| k.expose().len() < 32) {
                 anyhow::bail!("production needs KONTAKT_SUPPRESSION_KEY (at least 32 bytes, never changed)");
             }
             if let Some(secret) = &self.jwt_secret
-                && secret.len() < 32
+                && secret.expose().len() < 32
             {
                 anyhow::bail!("KONTAKT_JWT_SECRET must be at least 32 bytes in production");
             }
+            if self.metrics_token.is_none() && self.metrics_listen.is_none() {
+                anyhow::bail!(
+                    "production needs KONTAKT_METRICS_TOKEN (a bearer token for /metrics) or KONTAKT_METRICS_LISTEN \
+                     (a separate, internal address for /metrics)"
+                );
+            }
+            if let Some(token) = &self.metrics_token
+                && token.expose().len() < 16
+            {
+                anyhow::bail!("KONTAKT_METRICS_TOKEN must be at least 16 characters in production");
+            }
         }
         self.parsed_write_keys()?;
+        if self.metrics_token.as_ref().is_some_and(|t| t.expose().trim().is_empty()) {
+            anyhow::bail!("KONTAKT_METRICS_TOKEN must not be empty");
+        }
+        if self.metrics_listen.is_some_and(|m| m == self.listen && m.port() != 0) {
+            anyhow::bail!("KONTAKT_METRICS_LISTEN must differ from KONTAKT_LISTEN");
+        }
         if self.is_production() && self.cors_origins.as_deref().is_some_and(|o| o.split(',').any(|o| o.trim() == "*")) {
             anyhow::bail!("KONTAKT_CORS_ORIGINS=* is for development; list the origins in production");
         }
@@ -277,5 +317,190 @@ impl Config {
             anyhow::bail!("KONTAKT_DATABASE_SCHEMA may hold only letters, digits and `_`");
         }
         Ok(())
+    }
+}
+
+/// A value that must never be printed: `Debug` and `Display` show `[redacted]`; [`Secret::expose`] is the one way to
+/// the value, so every use of it is visible in the code.
+#[derive(Clone, PartialEq, Eq, Default)]
+pub struct Secret<T>(T);
+
+impl<T> Secret<T> {
+    pub fn new(value: T) -> Self {
+        Secret(value)
+    }
+
+    /// The secret itself, for the places that need it (signing keys, HMAC keys, comparisons).
+    pub fn expose(&self) -> &T {
+        &self.0
+    }
+}
+
+impl<T> fmt::Debug for Secret<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+impl<T> fmt::Display for Secret<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+impl From<String> for Secret<String> {
+    fn from(value: String) -> Self {
+        Secret(value)
+    }
+}
+
+impl From<&str> for Secret<String> {
+    fn from(value: &str) -> Self {
+        Secret(value.to_owned())
+    }
+}
+
+/// A database or Redis URL: `Debug` and `Display` show it with its password (in the userinfo or a `password=`
+/// parameter) replaced by `[redacted]`; [`ConnectionUrl::expose`] gives the URL to connect with.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ConnectionUrl(String);
+
+impl ConnectionUrl {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// The URL with its password replaced by `[redacted]`, fit for logs and error messages.
+    pub fn redacted(&self) -> String {
+        redact_url(&self.0)
+    }
+}
+
+impl fmt::Debug for ConnectionUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", self.redacted())
+    }
+}
+
+impl fmt::Display for ConnectionUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.redacted())
+    }
+}
+
+impl From<String> for ConnectionUrl {
+    fn from(value: String) -> Self {
+        ConnectionUrl(value)
+    }
+}
+
+impl From<&str> for ConnectionUrl {
+    fn from(value: &str) -> Self {
+        ConnectionUrl(value.to_owned())
+    }
+}
+
+/// Replaces the password of a URL (`scheme://user:password@host`, and `password=`/`sslpassword=` parameters) with
+/// `[redacted]`; the rest (scheme, user, host, database, other parameters) stays readable.
+pub fn redact_url(url: &str) -> String {
+    const REDACTED: &str = "[redacted]";
+    let (base, query) = match url.split_once('?') {
+        Some((base, query)) => (base, Some(query)),
+        None => (url, None),
+    };
+    let mut out = match (base.find("://"), base.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let userinfo = &base[scheme + 3..at];
+            match userinfo.split_once(':') {
+                Some((user, _)) => format!("{}{user}:{REDACTED}{}", &base[..scheme + 3], &base[at..]),
+                // `redis://secret@host`: a lone userinfo is the password.
+                None if base.starts_with("redis") => format!("{}{REDACTED}{}", &base[..scheme + 3], &base[at..]),
+                None => base.to_owned(),
+            }
+        }
+        _ => base.to_owned(),
+    };
+    if let Some(query) = query {
+        out.push('?');
+        let params: Vec<String> = query
+            .split('&')
+            .map(|param| match param.split_once('=') {
+                Some((name, _)) if name.to_ascii_lowercase().ends_with("password") => format!("{name}={REDACTED}"),
+                _ => param.to_owned(),
+            })
+            .collect();
+        out.push_str(&params.join("&"));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_shows_no_secret() {
+        let mut config = Config::defaults();
+        config.jwt_secret = Some("jwt-secret-0123456789abcdef0123456789".into());
+        config.suppression_key = Some("suppression-key-0123456789abcdef01234".into());
+        config.write_keys = Some("write-key-0123456789=acme/web".into());
+        config.metrics_token = Some("metrics-token-0123456789".into());
+        config.database_url =
+            "postgres://kontakt:db-pass-0123456789@db.internal:5432/kontakt?sslpassword=ssl-pass-42".into();
+        config.redis_url = Some("redis://default:redis-pass-0123456789@cache.internal:6379/0".into());
+        let printed = format!("{config:?}");
+        for secret in [
+            "jwt-secret-0123456789",
+            "suppression-key-0123456789",
+            "write-key-0123456789",
+            "metrics-token-0123456789",
+            "db-pass-0123456789",
+            "ssl-pass-42",
+            "redis-pass-0123456789",
+        ] {
+            assert!(!printed.contains(secret), "`{secret}` is in the Debug output: {printed}");
+        }
+        // What is not secret stays readable.
+        assert!(
+            printed.contains("postgres://kontakt:[redacted]@db.internal:5432/kontakt?sslpassword=[redacted]"),
+            "{printed}"
+        );
+        assert!(printed.contains("redis://default:[redacted]@cache.internal:6379/0"), "{printed}");
+        assert_eq!(config.jwt_secret.as_ref().map(|s| s.to_string()).as_deref(), Some("[redacted]"));
+        assert_eq!(
+            config.jwt_secret.as_ref().map(|s| s.expose().as_str()),
+            Some("jwt-secret-0123456789abcdef0123456789")
+        );
+    }
+
+    #[test]
+    fn urls_keep_everything_but_the_password() {
+        assert_eq!(redact_url("sqlite://kontakt.db?mode=rwc"), "sqlite://kontakt.db?mode=rwc");
+        assert_eq!(
+            redact_url("postgres://postgres@127.0.0.1:5432/postgres"),
+            "postgres://postgres@127.0.0.1:5432/postgres"
+        );
+        assert_eq!(redact_url("postgres://u:p@w@h/db"), "postgres://u:[redacted]@h/db");
+        assert_eq!(redact_url("redis://only-password@h:6379"), "redis://[redacted]@h:6379");
+        assert_eq!(redact_url("postgres://h/db?user=u&password=p"), "postgres://h/db?user=u&password=[redacted]");
+    }
+
+    #[test]
+    fn production_needs_a_way_to_protect_metrics() {
+        let mut config = Config::defaults();
+        config.env = Environment::Production;
+        config.jwt_issuer = Some("iss".into());
+        config.jwt_audience = Some("aud".into());
+        config.jwt_secret = Some("j".repeat(40).into());
+        config.suppression_key = Some("s".repeat(40).into());
+        let refused = config.check().expect_err("no metrics protection").to_string();
+        assert!(refused.contains("KONTAKT_METRICS_TOKEN"), "{refused}");
+        config.metrics_token = Some("short".into());
+        assert!(config.check().is_err(), "a short token is refused in production");
+        config.metrics_token = Some("m".repeat(32).into());
+        config.check().expect("a token is enough");
+        config.metrics_token = None;
+        config.metrics_listen = Some("127.0.0.1:9100".parse().expect("address"));
+        config.check().expect("a separate listener is enough");
     }
 }

@@ -194,6 +194,85 @@ impl<T> GqlResult<T> for ApiResult<T> {
     }
 }
 
+/// The longest error message the server sends, in bytes. Messages can quote what the client sent (a parse error
+/// shows the offending line), so without a bound a 700 KB query got an 831 KB answer.
+pub const MAX_MESSAGE_BYTES: usize = 512;
+/// Characters of the source kept on each side of a parse error's caret.
+const EXCERPT_CHARS: usize = 40;
+/// Longest line kept whole in a message that is over the bound.
+const MAX_LINE_CHARS: usize = 120;
+
+/// Bounds an error message to [`MAX_MESSAGE_BYTES`], cut on a character boundary and ending in `…`. A parse error's
+/// source excerpt (`1 | …` above `  |     ^---`) keeps a window around the caret, so the message still shows where
+/// the error is (its first line, ` --> line:column`, is kept, and so are the error's `locations`).
+pub fn bound_message(message: &str) -> std::borrow::Cow<'_, str> {
+    if message.len() <= MAX_MESSAGE_BYTES {
+        return std::borrow::Cow::Borrowed(message);
+    }
+    let lines: Vec<&str> = message.lines().collect();
+    let mut kept: Vec<String> = Vec::with_capacity(lines.len());
+    let mut i = 0;
+    while i < lines.len() {
+        if let Some(caret) = lines.get(i + 1)
+            && let Some((source, caret)) = caret_window(lines[i], caret)
+        {
+            kept.push(source);
+            kept.push(caret);
+            i += 2;
+            continue;
+        }
+        kept.push(shorten(lines[i], MAX_LINE_CHARS));
+        i += 1;
+    }
+    std::borrow::Cow::Owned(cut(&kept.join("\n"), MAX_MESSAGE_BYTES))
+}
+
+/// Cuts a pest-style excerpt (`12 | source` above `   |     ^---`) to a window around the caret.
+fn caret_window(source: &str, caret: &str) -> Option<(String, String)> {
+    let bar = caret.find('|')?;
+    if !caret[..bar].bytes().all(|b| b == b' ') || source.as_bytes().get(bar) != Some(&b'|') {
+        return None;
+    }
+    let gutter = bar + 2;
+    let text = source.get(gutter..)?;
+    let marks = caret.get(gutter..)?;
+    let column = marks.len() - marks.trim_start_matches(' ').len();
+    let marker = marks.trim_start_matches(' ');
+    if !marker.starts_with('^') || text.chars().count() <= MAX_LINE_CHARS {
+        return None;
+    }
+    let start = column.saturating_sub(EXCERPT_CHARS);
+    let excerpt: String = text.chars().skip(start).take(2 * EXCERPT_CHARS).collect();
+    let more_after = text.chars().count() > start + 2 * EXCERPT_CHARS;
+    let lead = if start > 0 { "…" } else { "" };
+    let source = format!("{}{lead}{excerpt}{}", &source[..gutter], if more_after { "…" } else { "" });
+    let caret = format!(
+        "{}{}{}",
+        &caret[..gutter],
+        " ".repeat(lead.chars().count() + column - start),
+        shorten(marker, EXCERPT_CHARS)
+    );
+    Some((source, caret))
+}
+
+fn shorten(line: &str, max_chars: usize) -> String {
+    match line.char_indices().nth(max_chars.saturating_sub(1)) {
+        Some((end, _)) if line[end..].chars().nth(1).is_some() => format!("{}…", &line[..end]),
+        _ => line.to_owned(),
+    }
+}
+
+fn cut(message: &str, max_bytes: usize) -> String {
+    if message.len() <= max_bytes {
+        return message.to_owned();
+    }
+    let mut end = max_bytes - '…'.len_utf8();
+    while !message.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &message[..end])
+}
+
 #[cfg(test)]
 mod tests {
     use std::{borrow::Cow, sync::Arc};
@@ -251,5 +330,39 @@ mod tests {
         for code in ["23505", "42P01", "22P02"] {
             assert_eq!(ApiError::from(db(code)).code(), ErrorCode::Internal, "{code}");
         }
+    }
+}
+
+#[cfg(test)]
+mod bound_tests {
+    use super::*;
+
+    #[test]
+    fn short_messages_are_untouched() {
+        assert!(matches!(bound_message("field `x` not found"), std::borrow::Cow::Borrowed(_)));
+    }
+
+    #[test]
+    fn long_messages_are_cut_on_a_char_boundary() {
+        let long = "é".repeat(2_000);
+        let bounded = bound_message(&long);
+        assert!(bounded.len() <= MAX_MESSAGE_BYTES, "{}", bounded.len());
+        assert!(bounded.ends_with('…'));
+    }
+
+    #[test]
+    fn a_parse_error_keeps_the_position_and_a_window_around_the_caret() {
+        let line = format!("{{ __typename {} @@@ }}", "x".repeat(200_000));
+        let column = line.find("@@@").expect("marker") + 1;
+        let message =
+            format!(" --> 1:{column}\n  |\n1 | {line}\n  | {}^---\n  |\n  = expected name", " ".repeat(column - 1));
+        let bounded = bound_message(&message);
+        assert!(bounded.len() <= MAX_MESSAGE_BYTES, "{bounded}");
+        assert!(bounded.starts_with(&format!(" --> 1:{column}")), "{bounded}");
+        assert!(bounded.ends_with("= expected name"), "{bounded}");
+        let lines: Vec<&str> = bounded.lines().collect();
+        let source_col = lines[2].chars().position(|c| c == '@').expect("the error is in the excerpt");
+        let caret_col = lines[3].chars().position(|c| c == '^').expect("caret");
+        assert_eq!(source_col, caret_col, "the caret points at the error:\n{bounded}");
     }
 }

@@ -24,10 +24,10 @@ impl Server {
     async fn start(database_url: &str, schema: Option<&str>) -> Server {
         let mut config = Config::defaults();
         config.listen = "127.0.0.1:0".parse().expect("address");
-        config.database_url = database_url.to_owned();
+        config.database_url = database_url.into();
         config.database_schema = schema.map(str::to_owned);
         config.database_max_connections = 4;
-        config.jwt_secret = Some(format!("seed-test-{}", uuid::Uuid::new_v4().simple()));
+        config.jwt_secret = Some(format!("seed-test-{}", uuid::Uuid::new_v4().simple()).into());
         let app = Application::build(config).await.expect("the server starts");
         let base = format!("http://{}", app.local_addr().expect("bound address"));
         let keys = app.state().keys.clone();

@@ -70,7 +70,7 @@ impl KeyRing {
         let mut signing = None;
 
         let secret = match (&config.jwt_secret, &config.jwks_file) {
-            (Some(secret), _) => Some(secret.clone()),
+            (Some(secret), _) => Some(secret.expose().clone()),
             (None, None) if !config.is_production() => Some(load_or_create_dev_key(&config.dev_key_path())?),
             _ => None,
         };

@@ -1,7 +1,8 @@
 //! The one execution path: an async-graphql extension that every operation runs through, whatever carried it
 //! (HTTP, WebSocket, a batch). It applies the document limits before validation does any work (size, aliases,
-//! depth, expanded size, introspection), the request timeout, error codes, metrics, and the GraphQL rule that a
-//! field error makes the nearest nullable field `null` (async-graphql leaves a failed field out of `data`).
+//! depth, expanded size, introspection), the request timeout, error codes, bounded error messages, metrics, and the
+//! GraphQL rule that a field error makes the nearest nullable field `null` (async-graphql leaves a failed field out
+//! of `data`).
 use std::{
     collections::HashMap,
     sync::{Arc, Mutex},
@@ -220,14 +221,18 @@ impl Extension for Operation {
     }
 }
 
-/// The last step of every response: codes on every error, `null` where a field failed, fields in the order the
-/// document selects them, metrics.
+/// The last step of every response: bounded messages and codes on every error, `null` where a field failed,
+/// fields in the order the document selects them, metrics.
 fn finish(limits: &Limits, seen: &Seen, mut response: Response, started: Option<Instant>) -> Response {
     let request_failed = response.data == Value::Null
         && !response.errors.is_empty()
         && response.errors.iter().all(|e| e.path.is_empty());
     let default_code = if request_failed { ErrorCode::GraphqlValidationFailed } else { ErrorCode::Validation };
     for error in &mut response.errors {
+        // Messages can quote the request (a parse error shows the offending line): bounded, whatever the transport.
+        if error.message.len() > crate::error::MAX_MESSAGE_BYTES {
+            error.message = crate::error::bound_message(&error.message).into_owned();
+        }
         let extensions = error.extensions.get_or_insert_with(Default::default);
         if extensions.get("code").is_none() {
             extensions.set("code", default_code.as_str());

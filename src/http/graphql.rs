@@ -213,6 +213,9 @@ async fn execute(state: &AppState, caller: Caller, params: Params, media: MediaT
 
 /// Serialises a GraphQL error, giving it `code` when the schema layer did not.
 fn tagged(mut error: ServerError, default: ErrorCode) -> Value {
+    if error.message.len() > crate::error::MAX_MESSAGE_BYTES {
+        error.message = crate::error::bound_message(&error.message).into_owned();
+    }
     let has_code = error.extensions.as_ref().and_then(|e| e.get("code")).is_some();
     if !has_code {
         error.extensions.get_or_insert_with(Default::default).set("code", default.as_str());
@@ -233,7 +236,7 @@ fn request_error_status(media: MediaType) -> StatusCode {
 }
 
 fn error_body_entry(code: ErrorCode, message: &str) -> Value {
-    json!({ "message": message, "extensions": { "code": code.as_str() } })
+    json!({ "message": crate::error::bound_message(message), "extensions": { "code": code.as_str() } })
 }
 
 fn error_body(code: ErrorCode, message: &str) -> Value {

@@ -62,13 +62,17 @@ fn cors(config: &Config) -> CorsLayer {
 pub fn router(state: AppState) -> Router {
     let max_body = state.config.max_body_bytes;
     let cors = cors(&state.config);
-    Router::new()
+    let mut routes = Router::new()
         .route("/graphql", get(graphql::graphql_get).post(graphql::graphql_post))
         .route("/graphql/ws", get(ws::graphql_ws))
         .route("/v1/{kind}", axum::routing::post(tracking::track).layer(RequestDecompressionLayer::new()))
         .route("/healthz", get(ops::healthz))
-        .route("/readyz", get(ops::readyz))
-        .route("/metrics", get(ops::metrics))
+        .route("/readyz", get(ops::readyz));
+    // With a separate metrics listener (`KONTAKT_METRICS_LISTEN`), `/metrics` is served there only.
+    if state.config.metrics_listen.is_none() {
+        routes = routes.route("/metrics", get(ops::metrics));
+    }
+    routes
         .layer(axum::extract::DefaultBodyLimit::max(max_body))
         .layer(middleware::from_fn(record_http_metrics))
         .layer(
@@ -84,6 +88,19 @@ pub fn router(state: AppState) -> Router {
                 .layer(PropagateRequestIdLayer::new(REQUEST_ID_HEADER))
                 .layer(CatchPanicLayer::new())
                 .layer(cors)
+                .layer(CompressionLayer::new()),
+        )
+        .with_state(state)
+}
+
+/// What the separate metrics listener (`KONTAKT_METRICS_LISTEN`) serves: `/metrics` and nothing else.
+pub fn metrics_router(state: AppState) -> Router {
+    Router::new()
+        .route("/metrics", get(ops::metrics))
+        .layer(
+            ServiceBuilder::new()
+                .layer(SetSensitiveRequestHeadersLayer::new([header::AUTHORIZATION]))
+                .layer(CatchPanicLayer::new())
                 .layer(CompressionLayer::new()),
         )
         .with_state(state)

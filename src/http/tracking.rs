@@ -29,7 +29,7 @@ const RETRY_AFTER_SECS: &str = "5";
 pub type WriteKeys = HashMap<String, (TenantId, String)>;
 
 fn refuse(status: StatusCode, message: &str) -> Response {
-    (status, Json(json!({ "success": false, "error": message }))).into_response()
+    (status, Json(json!({ "success": false, "error": crate::error::bound_message(message) }))).into_response()
 }
 
 fn write_key(headers: &HeaderMap, body: &Value) -> Option<String> {
@@ -130,7 +130,7 @@ fn error_json(err: &ApiError) -> Value {
     if let ApiError::Internal(cause) = err {
         tracing::error!(error = ?cause, "tracking event failed");
     }
-    let mut value = json!({ "code": err.code().as_str(), "message": err.to_string() });
+    let mut value = json!({ "code": err.code().as_str(), "message": crate::error::bound_message(&err.to_string()) });
     if let ApiError::Validation { field, .. } = err {
         value["field"] = json!(field);
     }

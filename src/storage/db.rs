@@ -41,7 +41,7 @@ impl Database {
     }
 
     async fn connect_with(config: &Config, statement_timeout: bool) -> anyhow::Result<Self> {
-        let mut options = ConnectOptions::new(config.database_url.clone());
+        let mut options = ConnectOptions::new(config.database_url.expose());
         options
             .max_connections(if config.is_sqlite() {
                 1.max(config.database_max_connections.min(8))
@@ -67,7 +67,7 @@ impl Database {
         }
         let mut conn = sea_orm::Database::connect(options)
             .await
-            .with_context(|| format!("connecting to the database ({})", redact(&config.database_url)))?;
+            .with_context(|| format!("connecting to the database ({})", config.database_url.redacted()))?;
         let statements = Arc::new(AtomicU64::new(0));
         let counter = statements.clone();
         conn.set_metric_callback(move |info| {
@@ -152,18 +152,6 @@ impl Database {
             }
             _ => None,
         }
-    }
-}
-
-/// A database URL without its password, for messages.
-pub fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            let userinfo = &url[scheme + 3..at];
-            let user = userinfo.split(':').next().unwrap_or_default();
-            format!("{}{}:***{}", &url[..scheme + 3], user, &url[at..])
-        }
-        _ => url.to_owned(),
     }
 }
 

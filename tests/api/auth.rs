@@ -160,7 +160,7 @@ async fn production_refuses_to_start_without_real_keys() {
     let mut config = Config::defaults();
     config.env = Environment::Production;
     config.listen = "127.0.0.1:0".parse().expect("addr");
-    config.database_url = format!("sqlite://{}?mode=rwc", dir.path().join("k.db").display());
+    config.database_url = format!("sqlite://{}?mode=rwc", dir.path().join("k.db").display()).into();
     let err = Application::build(config.clone()).await.err().expect("refused").to_string();
     assert!(err.contains("KONTAKT_JWT_ISSUER"), "{err}");
     config.jwt_issuer = Some("https://issuer".into());
@@ -211,4 +211,51 @@ async fn tenants_never_see_each_other(app: TestApp) {
     assert_eq!(data["customer"]["givenName"], "Ann");
 }
 
-on_every_backend!(missing_scope_is_forbidden, tenants_never_see_each_other);
+const WRITE_KEY: &str = "debug-write-key-0123456789";
+const METRICS_TOKEN: &str = "debug-metrics-token-0123456789";
+const SUPPRESSION_KEY: &str = "debug-suppression-key-0123456789abcdef";
+
+fn every_secret(config: &mut kontakt::config::Config) {
+    config.write_keys = Some(format!("{WRITE_KEY}=acme/web").into());
+    config.metrics_token = Some(METRICS_TOKEN.into());
+    config.suppression_key = Some(SUPPRESSION_KEY.into());
+}
+
+/// Secrets never print (`Debug` of the running server's configuration, database and Redis URLs without their
+/// password) and still do their work: the JWT secret verifies tokens, the write key tracks, the metrics token opens
+/// `/metrics`.
+async fn secrets_never_print_and_still_work(app: TestApp) {
+    let printed = format!("{:?}", app.config);
+    for secret in [app.secret.as_str(), WRITE_KEY, METRICS_TOKEN, SUPPRESSION_KEY] {
+        assert!(!printed.contains(secret), "a secret is in the configuration's Debug output: {printed}");
+    }
+    assert!(printed.contains("[redacted]"), "{printed}");
+    for url in
+        std::iter::once(app.config.database_url.expose()).chain(app.config.redis_url.as_ref().map(|u| u.expose()))
+    {
+        if let Some(password) = url
+            .split_once("://")
+            .and_then(|(_, rest)| rest.split_once('@'))
+            .and_then(|(userinfo, _)| userinfo.split_once(':'))
+            .map(|(_, password)| password)
+        {
+            assert!(!printed.contains(&format!(":{password}@")), "a URL's password is in the Debug output: {printed}");
+        }
+    }
+
+    let (status, body, _) = status_of(&app, Some(&app.admin())).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["data"]["viewer"]["tenant"], "acme");
+    let event = json!({ "type": "track", "event": "Viewed", "userId": "debug-user", "messageId": "debug-1" });
+    let response =
+        app.client.post(app.url("/v1/track")).basic_auth(WRITE_KEY, Some("")).json(&event).send().await.expect("track");
+    assert_eq!(response.status(), StatusCode::OK, "{:?}", response.text().await);
+    let response = app.client.get(app.url("/metrics")).bearer_auth(METRICS_TOKEN).send().await.expect("metrics");
+    assert_eq!(response.status(), StatusCode::OK);
+}
+
+on_every_backend!(
+    missing_scope_is_forbidden,
+    tenants_never_see_each_other,
+    secrets_never_print_and_still_work with every_secret,
+);

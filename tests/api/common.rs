@@ -22,13 +22,20 @@ pub enum Backend {
 
 /// Runs an async test body once per backend: `on_every_backend!(name, …)` makes `sqlite::name` and
 /// `postgres::name` from `async fn name(app: TestApp)`.
+/// `name with tweak` starts that test's servers with `spawn_with(backend, tweak)`, `tweak` a `fn(&mut Config)` of
+/// the calling module.
 macro_rules! on_every_backend {
-    ($($name:ident),+ $(,)?) => {
+    (@tweak) => { |_: &mut kontakt::config::Config| {} };
+    (@tweak $tweak:ident) => { super::$tweak };
+    ($($name:ident $(with $tweak:ident)?),+ $(,)?) => {
         mod sqlite {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $name() {
-                    let app = crate::common::spawn(crate::common::Backend::Sqlite).await.expect("sqlite always runs");
+                    let tweak = on_every_backend!(@tweak $($tweak)?);
+                    let app = crate::common::spawn_with(crate::common::Backend::Sqlite, tweak)
+                        .await
+                        .expect("sqlite always runs");
                     super::$name(app).await;
                 }
             )+
@@ -37,7 +44,8 @@ macro_rules! on_every_backend {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $name() {
-                    if let Some(app) = crate::common::spawn(crate::common::Backend::Postgres).await {
+                    let tweak = on_every_backend!(@tweak $($tweak)?);
+                    if let Some(app) = crate::common::spawn_with(crate::common::Backend::Postgres, tweak).await {
                         super::$name(app).await;
                     }
                 }
@@ -48,6 +56,8 @@ macro_rules! on_every_backend {
 
 pub struct TestApp {
     pub addr: SocketAddr,
+    /// The separate `/metrics` listener, when the test configured `metrics_listen`.
+    pub metrics_addr: Option<SocketAddr>,
     pub base: String,
     pub client: reqwest::Client,
     pub secret: String,
@@ -83,13 +93,13 @@ pub async fn spawn_with(backend: Backend, tweak: impl FnOnce(&mut Config)) -> Op
     config.jwt_issuer = Some(ISSUER.into());
     config.jwt_audience = Some(AUDIENCE.into());
     let secret = format!("test-secret-{}-{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple());
-    config.jwt_secret = Some(secret.clone());
+    config.jwt_secret = Some(secret.clone().into());
     config.default_phone_region = Some("DK".into());
     config.redis_prefix = format!("kontakt-test-{}", uuid::Uuid::new_v4().simple());
     let mut pg_schema = None;
     match backend {
         Backend::Sqlite => {
-            config.database_url = format!("sqlite://{}?mode=rwc", dir.path().join("kontakt.db").display());
+            config.database_url = format!("sqlite://{}?mode=rwc", dir.path().join("kontakt.db").display()).into();
         }
         Backend::Postgres => {
             let url = env_url("TEST_DATABASE_URL")?;
@@ -100,10 +110,10 @@ pub async fn spawn_with(backend: Backend, tweak: impl FnOnce(&mut Config)) -> Op
                 .unwrap_or_else(|e| panic!("TEST_DATABASE_URL does not answer: {e}"));
             admin.execute_unprepared(&format!("CREATE SCHEMA {schema}")).await.expect("create schema");
             admin.close().await.ok();
-            config.database_url = url.clone();
+            config.database_url = url.clone().into();
             config.database_schema = Some(schema.clone());
             config.database_max_connections = 8;
-            config.redis_url = redis;
+            config.redis_url = redis.map(Into::into);
             pg_schema = Some((url, schema));
         }
     }
@@ -111,12 +121,14 @@ pub async fn spawn_with(backend: Backend, tweak: impl FnOnce(&mut Config)) -> Op
     let uses_redis = config.redis_url.is_some();
     let app = Application::build(config.clone()).await.expect("the server starts");
     let addr = app.local_addr().expect("bound address");
+    let metrics_addr = app.metrics_addr();
     let (tx, rx) = oneshot::channel::<()>();
     tokio::spawn(app.run(async move {
         let _ = rx.await;
     }));
     Some(TestApp {
         addr,
+        metrics_addr,
         base: format!("http://{addr}"),
         client: reqwest::Client::new(),
         secret,
@@ -157,7 +169,7 @@ pub fn now() -> u64 {
 impl TestApp {
     /// A connection to this server's database (same schema), for tests that check what is stored.
     pub async fn db(&self) -> sea_orm::DatabaseConnection {
-        let mut options = sea_orm::ConnectOptions::new(self.config.database_url.clone());
+        let mut options = sea_orm::ConnectOptions::new(self.config.database_url.expose());
         options.max_connections(1).sqlx_logging(false);
         if let Some(schema) = &self.config.database_schema {
             options.set_schema_search_path(schema.clone());

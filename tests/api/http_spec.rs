@@ -206,7 +206,60 @@ async fn health_checks(app: TestApp) {
     }
 }
 
-on_every_backend!(health_checks);
+const METRICS_TOKEN: &str = "metrics-token-0123456789abcdef";
+
+fn metrics_token(config: &mut kontakt::config::Config) {
+    config.metrics_token = Some(METRICS_TOKEN.into());
+}
+
+fn metrics_listener(config: &mut kontakt::config::Config) {
+    config.metrics_listen = Some("127.0.0.1:0".parse().expect("address"));
+}
+
+/// `KONTAKT_METRICS_TOKEN`: `/metrics` answers 401 without the token or with another, 200 with it.
+async fn metrics_need_the_token_when_one_is_set(app: TestApp) {
+    let metrics = || app.client.get(app.url("/metrics"));
+    let response = metrics().send().await.expect("metrics");
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    assert!(response.headers().contains_key(header::WWW_AUTHENTICATE));
+    let text = response.text().await.expect("text");
+    assert!(!text.contains("kontakt_http_requests_total"), "no metrics without the token: {text}");
+    for wrong in ["wrong", "metrics-token-0123456789abcdeF", "metrics-token-0123456789abcdef0", ""] {
+        let response = metrics().bearer_auth(wrong).send().await.expect("metrics");
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "token {wrong:?}");
+    }
+    let response = metrics().header(header::AUTHORIZATION, format!("Basic {METRICS_TOKEN}")).send().await.expect("m");
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "only a bearer token");
+    let response = metrics().bearer_auth(METRICS_TOKEN).send().await.expect("metrics");
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(response.text().await.expect("text").contains("kontakt_db_pool_connections"));
+    // The rest of the server does not need it.
+    let response = app.client.get(app.url("/healthz")).send().await.expect("healthz");
+    assert_eq!(response.status(), StatusCode::OK);
+}
+
+/// `KONTAKT_METRICS_LISTEN`: `/metrics` is served on its own address, and only there.
+async fn metrics_can_have_a_listener_of_their_own(app: TestApp) {
+    let metrics_addr = app.metrics_addr.expect("a metrics listener");
+    assert_ne!(metrics_addr, app.addr);
+    let response = app.client.get(app.url("/metrics")).send().await.expect("metrics");
+    assert_eq!(response.status(), StatusCode::NOT_FOUND, "not on the main listener");
+    let response = app.client.get(format!("http://{metrics_addr}/metrics")).send().await.expect("metrics");
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(response.text().await.expect("text").contains("kontakt_db_pool_connections"));
+    for path in ["/graphql", "/healthz", "/v1/track"] {
+        let response = app.client.get(format!("http://{metrics_addr}{path}")).send().await.expect("request");
+        assert_eq!(response.status(), StatusCode::NOT_FOUND, "{path} is not served on the metrics listener");
+    }
+    let response = post(&app, Some(GRJ), json!({ "query": "{ __typename }" })).await;
+    assert_eq!(response.status(), StatusCode::OK, "the API is on the main listener");
+}
+
+on_every_backend!(
+    health_checks,
+    metrics_need_the_token_when_one_is_set with metrics_token,
+    metrics_can_have_a_listener_of_their_own with metrics_listener,
+);
 
 #[tokio::test]
 async fn browsers_from_configured_origins_pass_cors_and_others_do_not() {

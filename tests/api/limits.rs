@@ -1,8 +1,8 @@
 //! Query limits (depth, complexity, aliases, directives), introspection and suggestions by environment.
 use reqwest::StatusCode;
-use serde_json::json;
+use serde_json::{Value, json};
 
-use crate::common::{Backend, first_code, spawn, spawn_with};
+use crate::common::{Backend, TestApp, first_code, spawn, spawn_with};
 
 #[tokio::test]
 async fn deep_complex_and_alias_heavy_queries_are_refused() {
@@ -61,7 +61,8 @@ async fn introspection_and_suggestions_follow_the_environment() {
 
     let prod = spawn_with(Backend::Sqlite, |c| {
         c.env = kontakt::config::Environment::Production;
-        c.suppression_key = Some("s".repeat(40));
+        c.suppression_key = Some("s".repeat(40).into());
+        c.metrics_token = Some("m".repeat(32).into());
     })
     .await
     .expect("sqlite");
@@ -73,7 +74,8 @@ async fn introspection_and_suggestions_follow_the_environment() {
 
     let opted_in = spawn_with(Backend::Sqlite, |c| {
         c.env = kontakt::config::Environment::Production;
-        c.suppression_key = Some("s".repeat(40));
+        c.suppression_key = Some("s".repeat(40).into());
+        c.metrics_token = Some("m".repeat(32).into());
         c.introspection = Some(true);
     })
     .await
@@ -81,3 +83,52 @@ async fn introspection_and_suggestions_follow_the_environment() {
     let (status, _) = opted_in.gql(&opted_in.admin(), "{ __schema { queryType { name } } }", json!({})).await;
     assert_eq!(status, StatusCode::OK);
 }
+
+/// Error messages are bounded: a 200 KB one-line syntax error answers a small 400 that still says where the error
+/// is; validation and variable errors that quote the request are bounded too.
+async fn error_messages_are_bounded(app: TestApp) {
+    const BOUND: usize = 512;
+    let token = app.admin();
+    let filler = "x".repeat(200_000);
+    let query = format!("{{ __typename {filler} @@@ }}");
+    // `@` starts a directive; the error is the second `@`, where a name is expected (columns count from 1).
+    let column = query.find("@@@").expect("marker") + 2;
+    for accept in ["application/graphql-response+json", "application/json"] {
+        let response = app
+            .client
+            .post(app.url("/graphql"))
+            .bearer_auth(&token)
+            .header("accept", accept)
+            .json(&json!({ "query": query }))
+            .send()
+            .await
+            .expect("request");
+        let expected = if accept == "application/json" { StatusCode::OK } else { StatusCode::BAD_REQUEST };
+        assert_eq!(response.status(), expected, "{accept}");
+        let bytes = response.bytes().await.expect("body");
+        assert!(bytes.len() < 4096, "a {} byte answer to a 200 KB query ({accept})", bytes.len());
+        let body: Value = serde_json::from_slice(&bytes).expect("json");
+        assert_eq!(first_code(&body), "GRAPHQL_PARSE_FAILED", "{body}");
+        let message = body["errors"][0]["message"].as_str().unwrap_or_default();
+        assert!(message.len() <= BOUND, "{message}");
+        assert!(message.contains(&format!("1:{column}")), "the message says where: {message}");
+        assert!(message.contains("@@@"), "and shows the text there: {message}");
+        assert_eq!(body["errors"][0]["locations"][0], json!({ "line": 1, "column": column }), "{body}");
+    }
+
+    // A validation error quoting a 200 KB field name.
+    let (status, body) = app.gql(&token, &format!("{{ {filler} }}"), json!({})).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(first_code(&body), "GRAPHQL_VALIDATION_FAILED", "{}", &body.to_string()[..200]);
+    assert!(body.to_string().len() < 4096, "{} bytes", body.to_string().len());
+    // A variable that does not coerce, quoting a 200 KB value.
+    let (_, body) =
+        app.gql(&token, "query($n: Int) { customers(first: $n) { edges { cursor } } }", json!({ "n": filler })).await;
+    assert!(body["errors"].is_array(), "{}", &body.to_string()[..200]);
+    assert!(body.to_string().len() < 4096, "{} bytes", body.to_string().len());
+    for error in body["errors"].as_array().into_iter().flatten() {
+        assert!(error["message"].as_str().unwrap_or_default().len() <= BOUND, "{error}");
+    }
+}
+
+on_every_backend!(error_messages_are_bounded);

@@ -229,7 +229,7 @@ async fn erasure_leaves_nothing_findable_and_suppresses_the_person(app: TestApp)
     assert!(!format!("{:?}", customer::Entity::find().all(&db).await.expect("customers")).contains(&id));
     assert!(dump.contains(&keep), "other customers are untouched");
     if app.uses_redis {
-        let client = redis::Client::open(app.config.redis_url.clone().expect("redis url")).expect("redis");
+        let client = redis::Client::open(app.config.redis_url.as_ref().expect("redis url").expose()).expect("redis");
         let mut conn = client.get_multiplexed_async_connection().await.expect("redis connection");
         let keys: Vec<String> = redis::cmd("KEYS")
             .arg(format!("{}:*", app.config.redis_prefix))

@@ -378,7 +378,7 @@ on_every_backend!(
 const WRITE_KEY: &str = "snapshot-write-key-0123456789";
 
 async fn tracking_batch_response(backend: Backend) {
-    let Some(app) = spawn_with(backend, |c| c.write_keys = Some(format!("{WRITE_KEY}=acme/web"))).await else {
+    let Some(app) = spawn_with(backend, |c| c.write_keys = Some(format!("{WRITE_KEY}=acme/web").into())).await else {
         return;
     };
     let batch = json!({ "batch": [

@@ -13,7 +13,7 @@ const KEY: &str = "test-write-key-0123456789";
 const SHOP_KEY: &str = "test-write-key-webshop-0123";
 
 async fn app_with_key(backend: Backend) -> Option<TestApp> {
-    spawn_with(backend, |c| c.write_keys = Some(format!("{KEY}=acme/web,{SHOP_KEY}=acme/webshop"))).await
+    spawn_with(backend, |c| c.write_keys = Some(format!("{KEY}=acme/web,{SHOP_KEY}=acme/webshop").into())).await
 }
 
 async fn send(app: &TestApp, path: &str, body: &Value, gpc: bool) -> (StatusCode, Value) {
