@@ -22,6 +22,23 @@ macro_rules! vocabulary {
                 Self::ALL.iter().copied().find(|v| v.as_str() == text)
             }
         }
+
+        /// In JSON (definition bodies) as GraphQL names it: `CALL_CENTER`.
+        impl serde::Serialize for $name {
+            fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                serializer.serialize_str(&self.as_str().to_ascii_uppercase())
+            }
+        }
+
+        impl<'de> serde::Deserialize<'de> for $name {
+            fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                let text = String::deserialize(deserializer)?;
+                Self::parse(&text.to_ascii_lowercase()).ok_or_else(|| {
+                    let names: Vec<String> = Self::ALL.iter().map(|v| v.as_str().to_ascii_uppercase()).collect();
+                    serde::de::Error::custom(format!("unknown {} `{text}`: one of {}", stringify!($name), names.join(", ")))
+                })
+            }
+        }
     };
 }
 
