@@ -34,6 +34,7 @@ pub struct QueryRoot(
     system::SystemQuery,
     jobs::JobsQuery,
     cx::CxQuery,
+    scores::DefinitionsQuery,
     cases::CasesQuery,
 );
 
@@ -47,6 +48,7 @@ pub struct MutationRoot(
     privacy::PrivacyMutation,
     cx::CxMutation,
     scores::ScoresMutation,
+    scores::DefinitionsMutation,
     cases::CasesMutation,
 );
 

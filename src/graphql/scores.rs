@@ -388,3 +388,277 @@ impl From<Permitted<crate::derived::engagement::PreferredChannel>> for Preferred
         }
     }
 }
+
+/// What a definition defines.
+#[derive(Enum, Clone, Copy, PartialEq, Eq)]
+pub enum DefinitionKind {
+    Segment,
+    ComputedTrait,
+}
+
+impl From<DefinitionKind> for crate::derived::catalog::Kind {
+    fn from(k: DefinitionKind) -> Self {
+        match k {
+            DefinitionKind::Segment => crate::derived::catalog::Kind::Segment,
+            DefinitionKind::ComputedTrait => crate::derived::catalog::Kind::ComputedTrait,
+        }
+    }
+}
+
+/// One version of a computed trait or segment definition.
+#[derive(SimpleObject)]
+#[graphql(name = "Definition")]
+pub struct DefinitionView {
+    id: Uuid,
+    key: String,
+    kind: DefinitionKind,
+    /// The consent purpose it serves: only callers acting for it are served its values, and only for customers who
+    /// consented to it.
+    purpose: String,
+    version: i32,
+    /// The condition (segment) or aggregation (computed trait), as written.
+    body: async_graphql::Json<serde_json::Value>,
+    created_at: DateTime<Utc>,
+    created_by: String,
+}
+
+impl From<crate::derived::catalog::Definition> for DefinitionView {
+    fn from(d: crate::derived::catalog::Definition) -> Self {
+        DefinitionView {
+            id: d.id,
+            key: d.key,
+            kind: match d.kind {
+                crate::derived::catalog::Kind::Segment => DefinitionKind::Segment,
+                crate::derived::catalog::Kind::ComputedTrait => DefinitionKind::ComputedTrait,
+            },
+            purpose: d.purpose.as_str().to_owned(),
+            version: d.version,
+            body: async_graphql::Json(d.body),
+            created_at: d.created_at,
+            created_by: d.created_by,
+        }
+    }
+}
+
+#[derive(InputObject)]
+pub struct DefineSegmentInput {
+    /// 1–64 of a–z, 0–9 and `_`.
+    key: String,
+    /// `personalization`, `marketing`, `analytics`, `profiling` or `sharing`.
+    purpose: String,
+    /// `{all|any: [...]}`, `{not: ...}`, `{hasIdentity: EMAIL}`, `{inSegment: key}`,
+    /// `{latestFeedback: {metric, category}}`, or a comparison `{aggregate|trait|computedTrait, op, value}`.
+    condition: async_graphql::Json<serde_json::Value>,
+}
+
+#[derive(InputObject)]
+pub struct DefineComputedTraitInput {
+    key: String,
+    purpose: String,
+    /// `{aggregate: COUNT|SUM|MIN|MAX|AVG|FIRST|FIRST_AT|LAST|LAST_AT|TOP|UNIQUE, of, filter: {types, channels,
+    /// stages, properties}, window: {lastDays}|{between: {from, to}}|{olderThanDays}, k}`.
+    aggregation: async_graphql::Json<serde_json::Value>,
+}
+
+/// A segment the customer is in now.
+#[derive(SimpleObject)]
+pub struct SegmentMembership {
+    key: String,
+    version: i32,
+    purpose: String,
+    /// When time alone would take the customer out (a window's edge passing a touchpoint); `null`: not by time.
+    changes_at: Option<DateTime<Utc>>,
+}
+
+/// A computed trait's value now.
+#[derive(SimpleObject)]
+pub struct ComputedTraitValue {
+    key: String,
+    version: i32,
+    purpose: String,
+    value: async_graphql::Json<serde_json::Value>,
+    changes_at: Option<DateTime<Utc>>,
+}
+
+pub fn segments_view(d: &Permitted<crate::derived::catalog::Derived>) -> Vec<SegmentMembership> {
+    d.value()
+        .segments
+        .iter()
+        .map(|(def, changes_at)| SegmentMembership {
+            key: def.key.clone(),
+            version: def.version,
+            purpose: def.purpose.as_str().to_owned(),
+            changes_at: *changes_at,
+        })
+        .collect()
+}
+
+pub fn traits_view(d: &Permitted<crate::derived::catalog::Derived>) -> Vec<ComputedTraitValue> {
+    d.value()
+        .traits
+        .iter()
+        .map(|(def, value, changes_at)| ComputedTraitValue {
+            key: def.key.clone(),
+            version: def.version,
+            purpose: def.purpose.as_str().to_owned(),
+            value: async_graphql::Json(value.clone()),
+            changes_at: *changes_at,
+        })
+        .collect()
+}
+
+#[derive(SimpleObject)]
+pub struct DefinitionExample {
+    customer_id: Uuid,
+    value: async_graphql::Json<serde_json::Value>,
+}
+
+/// What a definition would answer now over a sample of the tenant's most recent customers.
+#[derive(SimpleObject)]
+pub struct DefinitionPreview {
+    sampled: u64,
+    /// Matched (a segment) or given a value (a computed trait).
+    matched: u64,
+    /// Of those, the customers the caller's purpose may be served.
+    visible: u64,
+    examples: Vec<DefinitionExample>,
+}
+
+/// One page of a segment's members, found by examining customers in id order.
+#[derive(SimpleObject)]
+pub struct SegmentMembers {
+    customer_ids: Vec<Uuid>,
+    /// Members left out because the caller may not be served derived data about them.
+    excluded_count: u64,
+    /// Customers examined by this call (at most 5,000).
+    scanned: u64,
+    /// Pass as `after` to go on; `null` when every customer was examined.
+    end_cursor: Option<String>,
+    has_next_page: bool,
+}
+
+#[derive(Default)]
+pub struct DefinitionsQuery;
+
+#[Object]
+impl DefinitionsQuery {
+    /// The tenant's computed traits and segments, the latest version of each. Needs `profiles:read`.
+    async fn definitions(
+        &self,
+        ctx: &Context<'_>,
+        kind: Option<DefinitionKind>,
+    ) -> async_graphql::Result<Vec<DefinitionView>> {
+        let rc = request(ctx)?;
+        let list = crate::derived::catalog::list(&rc.caller, &rc.services).await.gql()?;
+        Ok(list
+            .into_iter()
+            .filter(|d| kind.is_none_or(|k| crate::derived::catalog::Kind::from(k) == d.kind))
+            .map(DefinitionView::from)
+            .collect())
+    }
+
+    /// Checks a definition as `defineSegment`/`defineComputedTrait` would and evaluates it over the `sample` most
+    /// recently created customers, storing nothing. Needs `profiles:read`.
+    async fn preview_definition(
+        &self,
+        ctx: &Context<'_>,
+        kind: DefinitionKind,
+        #[graphql(default = "preview")] key: String,
+        body: async_graphql::Json<serde_json::Value>,
+        #[graphql(default = 1000)] sample: i32,
+    ) -> async_graphql::Result<DefinitionPreview> {
+        let rc = request(ctx)?;
+        let sample = usize::try_from(sample).unwrap_or(0);
+        let p = crate::derived::catalog::preview(&rc.caller, &rc.services, kind.into(), &key, &body.0, sample)
+            .await
+            .gql()?;
+        Ok(DefinitionPreview {
+            sampled: p.sampled,
+            matched: p.matched,
+            visible: p.visible,
+            examples: p
+                .examples
+                .into_iter()
+                .map(|(customer_id, value)| DefinitionExample { customer_id, value: async_graphql::Json(value) })
+                .collect(),
+        })
+    }
+
+    /// The customers in segment `key` now, in id order, examining at most 5,000 customers per call; go on with
+    /// `after: endCursor` while `hasNextPage`. The caller must act for the segment's purpose; members it may not be
+    /// served are left out and counted. Needs `profiles:read`; the members served are logged.
+    async fn segment_members(
+        &self,
+        ctx: &Context<'_>,
+        key: String,
+        #[graphql(default = 100)] first: i32,
+        after: Option<String>,
+    ) -> async_graphql::Result<SegmentMembers> {
+        let rc = request(ctx)?;
+        let after = match after {
+            None => None,
+            Some(cursor) => Some(
+                crate::pagination::decode_cursor(&cursor)
+                    .ok_or_else(|| crate::error::ApiError::validation("after", "not a cursor this API gave"))
+                    .gql()?,
+            ),
+        };
+        let first = usize::try_from(first).unwrap_or(0);
+        let m = crate::derived::catalog::members(&rc.caller, &rc.services, &key, first, after).await.gql()?;
+        Ok(SegmentMembers {
+            customer_ids: m.members,
+            excluded_count: m.excluded,
+            scanned: m.scanned,
+            end_cursor: m.resume_after.map(crate::pagination::encode_cursor),
+            has_next_page: m.resume_after.is_some(),
+        })
+    }
+}
+
+#[derive(Default)]
+pub struct DefinitionsMutation;
+
+#[Object]
+impl DefinitionsMutation {
+    /// Stores a new version of a segment (the first is version 1), checked against the tenant's other definitions:
+    /// size, depth, references, cycles; a refusal names the place (`condition.all[1].aggregate.window`). The new
+    /// version serves at once: values are computed when read. Needs `profiles:write`.
+    async fn define_segment(
+        &self,
+        ctx: &Context<'_>,
+        input: DefineSegmentInput,
+    ) -> async_graphql::Result<DefinitionView> {
+        let rc = request(ctx)?;
+        let d = crate::derived::catalog::define(
+            &rc.caller,
+            &rc.services,
+            crate::derived::catalog::Kind::Segment,
+            &input.key,
+            &input.purpose,
+            input.condition.0,
+        )
+        .await
+        .gql()?;
+        Ok(d.into())
+    }
+
+    /// Stores a new version of a computed trait, as `defineSegment` does. Needs `profiles:write`.
+    async fn define_computed_trait(
+        &self,
+        ctx: &Context<'_>,
+        input: DefineComputedTraitInput,
+    ) -> async_graphql::Result<DefinitionView> {
+        let rc = request(ctx)?;
+        let d = crate::derived::catalog::define(
+            &rc.caller,
+            &rc.services,
+            crate::derived::catalog::Kind::ComputedTrait,
+            &input.key,
+            &input.purpose,
+            input.aggregation.0,
+        )
+        .await
+        .gql()?;
+        Ok(d.into())
+    }
+}

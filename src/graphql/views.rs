@@ -361,6 +361,31 @@ impl CustomerView {
         Ok(Some(super::scores::CustomerScoresView(scores)))
     }
 
+    /// The segments the customer is in now, of those declared for the caller's purpose (evaluated when read: a
+    /// window is exact at this moment). Derived personalization data, gated like `scores`. Needs `profiles:read`;
+    /// logged.
+    async fn segments(
+        &self,
+        ctx: &Context<'_>,
+    ) -> async_graphql::Result<Option<Vec<super::scores::SegmentMembership>>> {
+        let rc = request(ctx)?;
+        let derived =
+            crate::derived::catalog::read(&rc.caller, &rc.services, session(ctx)?, self.customer.id).await.gql()?;
+        Ok(Some(super::scores::segments_view(&derived)))
+    }
+
+    /// The customer's computed traits now, of those declared for the caller's purpose. Gated like `scores`. Needs
+    /// `profiles:read`; logged.
+    async fn computed_traits(
+        &self,
+        ctx: &Context<'_>,
+    ) -> async_graphql::Result<Option<Vec<super::scores::ComputedTraitValue>>> {
+        let rc = request(ctx)?;
+        let derived =
+            crate::derived::catalog::read(&rc.caller, &rc.services, session(ctx)?, self.customer.id).await.gql()?;
+        Ok(Some(super::scores::traits_view(&derived)))
+    }
+
     /// Affinities to the values of one touchpoint property (`category`, `brand`, `topic`, …), strongest first:
     /// each touchpoint of the last year carrying it adds its weight, halved every `halfLifeDays` (0: no decay).
     /// Gated like `scores`. Needs `touchpoints:read`; logged.

@@ -10,6 +10,7 @@ mod consent;
 mod contract;
 mod customers;
 mod cx;
+mod definitions;
 mod disclosure;
 mod feed;
 mod http_spec;

@@ -61,6 +61,7 @@ pub mod customer;
 pub mod cx_answer;
 pub mod cx_rollup;
 pub mod cx_settings;
+pub mod definition;
 pub mod erasure_receipt;
 pub mod external_score;
 pub mod feedback_case;
