@@ -38,7 +38,7 @@ stop_server() {
 trap stop_server EXIT
 bench_wait_healthy "$SERVER_PID" "$OUT/server.log" "http://127.0.0.1:$PORT/healthz"
 
-TOKEN="$(bench_token profiles:read,touchpoints:read,touchpoints:write,pii:read,cx:read kontakt-bench)"
+TOKEN="$(bench_token profiles:read,profiles:write,touchpoints:read,touchpoints:write,pii:read,cx:read kontakt-bench)"
 
 log "running scenarios (${BENCH_SCENARIOS:-all})"
 "$BIN/kontakt-bench" --url "http://127.0.0.1:$PORT" --token "$TOKEN" \

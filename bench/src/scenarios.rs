@@ -44,6 +44,8 @@ pub enum Prepared {
     IngestSegment,
     /// A year of NPS in weekly buckets per channel (the rollups), with intervals and changes.
     CxMetrics,
+    /// `profile` plus the customer's segments, computed traits and scores, with 100 definitions defined.
+    ProfileDerived,
 }
 
 impl Prepared {
@@ -54,6 +56,7 @@ impl Prepared {
             Prepared::Timeline { .. } | Prepared::Deep { .. } | Prepared::Feed => "edges",
             Prepared::IngestGraphql | Prepared::IngestSegment => "touchpoints",
             Prepared::CxMetrics => "cells",
+            Prepared::ProfileDerived => "profiles",
         }
     }
 
@@ -109,7 +112,9 @@ pub fn expand(requested: &[String], manifest: &Manifest) -> anyhow::Result<Vec<S
             if !timelines.is_empty() {
                 names.push("timeline-deep".to_owned());
             }
-            names.extend(["feed", "ingest-graphql", "ingest-segment", "cx-metrics"].map(str::to_owned));
+            names.extend(
+                ["feed", "ingest-graphql", "ingest-segment", "cx-metrics", "profile-derived"].map(str::to_owned),
+            );
         } else if matches!(
             name,
             "profile" | "feed" | "ingest-graphql" | "ingest-segment" | "timeline-deep" | "cx-metrics"
@@ -138,6 +143,10 @@ pub async fn prepare(shared: &Shared, name: &str) -> anyhow::Result<Prepared> {
         "ingest-graphql" => Prepared::IngestGraphql,
         "ingest-segment" => Prepared::IngestSegment,
         "cx-metrics" => Prepared::CxMetrics,
+        "profile-derived" => {
+            define_hundred(shared).await?;
+            Prepared::ProfileDerived
+        }
         "timeline-deep" => {
             let (size, customer) = *heavy.last().context("the manifest has no heavy customer")?;
             deep_cursor(shared, size, customer).await?
@@ -237,6 +246,7 @@ pub async fn request(shared: &Shared, prepared: &Prepared, state: &mut ClientSta
         Prepared::IngestGraphql => ingest_graphql(shared, state).await,
         Prepared::IngestSegment => ingest_segment(shared, state).await,
         Prepared::CxMetrics => cx_metrics(shared).await,
+        Prepared::ProfileDerived => profile_derived(shared, state).await,
     };
     match result {
         Ok((items, item_errors)) => Outcome::Ok { items, item_errors },
@@ -245,6 +255,58 @@ pub async fn request(shared: &Shared, prepared: &Prepared, state: &mut ClientSta
 }
 
 type Judged = Result<(u64, u64), String>;
+
+const PROFILE_DERIVED: &str = "query($id: UUID!) { customer(id: $id) { id givenName familyName \
+    identities { kind value } consents { purpose status } \
+    touchpoints(first: 20) { edges { node { id channel type stage occurredAt } } } \
+    segments { key changesAt } computedTraits { key value } scores { rfm { code segment } clv { value refusal { code } } } } }";
+
+const DEFINE_SEGMENT: &str = "mutation($i: DefineSegmentInput!) { defineSegment(input: $i) { version } }";
+const DEFINE_TRAIT: &str = "mutation($i: DefineComputedTraitInput!) { defineComputedTrait(input: $i) { version } }";
+
+/// 50 segments and 50 computed traits for the personalization purpose, over windows from 7 days to a year.
+async fn define_hundred(shared: &Shared) -> anyhow::Result<()> {
+    let kinds = ["PURCHASE", "PAGE_VIEW", "EMAIL_OPEN", "SUPPORT_TICKET", "STORE_VISIT"];
+    for i in 0..50 {
+        let kind = kinds[i % kinds.len()];
+        let days = [7, 30, 90, 180, 365][i % 5];
+        let condition = json!({ "all": [
+            { "aggregate": { "aggregate": "COUNT", "filter": { "types": [kind] }, "window": { "lastDays": days } },
+              "op": "GTE", "value": 1 + (i % 3) },
+            { "hasIdentity": "EMAIL" },
+        ] });
+        let input =
+            json!({ "key": format!("bench_segment_{i}"), "purpose": "personalization", "condition": condition });
+        graphql(shared, DEFINE_SEGMENT, json!({ "i": input }))
+            .await
+            .map_err(|e| anyhow::anyhow!("defineSegment: {e}"))?;
+        let aggregate = ["COUNT", "SUM", "MAX", "LAST_AT", "TOP"][i % 5];
+        let mut aggregation =
+            json!({ "aggregate": aggregate, "filter": { "types": [kind] }, "window": { "lastDays": days } });
+        if aggregate == "SUM" || aggregate == "MAX" {
+            aggregation["of"] = json!("value");
+        }
+        if aggregate == "TOP" {
+            aggregation["of"] = json!("campaign");
+            aggregation["k"] = json!(3);
+        }
+        let input =
+            json!({ "key": format!("bench_trait_{i}"), "purpose": "personalization", "aggregation": aggregation });
+        graphql(shared, DEFINE_TRAIT, json!({ "i": input }))
+            .await
+            .map_err(|e| anyhow::anyhow!("defineComputedTrait: {e}"))?;
+    }
+    Ok(())
+}
+
+async fn profile_derived(shared: &Shared, state: &mut ClientState) -> Judged {
+    let id = shared.manifest.sample_customers.choose(&mut state.rng).copied().unwrap_or_default();
+    let body = graphql(shared, PROFILE_DERIVED, json!({ "id": id })).await?;
+    if body["data"]["customer"]["segments"].is_null() {
+        return Err("segments missing".to_owned());
+    }
+    Ok((1, 0))
+}
 
 const CX_METRICS: &str = "query($from: Date!, $to: Date!) { cxMetrics(metric: NPS, window: { from: $from, to: $to }, \
     groupBy: [CHANNEL], bucket: WEEK) { cells { bucketStart channel answers value interval { low high } \
