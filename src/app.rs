@@ -12,6 +12,7 @@ use crate::{
     http::{self, AppState},
     jobs::JobRunner,
     privacy::access_log::{AccessLog, AccessLogWriter},
+    rate_limit::TrackingLimiter,
     services::{DomainSettings, Services},
     storage::{
         Database,
@@ -64,6 +65,7 @@ impl Application {
                 .map_err(|_| anyhow::anyhow!("KONTAKT_WRITE_KEYS: `{tenant}` is not a valid tenant"))?;
             write_keys.insert(key, (tenant, source));
         }
+        let tracking_limit = config.tracking_rate_limit();
         let state = AppState {
             schema: build_schema(&config),
             keys: Arc::new(keys),
@@ -72,6 +74,7 @@ impl Application {
             config: Arc::new(config),
             instance: uuid::Uuid::new_v4().simple().to_string().into(),
             write_keys: Arc::new(write_keys),
+            tracking_limiter: tracking_limit.map(|limit| Arc::new(TrackingLimiter::new("tracking", limit))),
         };
         let router = http::router(state.clone());
         let listener = tokio::net::TcpListener::bind(state.config.listen)

@@ -1,7 +1,9 @@
 //! Configuration: one typed value built from flags and `KONTAKT_*` environment variables (flags win).
-use std::{fmt, net::SocketAddr, path::PathBuf, time::Duration};
+use std::{fmt, net::SocketAddr, num::NonZeroU32, path::PathBuf, time::Duration};
 
 use clap::{Args, ValueEnum};
+
+use crate::rate_limit::RateLimit;
 
 /// Where the server runs: development is forgiving and talkative, production refuses unsafe defaults.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -154,6 +156,24 @@ pub struct Config {
     #[arg(long, env = "KONTAKT_METRICS_LISTEN", global = true)]
     pub metrics_listen: Option<SocketAddr>,
 
+    /// GraphQL operations a subject (tenant + token `sub`) may run per second, on HTTP and WebSocket alike; 0 turns
+    /// the limit off. Default: 50 in production, off in development. Per instance.
+    #[arg(long, env = "KONTAKT_RATE_LIMIT_PER_SECOND", global = true)]
+    pub rate_limit_per_second: Option<u32>,
+
+    /// Operations a subject may run at once above its rate (default: twice the rate, so 100 in production).
+    #[arg(long, env = "KONTAKT_RATE_LIMIT_BURST", global = true)]
+    pub rate_limit_burst: Option<u32>,
+
+    /// Tracking events (each event of a `/v1/batch` counts) a write key may send per second; 0 turns the limit
+    /// off. Default: 5000 in production, off in development. Per instance.
+    #[arg(long, env = "KONTAKT_TRACKING_RATE_LIMIT_PER_SECOND", global = true)]
+    pub tracking_rate_limit_per_second: Option<u32>,
+
+    /// Events a write key may send at once above its rate (default: twice the rate, so 10000 in production).
+    #[arg(long, env = "KONTAKT_TRACKING_RATE_LIMIT_BURST", global = true)]
+    pub tracking_rate_limit_burst: Option<u32>,
+
     /// `json` or `pretty` logs (default: pretty in development, json in production).
     #[arg(long, env = "KONTAKT_LOG_FORMAT", value_enum, global = true)]
     pub log_format: Option<LogFormat>,
@@ -196,6 +216,29 @@ impl Config {
 
     pub fn audience(&self) -> Option<&str> {
         self.jwt_audience.as_deref().or((!self.is_production()).then_some(DEV_AUDIENCE))
+    }
+
+    /// The GraphQL limit per tenant and subject, when on.
+    pub fn graphql_rate_limit(&self) -> Option<RateLimit> {
+        self.rate_limit(self.rate_limit_per_second, self.rate_limit_burst, 50)
+    }
+
+    /// The tracking API's limit per write key (in events), when on.
+    pub fn tracking_rate_limit(&self) -> Option<RateLimit> {
+        self.rate_limit(self.tracking_rate_limit_per_second, self.tracking_rate_limit_burst, 5_000)
+    }
+
+    /// On when the rate is set (and not 0), or in production by default; the burst defaults to twice the rate.
+    fn rate_limit(&self, per_second: Option<u32>, burst: Option<u32>, production_default: u32) -> Option<RateLimit> {
+        let per_second = match per_second {
+            Some(rate) => rate,
+            None if self.is_production() => production_default,
+            None => return None,
+        };
+        let per_second = NonZeroU32::new(per_second)?;
+        let twice = NonZeroU32::new(per_second.get().saturating_mul(2)).unwrap_or(per_second);
+        let burst = burst.and_then(NonZeroU32::new).unwrap_or(twice);
+        Some(RateLimit { per_second, burst })
     }
 
     pub fn request_timeout(&self) -> Duration {
@@ -304,6 +347,14 @@ impl Config {
         }
         if self.is_production() && self.cors_origins.as_deref().is_some_and(|o| o.split(',').any(|o| o.trim() == "*")) {
             anyhow::bail!("KONTAKT_CORS_ORIGINS=* is for development; list the origins in production");
+        }
+        for (name, burst) in [
+            ("KONTAKT_RATE_LIMIT_BURST", self.rate_limit_burst),
+            ("KONTAKT_TRACKING_RATE_LIMIT_BURST", self.tracking_rate_limit_burst),
+        ] {
+            if burst == Some(0) {
+                anyhow::bail!("{name} must be at least 1 (turn the limit off with its _PER_SECOND set to 0)");
+            }
         }
         if self.jwt_leeway_secs > 300 {
             anyhow::bail!("KONTAKT_JWT_LEEWAY_SECS must be at most 300");
@@ -502,5 +553,35 @@ mod tests {
         config.metrics_token = None;
         config.metrics_listen = Some("127.0.0.1:9100".parse().expect("address"));
         config.check().expect("a separate listener is enough");
+    }
+
+    #[test]
+    fn rate_limits_are_on_in_production_and_off_in_development_unless_set() {
+        let limit = |per_second: u32, burst: u32| {
+            Some(RateLimit {
+                per_second: NonZeroU32::new(per_second).expect("rate"),
+                burst: NonZeroU32::new(burst).expect("burst"),
+            })
+        };
+        let mut config = Config::defaults();
+        assert_eq!(config.graphql_rate_limit(), None);
+        assert_eq!(config.tracking_rate_limit(), None);
+        config.rate_limit_per_second = Some(7);
+        assert_eq!(config.graphql_rate_limit(), limit(7, 14));
+        config.rate_limit_burst = Some(3);
+        assert_eq!(config.graphql_rate_limit(), limit(7, 3));
+
+        let mut config = Config::defaults();
+        config.env = Environment::Production;
+        assert_eq!(config.graphql_rate_limit(), limit(50, 100));
+        assert_eq!(config.tracking_rate_limit(), limit(5_000, 10_000));
+        config.rate_limit_per_second = Some(0);
+        config.tracking_rate_limit_per_second = Some(0);
+        assert_eq!(config.graphql_rate_limit(), None);
+        assert_eq!(config.tracking_rate_limit(), None);
+
+        let mut config = Config::defaults();
+        config.tracking_rate_limit_burst = Some(0);
+        assert!(config.check().is_err(), "a burst of 0 is refused");
     }
 }

@@ -14,6 +14,7 @@ pub mod jobs;
 pub mod pagination;
 pub mod privacy;
 pub mod profiles;
+pub mod rate_limit;
 pub mod scores;
 pub mod services;
 pub mod storage;

@@ -19,7 +19,7 @@ use async_graphql::{
 use futures_util::{StreamExt, stream::BoxStream};
 
 use super::document::{OperationKind, ResponseOrder, inspect};
-use crate::{config::Config, error::ErrorCode};
+use crate::{config::Config, error::ErrorCode, graphql::RequestContext, rate_limit::GraphqlLimiter};
 
 /// The limits and the schema's field types, shared by every operation.
 pub struct Guard {
@@ -34,6 +34,8 @@ struct Limits {
     introspection: bool,
     timeout: Duration,
     types: FieldTypes,
+    /// Operations per tenant and subject (`KONTAKT_RATE_LIMIT_*`), when on.
+    rate: Option<GraphqlLimiter>,
 }
 
 impl Guard {
@@ -49,6 +51,7 @@ impl Guard {
                 introspection: config.introspection_enabled(),
                 timeout: config.request_timeout(),
                 types: FieldTypes::of_served_schema(),
+                rate: config.graphql_rate_limit().map(|limit| GraphqlLimiter::new("graphql", limit)),
             }),
         }
     }
@@ -170,6 +173,15 @@ impl Extension for Operation {
         next: NextParseQuery<'_>,
     ) -> ServerResult<ExecutableDocument> {
         let limits = &self.limits;
+        // The rate limit comes first, before any work on the document. Every transport passes here: HTTP puts the
+        // caller in the operation's data, the WebSocket in the connection's, and `data_opt` reads both.
+        if let Some(rate) = &limits.rate
+            && let Some(context) = ctx.data_opt::<RequestContext>()
+        {
+            let caller = &context.caller;
+            rate.check(&(caller.tenant().clone(), caller.subject().to_owned()), 1)
+                .map_err(|limited| limited.graphql_error())?;
+        }
         if query.len() > limits.max_document_bytes {
             return Err(refusal(
                 ErrorCode::GraphqlValidationFailed,

@@ -109,14 +109,22 @@ async fn execute_batch(state: &AppState, caller: Caller, items: Vec<Value>, medi
         return request_error(media, StatusCode::BAD_REQUEST, ErrorCode::BadRequest, &message);
     }
     let mut results = Vec::with_capacity(items.len());
+    let mut retry_after = None;
     for item in items {
         let outcome = match params_from_json(item) {
             Ok(params) => execute(state, caller.clone(), params, media, Method::POST).await,
             Err(message) => Outcome::request_error(StatusCode::BAD_REQUEST, ErrorCode::BadRequest, &message),
         };
+        retry_after = retry_after.max(outcome.retry_after);
         results.push(outcome.body);
     }
-    json_response(media, StatusCode::OK, &Value::Array(results))
+    // Each operation of a batch counts toward the rate limit; the batch keeps 200 (the others ran), and says when
+    // the limited ones may be sent again.
+    let mut response = json_response(media, StatusCode::OK, &Value::Array(results));
+    if let Some(seconds) = retry_after {
+        response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+    }
+    response
 }
 
 /// The result of one operation: its JSON body and the status it would have on its own.
@@ -124,17 +132,22 @@ struct Outcome {
     status: StatusCode,
     body: Value,
     allow_post_only: bool,
+    /// Seconds for `Retry-After` (a rate-limited operation).
+    retry_after: Option<u64>,
 }
 
 impl Outcome {
     fn request_error(status: StatusCode, code: ErrorCode, message: &str) -> Self {
-        Outcome { status, body: error_body(code, message), allow_post_only: false }
+        Outcome { status, body: error_body(code, message), allow_post_only: false, retry_after: None }
     }
 
     fn into_response_with(self, media: MediaType) -> Response {
         let mut response = json_response(media, self.status, &self.body);
         if self.allow_post_only {
             response.headers_mut().insert(header::ALLOW, HeaderValue::from_static("POST"));
+        }
+        if let Some(seconds) = self.retry_after {
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
         response
     }
@@ -158,6 +171,7 @@ async fn execute(state: &AppState, caller: Caller, params: Params, media: MediaT
                 status: request_error_status(media),
                 body: json!({ "errors": [tagged(err, ErrorCode::GraphqlParseFailed)] }),
                 allow_post_only: false,
+                retry_after: None,
             };
         }
     };
@@ -166,6 +180,7 @@ async fn execute(state: &AppState, caller: Caller, params: Params, media: MediaT
             status: StatusCode::METHOD_NOT_ALLOWED,
             body: error_body(ErrorCode::BadRequest, "mutations are sent with POST"),
             allow_post_only: true,
+            retry_after: None,
         };
     }
     if operation == Some(OperationKind::Subscription) {
@@ -182,11 +197,22 @@ async fn execute(state: &AppState, caller: Caller, params: Params, media: MediaT
     let request_failed = response.data == async_graphql::Value::Null
         && !response.errors.is_empty()
         && response.errors.iter().all(|e| e.path.is_empty());
-    let timed_out = request_failed
-        && response.errors.iter().any(|e| {
-            e.extensions.as_ref().and_then(|x| x.get("code"))
-                == Some(&async_graphql::Value::from(ErrorCode::Unavailable.as_str()))
+    let has_code = |code: ErrorCode| {
+        response.errors.iter().any(|e| {
+            e.extensions.as_ref().and_then(|x| x.get("code")) == Some(&async_graphql::Value::from(code.as_str()))
+        })
+    };
+    let timed_out = request_failed && has_code(ErrorCode::Unavailable);
+    // Refused by the rate limit (in `graphql::guard`, before any work): 429 with the wait it names.
+    let retry_after = if request_failed && has_code(ErrorCode::RateLimited) {
+        let seconds = response.errors.iter().find_map(|e| match e.extensions.as_ref()?.get("retryAfterSeconds")? {
+            async_graphql::Value::Number(n) => n.as_u64(),
+            _ => None,
         });
+        Some(seconds.unwrap_or(1).max(1))
+    } else {
+        None
+    };
     let errors: Vec<Value> = response.errors.into_iter().map(|e| tagged(e, ErrorCode::Validation)).collect();
 
     let mut body = Map::new();
@@ -201,14 +227,16 @@ async fn execute(state: &AppState, caller: Caller, params: Params, media: MediaT
     {
         body.insert("extensions".into(), ext);
     }
-    let status = if timed_out {
+    let status = if retry_after.is_some() {
+        StatusCode::TOO_MANY_REQUESTS
+    } else if timed_out {
         StatusCode::SERVICE_UNAVAILABLE
     } else if request_failed {
         request_error_status(media)
     } else {
         StatusCode::OK
     };
-    Outcome { status, body: Value::Object(body), allow_post_only: false }
+    Outcome { status, body: Value::Object(body), allow_post_only: false, retry_after }
 }
 
 /// Serialises a GraphQL error, giving it `code` when the schema layer did not.

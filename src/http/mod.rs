@@ -41,6 +41,8 @@ pub struct AppState {
     /// Names this process in `/healthz` and in per-instance metrics.
     pub instance: Arc<str>,
     pub write_keys: Arc<tracking::WriteKeys>,
+    /// Tracking events per write key (`KONTAKT_TRACKING_RATE_LIMIT_*`), when on.
+    pub tracking_limiter: Option<Arc<crate::rate_limit::TrackingLimiter>>,
 }
 
 /// CORS for browser frontends: only the configured origins, only what the API needs.

@@ -60,6 +60,13 @@ pub async fn track(
     let Some((tenant, source)) = state.write_keys.get(&key).cloned() else {
         return refuse(StatusCode::UNAUTHORIZED, "unknown write key");
     };
+    if let Some(limiter) = &state.tracking_limiter {
+        // Each event of a batch counts, so a batch of 100 costs what 100 single calls cost.
+        let events = if kind == "batch" { body.get("batch").and_then(Value::as_array).map_or(1, Vec::len) } else { 1 };
+        if let Err(limited) = limiter.check(&key, u32::try_from(events).unwrap_or(u32::MAX)) {
+            return rate_limited(limited.retry_after_secs());
+        }
+    }
     let caller = Caller::for_write_key(tenant, &source);
     let request = TrackingRequest {
         source: &source,
@@ -100,6 +107,19 @@ pub async fn track(
         },
         Err(err) => failed(&err),
     }
+}
+
+/// 429 with `Retry-After`: the write key sent more events than its limit allows; nothing of the request was stored.
+fn rate_limited(seconds: u64) -> Response {
+    let body = json!({
+        "success": false,
+        "error": {
+            "code": ErrorCode::RateLimited.as_str(),
+            "message": format!("this write key sent more events than its rate limit allows; nothing was stored, retry in {seconds} s"),
+            "retryAfterSeconds": seconds,
+        },
+    });
+    (StatusCode::TOO_MANY_REQUESTS, [(header::RETRY_AFTER, seconds.to_string())], Json(body)).into_response()
 }
 
 /// 4xx for events that will never be valid; 5xx for what a retry can fix (SDKs retry those), 503 with `Retry-After`.

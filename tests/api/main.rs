@@ -20,6 +20,7 @@ mod limits;
 mod loaders;
 mod merges;
 mod privacy;
+mod rate_limits;
 mod records;
 mod resolution;
 mod schema;
