@@ -176,6 +176,7 @@ async fn build_services(config: &Config, db: Database) -> anyhow::Result<(Servic
                 access_log,
                 rules: Default::default(),
                 scores: Default::default(),
+                definitions: Default::default(),
             }
         }
         None => Services {
@@ -186,6 +187,7 @@ async fn build_services(config: &Config, db: Database) -> anyhow::Result<(Servic
             access_log,
             rules: Default::default(),
             scores: Default::default(),
+            definitions: Default::default(),
         },
     };
     Ok((services, access_log_writer))

@@ -29,4 +29,6 @@ pub struct Services {
     pub rules: crate::profiles::rules::RulesCache,
     /// RFM breakpoints per tenant.
     pub scores: crate::derived::scores::ScoresCache,
+    /// Parsed computed-trait and segment definitions per tenant.
+    pub definitions: crate::derived::catalog::CatalogCache,
 }

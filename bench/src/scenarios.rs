@@ -117,7 +117,13 @@ pub fn expand(requested: &[String], manifest: &Manifest) -> anyhow::Result<Vec<S
             );
         } else if matches!(
             name,
-            "profile" | "feed" | "ingest-graphql" | "ingest-segment" | "timeline-deep" | "cx-metrics"
+            "profile"
+                | "feed"
+                | "ingest-graphql"
+                | "ingest-segment"
+                | "timeline-deep"
+                | "cx-metrics"
+                | "profile-derived"
         ) || timelines.iter().any(|t| t == name)
         {
             names.push(name.to_owned());

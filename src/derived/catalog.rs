@@ -111,6 +111,30 @@ impl Catalog {
     }
 }
 
+/// How long an instance keeps a tenant's parsed definitions. The instance that stores a version forgets its copy at
+/// once; other instances serve the new version within this.
+pub const CATALOG_TTL: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Parsed definitions per tenant, kept [`CATALOG_TTL`] in the process.
+#[derive(Clone)]
+pub struct CatalogCache(moka::future::Cache<String, std::sync::Arc<Catalog>>);
+
+impl Default for CatalogCache {
+    fn default() -> Self {
+        CatalogCache(moka::future::Cache::builder().max_capacity(10_000).time_to_live(CATALOG_TTL).build())
+    }
+}
+
+/// The tenant's current definitions, from the cache when it holds them.
+async fn cached(svc: &Services, tenant: &TenantId) -> ApiResult<std::sync::Arc<Catalog>> {
+    if let Some(found) = svc.definitions.0.get(tenant.as_str()).await {
+        return Ok(found);
+    }
+    let found = std::sync::Arc::new(catalog(svc.db.conn(), tenant).await?);
+    svc.definitions.0.insert(tenant.as_str().to_owned(), found.clone()).await;
+    Ok(found)
+}
+
 /// The tenant's current definitions.
 pub async fn catalog(conn: &impl sea_orm::ConnectionTrait, tenant: &TenantId) -> ApiResult<Catalog> {
     let rows = definition::of_tenant(tenant).order_by_asc(definition::Column::Version).all(conn).await?;
@@ -171,6 +195,7 @@ pub async fn define(
     .insert(&txn)
     .await?;
     txn.commit().await?;
+    svc.definitions.0.invalidate(tenant.as_str()).await;
     from_row(row).ok_or_else(|| ApiError::internal(anyhow::anyhow!("stored an unreadable definition")))
 }
 
@@ -313,7 +338,7 @@ pub async fn read(
 ) -> ApiResult<Permitted<Derived>> {
     caller.require(Scope::ProfilesRead)?;
     let permit = gate(caller, svc, session, id).await?;
-    let catalog = catalog(svc.db.conn(), caller.tenant()).await?;
+    let catalog = cached(svc, caller.tenant()).await?;
     let mut data = subjects(caller, svc, &[id]).await?;
     let derived = evaluate(&catalog, caller, &data.remove(&id).unwrap_or_default(), Utc::now());
     svc.access_log.record(caller, [id], AccessCategory::Scores);
@@ -360,7 +385,7 @@ pub async fn members(
         return Err(ApiError::validation("first", "from 1 to 500"));
     }
     let tenant = caller.tenant();
-    let catalog = catalog(svc.db.conn(), tenant).await?;
+    let catalog = cached(svc, tenant).await?;
     let Some(d) = catalog.0.get(key).filter(|d| d.kind == Kind::Segment) else {
         return Err(ApiError::not_found(format!("segment {key}")));
     };
@@ -402,7 +427,7 @@ pub async fn members(
                 identities: &d.identities,
                 latest_feedback: &d.feedback,
             };
-            if definitions::evaluate_segment(&condition, &subject, &catalog).value {
+            if definitions::evaluate_segment(&condition, &subject, catalog.as_ref()).value {
                 if allowed.contains(id) {
                     out.members.push(*id);
                 } else {
@@ -457,8 +482,8 @@ pub async fn preview(
     }
     let tenant = caller.tenant();
     let parsed = definitions::parse(kind == Kind::Segment, body)?;
-    let catalog = catalog(svc.db.conn(), tenant).await?;
-    definitions::validate(key, &parsed, &catalog)?;
+    let catalog = cached(svc, tenant).await?;
+    definitions::validate(key, &parsed, catalog.as_ref())?;
     let ids: Vec<Uuid> = customer::of_tenant(tenant)
         .filter(customer::Column::MergedInto.is_null())
         .order_by_desc(customer::Column::Id)
@@ -484,8 +509,8 @@ pub async fn preview(
                 latest_feedback: &d.feedback,
             };
             let value = match &parsed {
-                Body::Segment(c) => Value::Bool(definitions::evaluate_segment(c, &subject, &catalog).value),
-                Body::ComputedTrait(a) => definitions::evaluate_trait(a, &subject, &catalog).value,
+                Body::Segment(c) => Value::Bool(definitions::evaluate_segment(c, &subject, catalog.as_ref()).value),
+                Body::ComputedTrait(a) => definitions::evaluate_trait(a, &subject, catalog.as_ref()).value,
             };
             let matched = match &value {
                 Value::Bool(b) => *b,

@@ -51,6 +51,8 @@ pub struct CustomerView {
     single: bool,
     /// The customers of the list this one was served in (itself alone outside a list).
     list: CustomerList,
+    /// The customer's segments and computed traits, evaluated once for both fields.
+    derived: tokio::sync::OnceCell<Result<crate::consent::Permitted<crate::derived::catalog::Derived>, Arc<ApiError>>>,
 }
 
 /// The customers of one list: a loader asked about one of them loads them all, so a list costs one query per
@@ -75,12 +77,12 @@ impl CustomerList {
 impl CustomerView {
     pub fn new(customer: Customer, disclosure: Disclosure) -> Self {
         let list = CustomerList::of([customer.id]);
-        CustomerView { customer, disclosure, single: false, list }
+        CustomerView { customer, disclosure, single: false, list, derived: Default::default() }
     }
 
     pub fn read(profile: Profile, disclosure: Disclosure) -> Self {
         let list = CustomerList::of([profile.customer.id]);
-        CustomerView { customer: profile.customer, disclosure, single: true, list }
+        CustomerView { customer: profile.customer, disclosure, single: true, list, derived: Default::default() }
     }
 
     /// The views of a list of customers, which load their nested lists together.
@@ -88,8 +90,32 @@ impl CustomerView {
         let list = CustomerList::of(customers.iter().map(|c| c.id));
         customers
             .into_iter()
-            .map(|customer| CustomerView { customer, disclosure, single: false, list: list.clone() })
+            .map(|customer| CustomerView {
+                customer,
+                disclosure,
+                single: false,
+                list: list.clone(),
+                derived: Default::default(),
+            })
             .collect()
+    }
+
+    /// The customer's segments and computed traits, read once however many fields ask.
+    async fn derived(
+        &self,
+        ctx: &Context<'_>,
+    ) -> async_graphql::Result<&crate::consent::Permitted<crate::derived::catalog::Derived>> {
+        let rc = request(ctx)?;
+        let session = session(ctx)?;
+        let found = self
+            .derived
+            .get_or_init(|| async {
+                crate::derived::catalog::read(&rc.caller, &rc.services, session, self.customer.id)
+                    .await
+                    .map_err(Arc::new)
+            })
+            .await;
+        found.as_ref().map_err(|e| e.as_ref().extend())
     }
 
     pub fn customer_id(&self) -> Uuid {
@@ -368,10 +394,8 @@ impl CustomerView {
         &self,
         ctx: &Context<'_>,
     ) -> async_graphql::Result<Option<Vec<super::scores::SegmentMembership>>> {
-        let rc = request(ctx)?;
-        let derived =
-            crate::derived::catalog::read(&rc.caller, &rc.services, session(ctx)?, self.customer.id).await.gql()?;
-        Ok(Some(super::scores::segments_view(&derived)))
+        let derived = self.derived(ctx).await?;
+        Ok(Some(super::scores::segments_view(derived)))
     }
 
     /// The customer's computed traits now, of those declared for the caller's purpose. Gated like `scores`. Needs
@@ -380,10 +404,8 @@ impl CustomerView {
         &self,
         ctx: &Context<'_>,
     ) -> async_graphql::Result<Option<Vec<super::scores::ComputedTraitValue>>> {
-        let rc = request(ctx)?;
-        let derived =
-            crate::derived::catalog::read(&rc.caller, &rc.services, session(ctx)?, self.customer.id).await.gql()?;
-        Ok(Some(super::scores::traits_view(&derived)))
+        let derived = self.derived(ctx).await?;
+        Ok(Some(super::scores::traits_view(derived)))
     }
 
     /// Affinities to the values of one touchpoint property (`category`, `brand`, `topic`, …), strongest first:
