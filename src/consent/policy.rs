@@ -139,6 +139,12 @@ impl ConsentSession {
         let state = self.state(caller, svc, id).await?;
         decide(caller, id, &state, category, Utc::now())
     }
+
+    /// The decision for derived data about one customer (`decide_derived`), made with this operation's state.
+    pub async fn decide_derived(&self, caller: &Caller, svc: &Services, id: Uuid) -> ApiResult<Permit> {
+        let state = self.state(caller, svc, id).await?;
+        decide_derived(caller, id, &state, Utc::now())
+    }
 }
 
 /// What the policy needs to know about one customer.
@@ -197,17 +203,40 @@ pub fn decide(
     }
     // A purpose consent does not govern (support for derived data, ingestion) has no consent to find.
     let decision = caller.purpose().consent().and_then(|(p, channel)| in_force(&state.consents, p, channel, now));
-    match decision {
-        None => refuse("NOT_GIVEN", format!("the customer has not consented to `{purpose}`")),
-        Some(c) if c.is_effective_at(now) => Ok(permit),
-        Some(c) if c.status == super::ConsentStatus::Granted => {
-            refuse("EXPIRED", format!("the customer's consent to `{purpose}` has expired"))
-        }
-        Some(c) if c.status == super::ConsentStatus::Withdrawn => {
-            refuse("WITHDRAWN", format!("the customer has withdrawn consent to `{purpose}`"))
-        }
-        Some(_) => refuse("DENIED", format!("the customer has denied consent to `{purpose}`")),
+    match refusal(decision, now) {
+        None => Ok(permit),
+        Some(reason @ "NOT_GIVEN") => refuse(reason, format!("the customer has not consented to `{purpose}`")),
+        Some(reason @ "EXPIRED") => refuse(reason, format!("the customer's consent to `{purpose}` has expired")),
+        Some(reason @ "WITHDRAWN") => refuse(reason, format!("the customer has withdrawn consent to `{purpose}`")),
+        Some(reason) => refuse(reason, format!("the customer has denied consent to `{purpose}`")),
     }
+}
+
+/// Why the decision in force (from `in_force`) does not allow the use, or `None` when it does: `NOT_GIVEN` (no
+/// decision), `EXPIRED`, `WITHDRAWN`, `DENIED`.
+pub fn refusal(decision: Option<&ConsentState>, now: DateTime<Utc>) -> Option<&'static str> {
+    match decision {
+        None => Some("NOT_GIVEN"),
+        Some(c) if c.is_effective_at(now) => None,
+        Some(c) if c.status == super::ConsentStatus::Granted => Some("EXPIRED"),
+        Some(c) if c.status == super::ConsentStatus::Withdrawn => Some("WITHDRAWN"),
+        Some(_) => Some("DENIED"),
+    }
+}
+
+/// The decision for derived data about a customer (scores, segments, computed traits, affinities, channels): the
+/// caller's permit for derived data, and then the customer may be profiled at all (`profiling_allowed`).
+pub fn decide_derived(
+    caller: &Caller,
+    customer_id: Uuid,
+    state: &PrivacyState,
+    now: DateTime<Utc>,
+) -> ApiResult<Permit> {
+    let permit = decide(caller, customer_id, state, DataCategory::DerivedInsights, now)?;
+    if !profiling_allowed(state, now) {
+        return Err(not_profiled(caller, state));
+    }
+    Ok(permit)
 }
 
 /// On what ground a tenant counts its customers' survey answers in CX metrics (the tenant declares it).

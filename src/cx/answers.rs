@@ -264,8 +264,8 @@ type CellKey = (String, String, chrono::NaiveDate, String, String, String, Strin
 
 /// Records the answers of survey touchpoints that have none yet — those stored before CX metrics existed, or
 /// written around the API (the benchmark seed's COPY) — counted by the rule. One pass in touchpoint id order, a
-/// thousand survey touchpoints at a time, each thousand in one transaction: one multi-row insert of answers and one
-/// multi-row upsert of rollup increments. Run once when the server starts (and by the seed); returns how many it
+/// thousand survey touchpoints without an answer at a time, each thousand in one transaction: one multi-row insert
+/// of answers and one multi-row upsert of rollup increments. Run once when the server starts (and by the seed); returns how many it
 /// added. Idempotent: an answer already recorded is skipped, so two instances starting together add each once.
 pub async fn backfill(db: &sea_orm::DatabaseConnection) -> Result<u64, DbErr> {
     use std::collections::BTreeMap;
@@ -274,9 +274,12 @@ pub async fn backfill(db: &sea_orm::DatabaseConnection) -> Result<u64, DbErr> {
     let mut added = 0;
     let mut after: Option<Uuid> = None;
     loop {
+        // Only those without an answer (`ix_touchpoints_feedback`): with nothing missing this is one short query.
+        let recorded = cx_answer::Entity::find().select_only().column(cx_answer::Column::TouchpointId).into_query();
         let mut query = touchpoint::Entity::find()
             .filter(touchpoint::Column::FeedbackMetric.is_not_null())
             .filter(touchpoint::Column::FeedbackScore.is_not_null())
+            .filter(touchpoint::Column::Id.not_in_subquery(recorded))
             .order_by_asc(touchpoint::Column::Id)
             .limit(1000);
         if let Some(after) = after {

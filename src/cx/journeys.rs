@@ -113,12 +113,7 @@ type Row = (Uuid, DateTime<Utc>, String, String, String, Option<String>, Option<
 /// The ordered funnel through `stages` within the window. Needs `cx:read`.
 pub async fn funnel(caller: &Caller, svc: &Services, request: FunnelRequest) -> ApiResult<Funnel> {
     caller.require(Scope::CxRead)?;
-    if request.from > request.to {
-        return Err(ApiError::validation("window", "`from` is after `to`"));
-    }
-    if (request.to - request.from).num_days() >= MAX_WINDOW_DAYS {
-        return Err(ApiError::validation("window", format!("at most {MAX_WINDOW_DAYS} days")));
-    }
+    super::check_window(request.from, request.to, MAX_WINDOW_DAYS)?;
     if request.stages.is_empty() || request.stages.len() > 7 {
         return Err(ApiError::validation("stages", "1 to 7 stages"));
     }
@@ -127,8 +122,7 @@ pub async fn funnel(caller: &Caller, svc: &Services, request: FunnelRequest) -> 
     }
     let tenant = caller.tenant();
     let conn = svc.db.conn();
-    let start = request.from.and_hms_opt(0, 0, 0).map(|d| d.and_utc()).unwrap_or_else(Utc::now);
-    let end = request.to.and_hms_opt(0, 0, 0).map(|d| d.and_utc()).unwrap_or_else(Utc::now) + Duration::days(1);
+    let (start, end) = super::span(request.from, request.to);
     let lookback = Duration::days(request.lookback_days as i64);
     let mut stream = touchpoint::of_tenant(tenant)
         .filter(touchpoint::Column::OccurredAt.gte(start))

@@ -24,41 +24,27 @@ pub const MAX_ANSWERS: usize = 200_000;
 /// Customers per `IN (…)` list.
 const CHUNK: usize = 1000;
 
-/// The counted answers of a metric answered within `from..=to` (UTC days) and, when given, before `until`.
+/// The counted answers of a metric answered within `from..=to` (UTC days).
 async fn counted_answers(
     svc: &Services,
     tenant: &TenantId,
     metric: FeedbackMetric,
     from: NaiveDate,
     to: NaiveDate,
-    until: Option<DateTime<Utc>>,
 ) -> ApiResult<Vec<cx_answer::Model>> {
     let now = Utc::now();
-    let mut query = cx_answer::of_tenant(tenant)
+    let query = cx_answer::of_tenant(tenant)
         .filter(cx_answer::Column::Metric.eq(metric.as_str()))
         .filter(cx_answer::Column::Counted.eq(true))
         .filter(cx_answer::Column::Day.gte(from))
         .filter(cx_answer::Column::Day.lte(to))
         .limit(MAX_ANSWERS as u64 + 1);
-    if let Some(until) = until {
-        query = query.filter(cx_answer::Column::AnsweredAt.lte(until));
-    }
     let answers: Vec<cx_answer::Model> = query.all(svc.db.conn()).await?;
     if answers.len() > MAX_ANSWERS {
         return Err(ApiError::validation("window", format!("more than {MAX_ANSWERS} answers: use a shorter window")));
     }
     // An answer whose consent expired since it was counted no longer counts.
     Ok(answers.into_iter().filter(|a| a.counts_until.is_none_or(|until| until > now)).collect())
-}
-
-fn check_window(from: NaiveDate, to: NaiveDate) -> ApiResult<()> {
-    if from > to {
-        return Err(ApiError::validation("window", "`from` is after `to`"));
-    }
-    if (to - from).num_days() >= super::metrics::MAX_WINDOW_DAYS {
-        return Err(ApiError::validation("window", format!("at most {} days", super::metrics::MAX_WINDOW_DAYS)));
-    }
-    Ok(())
 }
 
 /// A purchase: when, its value and currency.
@@ -105,7 +91,7 @@ pub async fn retention(
     level: f64,
 ) -> ApiResult<Retention> {
     caller.require(Scope::CxRead)?;
-    check_window(from, to)?;
+    super::check_window(from, to, super::metrics::MAX_WINDOW_DAYS)?;
     if !(1..=730).contains(&horizon_days) {
         return Err(ApiError::validation("horizonDays", "from 1 to 730"));
     }
@@ -113,12 +99,12 @@ pub async fn retention(
     let settings = super::settings::of_tenant(svc.db.conn(), tenant).await?;
     let horizon = Duration::days(horizon_days as i64);
     let now = Utc::now();
-    let all = counted_answers(svc, tenant, metric, from, to, None).await?;
+    let all = counted_answers(svc, tenant, metric, from, to).await?;
     let (answers, immature): (Vec<_>, Vec<_>) = all.into_iter().partition(|a| a.answered_at + horizon <= now);
     let customers: Vec<Uuid> = answers.iter().map(|a| a.customer_id).collect::<HashSet<_>>().into_iter().collect();
     // Their purchases from the window's start to its end plus the horizon, per customer, in time order.
-    let start = from.and_hms_opt(0, 0, 0).map(|d| d.and_utc()).unwrap_or(now);
-    let end = to.and_hms_opt(0, 0, 0).map(|d| d.and_utc()).unwrap_or(now) + Duration::days(1) + horizon;
+    let (start, end) = super::span(from, to);
+    let end = end + horizon;
     let mut purchases: HashMap<Uuid, Vec<Purchase>> = HashMap::new();
     for chunk in customers.chunks(CHUNK) {
         let rows: Vec<(Uuid, Purchase)> = touchpoint::of_tenant(tenant)
@@ -219,14 +205,12 @@ pub async fn touchpoint_effect(
     level: f64,
 ) -> ApiResult<(Vec<EffectRow>, CxSettings)> {
     caller.require(Scope::CxRead)?;
-    check_window(from, to)?;
+    super::check_window(from, to, super::metrics::MAX_WINDOW_DAYS)?;
     let tenant = caller.tenant();
     let settings = super::settings::of_tenant(svc.db.conn(), tenant).await?;
-    let answers = counted_answers(svc, tenant, metric, from, to, None).await?;
+    let answers = counted_answers(svc, tenant, metric, from, to).await?;
     let customers: Vec<Uuid> = answers.iter().map(|a| a.customer_id).collect::<HashSet<_>>().into_iter().collect();
-    let now = Utc::now();
-    let start = from.and_hms_opt(0, 0, 0).map(|d| d.and_utc()).unwrap_or(now);
-    let end = to.and_hms_opt(0, 0, 0).map(|d| d.and_utc()).unwrap_or(now) + Duration::days(1);
+    let (start, end) = super::span(from, to);
     // Who had what: distinct (customer, type, channel) in the window, surveys aside.
     let mut had: HashMap<(String, String), HashSet<Uuid>> = HashMap::new();
     for chunk in customers.chunks(CHUNK) {

@@ -107,12 +107,7 @@ pub struct Report {
 
 impl MetricsRequest {
     fn validate(&self) -> ApiResult<()> {
-        if self.from > self.to {
-            return Err(ApiError::validation("window", "`from` is after `to`"));
-        }
-        if (self.to - self.from).num_days() >= MAX_WINDOW_DAYS {
-            return Err(ApiError::validation("window", format!("at most {MAX_WINDOW_DAYS} days")));
-        }
+        super::check_window(self.from, self.to, MAX_WINDOW_DAYS)?;
         if !(self.level >= 0.5 && self.level <= 0.999) {
             return Err(ApiError::validation("confidenceLevel", "from 0.5 to 0.999"));
         }

@@ -15,3 +15,23 @@ pub mod settings;
 pub mod stats;
 
 pub use settings::CxSettings;
+
+use chrono::{DateTime, Duration, NaiveDate, NaiveTime, Utc};
+
+use crate::error::{ApiError, ApiResult};
+
+/// Checks a window of whole UTC days `from..=to` of at most `max_days` days.
+pub(crate) fn check_window(from: NaiveDate, to: NaiveDate, max_days: i64) -> ApiResult<()> {
+    if from > to {
+        return Err(ApiError::validation("window", "`from` is after `to`"));
+    }
+    if (to - from).num_days() >= max_days {
+        return Err(ApiError::validation("window", format!("at most {max_days} days")));
+    }
+    Ok(())
+}
+
+/// The instants a window of UTC days spans: the start of `from`, and the end of `to` (exclusive).
+pub(crate) fn span(from: NaiveDate, to: NaiveDate) -> (DateTime<Utc>, DateTime<Utc>) {
+    (from.and_time(NaiveTime::MIN).and_utc(), to.and_time(NaiveTime::MIN).and_utc() + Duration::days(1))
+}

@@ -26,12 +26,6 @@ impl ScoreCounts {
         }
     }
 
-    pub fn merge(&mut self, other: &ScoreCounts) {
-        for (a, b) in self.counts.iter_mut().zip(&other.counts) {
-            *a += b;
-        }
-    }
-
     pub fn total(&self) -> u64 {
         self.counts.iter().sum()
     }

@@ -20,7 +20,7 @@ use uuid::Uuid;
 use super::definitions::{self, Body, Fact, References, Subject};
 use crate::{
     auth::{Caller, PurposeKind, Scope, TenantId},
-    consent::{ConsentPurpose, ConsentSession, DataCategory, Permitted, policy},
+    consent::{ConsentPurpose, ConsentSession, Permitted, policy},
     error::{ApiError, ApiResult},
     privacy::access_log::AccessCategory,
     profiles::{IdentityKind, customers, traits},
@@ -105,11 +105,7 @@ impl References for Catalog {
     }
 }
 
-impl Catalog {
-    pub fn definitions(&self) -> impl Iterator<Item = &Definition> {
-        self.0.values()
-    }
-}
+impl Catalog {}
 
 /// How long an instance keeps a tenant's parsed definitions. The instance that stores a version forgets its copy at
 /// once; other instances serve the new version within this.
@@ -223,6 +219,18 @@ pub struct SubjectData {
     feedback: HashMap<FeedbackMetric, i32>,
 }
 
+impl SubjectData {
+    fn subject(&self, now: DateTime<Utc>) -> Subject<'_> {
+        Subject {
+            now,
+            touchpoints: &self.facts,
+            traits: &self.traits,
+            identities: &self.identities,
+            latest_feedback: &self.feedback,
+        }
+    }
+}
+
 /// The subjects of many customers (four statements per chunk of 500: touchpoints, traits, identities, feedback).
 async fn subjects(caller: &Caller, svc: &Services, ids: &[Uuid]) -> ApiResult<HashMap<Uuid, SubjectData>> {
     let tenant = caller.tenant();
@@ -289,13 +297,7 @@ pub struct Derived {
 }
 
 fn evaluate(catalog: &Catalog, caller: &Caller, data: &SubjectData, now: DateTime<Utc>) -> Derived {
-    let subject = Subject {
-        now,
-        touchpoints: &data.facts,
-        traits: &data.traits,
-        identities: &data.identities,
-        latest_feedback: &data.feedback,
-    };
+    let subject = data.subject(now);
     let mut derived = Derived::default();
     for d in catalog.0.values().filter(|d| serves(caller, d)) {
         match &d.parsed {
@@ -314,21 +316,6 @@ fn evaluate(catalog: &Catalog, caller: &Caller, data: &SubjectData, now: DateTim
     derived
 }
 
-/// Checks the caller's permit and whether the customer may be profiled.
-async fn gate(
-    caller: &Caller,
-    svc: &Services,
-    session: &ConsentSession,
-    id: Uuid,
-) -> ApiResult<crate::consent::Permit> {
-    let permit = session.decide(caller, svc, id, DataCategory::DerivedInsights).await?;
-    let state = session.state(caller, svc, id).await?;
-    if !policy::profiling_allowed(&state, Utc::now()) {
-        return Err(policy::not_profiled(caller, &state));
-    }
-    Ok(permit)
-}
-
 /// A customer's segments and computed traits now. Needs `profiles:read`; logged.
 pub async fn read(
     caller: &Caller,
@@ -337,7 +324,7 @@ pub async fn read(
     id: Uuid,
 ) -> ApiResult<Permitted<Derived>> {
     caller.require(Scope::ProfilesRead)?;
-    let permit = gate(caller, svc, session, id).await?;
+    let permit = session.decide_derived(caller, svc, id).await?;
     let catalog = cached(svc, caller.tenant()).await?;
     let mut data = subjects(caller, svc, &[id]).await?;
     let derived = evaluate(&catalog, caller, &data.remove(&id).unwrap_or_default(), Utc::now());
@@ -351,10 +338,7 @@ async fn visible(caller: &Caller, svc: &Services, ids: &[Uuid]) -> ApiResult<std
     let now = Utc::now();
     Ok(states
         .into_iter()
-        .filter(|(id, s)| {
-            policy::decide(caller, *id, s, DataCategory::DerivedInsights, now).is_ok()
-                && policy::profiling_allowed(s, now)
-        })
+        .filter(|(id, s)| policy::decide_derived(caller, *id, s, now).is_ok())
         .map(|(id, _)| id)
         .collect())
 }
@@ -420,13 +404,7 @@ pub async fn members(
             out.scanned += 1;
             out.resume_after = Some(*id);
             let Some(d) = data.get(id) else { continue };
-            let subject = Subject {
-                now,
-                touchpoints: &d.facts,
-                traits: &d.traits,
-                identities: &d.identities,
-                latest_feedback: &d.feedback,
-            };
+            let subject = d.subject(now);
             if definitions::evaluate_segment(&condition, &subject, catalog.as_ref()).value {
                 if allowed.contains(id) {
                     out.members.push(*id);
@@ -501,13 +479,7 @@ pub async fn preview(
         for id in chunk {
             out.sampled += 1;
             let Some(d) = data.get(id) else { continue };
-            let subject = Subject {
-                now,
-                touchpoints: &d.facts,
-                traits: &d.traits,
-                identities: &d.identities,
-                latest_feedback: &d.feedback,
-            };
+            let subject = d.subject(now);
             let value = match &parsed {
                 Body::Segment(c) => Value::Bool(definitions::evaluate_segment(c, &subject, catalog.as_ref()).value),
                 Body::ComputedTrait(a) => definitions::evaluate_trait(a, &subject, catalog.as_ref()).value,

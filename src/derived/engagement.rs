@@ -18,7 +18,7 @@ use uuid::Uuid;
 
 use crate::{
     auth::{Caller, Scope},
-    consent::{ConsentPurpose, ConsentSession, DataCategory, Permitted, policy},
+    consent::{ConsentPurpose, ConsentSession, Permitted, policy},
     error::{ApiError, ApiResult},
     privacy::access_log::AccessCategory,
     profiles::{IdentityKind, customers},
@@ -53,21 +53,6 @@ fn weight_of(kind: TouchpointType) -> f64 {
     }
 }
 
-/// The gate every derived read passes: the caller's permit, then whether the customer may be profiled.
-async fn gate(
-    caller: &Caller,
-    svc: &Services,
-    session: &ConsentSession,
-    customer_id: Uuid,
-) -> ApiResult<(crate::consent::Permit, std::sync::Arc<crate::consent::PrivacyState>)> {
-    let permit = session.decide(caller, svc, customer_id, DataCategory::DerivedInsights).await?;
-    let state = session.state(caller, svc, customer_id).await?;
-    if !policy::profiling_allowed(&state, Utc::now()) {
-        return Err(policy::not_profiled(caller, &state));
-    }
-    Ok((permit, state))
-}
-
 /// The customer's affinities to the values of `dimension`, strongest first. Needs `touchpoints:read`; logged.
 pub async fn affinities(
     caller: &Caller,
@@ -88,7 +73,7 @@ pub async fn affinities(
     if !(1..=100).contains(&first) {
         return Err(ApiError::validation("first", "from 1 to 100"));
     }
-    let (permit, _) = gate(caller, svc, session, customer_id).await?;
+    let permit = session.decide_derived(caller, svc, customer_id).await?;
     let now = Utc::now();
     let rows: Vec<(DateTime<Utc>, String, Option<Value>)> = touchpoint::of_tenant(caller.tenant())
         .filter(touchpoint::Column::CustomerId.eq(customer_id))
@@ -195,7 +180,8 @@ pub async fn preferred_channel(
     customer_id: Uuid,
 ) -> ApiResult<Permitted<PreferredChannel>> {
     caller.require(Scope::TouchpointsRead)?;
-    let (permit, state) = gate(caller, svc, session, customer_id).await?;
+    let permit = session.decide_derived(caller, svc, customer_id).await?;
+    let state = session.state(caller, svc, customer_id).await?;
     let now = Utc::now();
     let tenant = caller.tenant();
     let identities =
@@ -220,14 +206,8 @@ pub async fn preferred_channel(
         .map(|channel| {
             let (consent_channel, kind, touch_channel) = channel.parts();
             let reachable = identities.iter().any(|i| i.identity.kind() == kind);
-            let consent_refusal =
-                match policy::in_force(&state.consents, ConsentPurpose::Marketing, Some(consent_channel), now) {
-                    None => Some("NOT_GIVEN"),
-                    Some(c) if c.is_effective_at(now) => None,
-                    Some(c) if c.status == crate::consent::ConsentStatus::Granted => Some("EXPIRED"),
-                    Some(c) if c.status == crate::consent::ConsentStatus::Withdrawn => Some("WITHDRAWN"),
-                    Some(_) => Some("DENIED"),
-                };
+            let decision = policy::in_force(&state.consents, ConsentPurpose::Marketing, Some(consent_channel), now);
+            let consent_refusal = policy::refusal(decision, now);
             let (engagements, last_engagement_at) = engaged
                 .iter()
                 .find(|(c, _, _)| c == touch_channel.as_str())

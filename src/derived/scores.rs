@@ -16,7 +16,7 @@ use uuid::Uuid;
 
 use crate::{
     auth::{Caller, Scope, TenantId},
-    consent::{ConsentSession, DataCategory, Permitted, policy},
+    consent::{ConsentSession, Permitted, policy},
     error::{ApiError, ApiResult},
     privacy::access_log::AccessCategory,
     scores::{
@@ -42,7 +42,6 @@ pub const UNIT: TimeUnit = TimeUnit::Days;
 pub struct TenantBreakpoints {
     pub breakpoints: Option<Breakpoints>,
     pub computed_at: DateTime<Utc>,
-    pub customers: u64,
 }
 
 /// Per-tenant breakpoints, kept `BREAKPOINTS_TTL` in the process.
@@ -94,7 +93,7 @@ pub async fn breakpoints(svc: &Services, tenant: &TenantId) -> ApiResult<Arc<Ten
         })
         .collect();
     let breakpoints = if values.is_empty() { None } else { Breakpoints::of(&values).ok() };
-    let found = Arc::new(TenantBreakpoints { breakpoints, computed_at: now, customers: values.len() as u64 });
+    let found = Arc::new(TenantBreakpoints { breakpoints, computed_at: now });
     svc.scores.0.insert(tenant.as_str().to_owned(), found.clone()).await;
     Ok(found)
 }
@@ -171,12 +170,8 @@ pub async fn read(
     months: u32,
 ) -> ApiResult<Permitted<CustomerScores>> {
     caller.require(Scope::ProfilesRead)?;
-    let permit = session.decide(caller, svc, customer_id, DataCategory::DerivedInsights).await?;
-    let state = session.state(caller, svc, customer_id).await?;
+    let permit = session.decide_derived(caller, svc, customer_id).await?;
     let now = Utc::now();
-    if !policy::profiling_allowed(&state, now) {
-        return Err(policy::not_profiled(caller, &state));
-    }
     if months > 120 {
         return Err(ApiError::validation("months", "at most 120"));
     }
@@ -485,6 +480,18 @@ pub(crate) async fn on_privacy_change(
     customer_id: Uuid,
 ) -> Result<(), sea_orm::DbErr> {
     use crate::storage::entities::{customer, external_score};
+    // Most customers have none: one look, and nothing else to read.
+    let holds = external_score::of_tenant(tenant)
+        .filter(external_score::Column::CustomerId.eq(customer_id))
+        .select_only()
+        .column(external_score::Column::Name)
+        .into_tuple::<String>()
+        .one(conn)
+        .await?
+        .is_some();
+    if !holds {
+        return Ok(());
+    }
     let merged = customer::of_tenant(tenant)
         .filter(customer::Column::Id.eq(customer_id))
         .select_only()

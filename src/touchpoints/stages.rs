@@ -130,8 +130,6 @@ impl StageRules {
 
 /// The tenant's rules (none: the built-in defaults alone).
 pub async fn for_tenant(conn: &impl sea_orm::ConnectionTrait, tenant: &TenantId) -> ApiResult<StageRules> {
-    use sea_orm::EntityTrait as _;
-    let _ = journey_rules::Entity::find;
     let Some(row) = journey_rules::of_tenant(tenant).one(conn).await? else { return Ok(StageRules::default()) };
     let rules: Vec<StageRule> = serde_json::from_value(row.rules).map_err(ApiError::internal)?;
     StageRules::new(row.version, rules)
