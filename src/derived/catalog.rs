@@ -122,7 +122,7 @@ impl Default for CatalogCache {
 }
 
 /// The tenant's current definitions, from the cache when it holds them.
-async fn cached(svc: &Services, tenant: &TenantId) -> ApiResult<std::sync::Arc<Catalog>> {
+pub(crate) async fn cached(svc: &Services, tenant: &TenantId) -> ApiResult<std::sync::Arc<Catalog>> {
     if let Some(found) = svc.definitions.0.get(tenant.as_str()).await {
         return Ok(found);
     }
@@ -212,7 +212,7 @@ fn serves(caller: &Caller, d: &Definition) -> bool {
 
 /// What one customer's definitions are evaluated over.
 #[derive(Default)]
-pub struct SubjectData {
+pub(crate) struct SubjectData {
     facts: Vec<Fact>,
     traits: HashMap<String, Value>,
     identities: Vec<IdentityKind>,
@@ -220,7 +220,7 @@ pub struct SubjectData {
 }
 
 impl SubjectData {
-    fn subject(&self, now: DateTime<Utc>) -> Subject<'_> {
+    pub(crate) fn subject(&self, now: DateTime<Utc>) -> Subject<'_> {
         Subject {
             now,
             touchpoints: &self.facts,
@@ -232,7 +232,7 @@ impl SubjectData {
 }
 
 /// The subjects of many customers (four statements per chunk of 500: touchpoints, traits, identities, feedback).
-async fn subjects(caller: &Caller, svc: &Services, ids: &[Uuid]) -> ApiResult<HashMap<Uuid, SubjectData>> {
+pub(crate) async fn subjects(caller: &Caller, svc: &Services, ids: &[Uuid]) -> ApiResult<HashMap<Uuid, SubjectData>> {
     let tenant = caller.tenant();
     let query = TopPerCustomer {
         table: "touchpoints",
