@@ -30,6 +30,8 @@ pub struct Application {
     access_log_writer: AccessLogWriter,
     job_runner: JobRunner,
     cx_sweeper: crate::cx::cases::sweep::CxSweeper,
+    derived_worker: crate::derived::maintain::DerivedWorker,
+    webhooks: crate::derived::webhooks::WebhookDispatcher,
 }
 
 impl Application {
@@ -57,6 +59,16 @@ impl Application {
         // The CX sweeper is background work too: on the jobs' pool, its statements not counted with requests.
         let cx_sweeper =
             crate::cx::cases::sweep::CxSweeper::start(job_db.uncounted(), services.pubsub.clone(), config.cx_sweep());
+        // Derived state and webhooks: background work on the jobs' pool, woken by this instance's commits.
+        let derived_worker = crate::derived::maintain::DerivedWorker::start(
+            Services { db: job_db.uncounted(), ..services.clone() },
+            config.derived_poll(),
+        );
+        let webhooks = crate::derived::webhooks::WebhookDispatcher::start(
+            Services { db: job_db.uncounted(), ..services.clone() },
+            config.derived_poll(),
+            config.webhook_retry(),
+        );
         // Jobs run outside any request: no request timeout, and on PostgreSQL a pool without the statement timeout.
         let job_runner = JobRunner::start(Services { db: job_db, ..services.clone() }, config.job_poll());
         let mut write_keys = http::tracking::WriteKeys::new();
@@ -89,7 +101,17 @@ impl Application {
             }
             None => None,
         };
-        Ok(Application { listener, router, metrics, state, access_log_writer, job_runner, cx_sweeper })
+        Ok(Application {
+            listener,
+            router,
+            metrics,
+            state,
+            access_log_writer,
+            job_runner,
+            cx_sweeper,
+            derived_worker,
+            webhooks,
+        })
     }
 
     pub fn local_addr(&self) -> anyhow::Result<SocketAddr> {
@@ -126,6 +148,8 @@ impl Application {
         }
         self.job_runner.stop().await;
         self.cx_sweeper.stop().await;
+        self.derived_worker.stop().await;
+        self.webhooks.stop().await;
         self.access_log_writer.flush_and_stop().await;
         served
     }
@@ -155,6 +179,7 @@ async fn build_services(config: &Config, db: Database) -> anyhow::Result<(Servic
         default_phone_region,
         suppression_key: suppression_key.into_bytes(),
         profile_cache_ttl,
+        webhook_allow_internal: config.webhook_allow_internal(),
     });
     let (access_log, access_log_writer) = AccessLog::start(db.clone());
     let services = match &config.redis_url {
@@ -177,6 +202,8 @@ async fn build_services(config: &Config, db: Database) -> anyhow::Result<(Servic
                 rules: Default::default(),
                 scores: Default::default(),
                 definitions: Default::default(),
+                derived_wake: Default::default(),
+                webhook_wake: Default::default(),
             }
         }
         None => Services {
@@ -188,6 +215,8 @@ async fn build_services(config: &Config, db: Database) -> anyhow::Result<(Servic
             rules: Default::default(),
             scores: Default::default(),
             definitions: Default::default(),
+            derived_wake: Default::default(),
+            webhook_wake: Default::default(),
         },
     };
     Ok((services, access_log_writer))

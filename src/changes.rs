@@ -144,6 +144,8 @@ pub async fn committed(svc: &Services, tenant: &TenantId, changed: Changed) {
     if changed.is_empty() {
         return;
     }
+    // The write may have queued customers for their derived state (`derived::maintain::mark`).
+    svc.derived_wake.wake();
     let mut touched: Vec<Uuid> = changed.customers.iter().map(|c| c.customer_id).chain(changed.quiet).collect();
     touched.sort_unstable();
     touched.dedup();

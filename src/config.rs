@@ -124,6 +124,21 @@ pub struct Config {
     #[arg(long, env = "KONTAKT_CX_SWEEP_MS", default_value_t = 5_000, global = true)]
     pub cx_sweep_ms: u64,
 
+    /// How often the derived-state worker looks for customers queued by other instances and for window edges that
+    /// passed, in ms (a write on this instance wakes it at once).
+    #[arg(long, env = "KONTAKT_DERIVED_POLL_MS", default_value_t = 200, global = true)]
+    pub derived_poll_ms: u64,
+
+    /// The first wait before a failed webhook delivery is tried again, in ms (doubled per failed attempt, at most
+    /// 10 minutes).
+    #[arg(long, env = "KONTAKT_WEBHOOK_RETRY_MS", default_value_t = 1_000, global = true)]
+    pub webhook_retry_ms: u64,
+
+    /// Let webhooks call loopback, private and link-local addresses and plain http. Default: on in development,
+    /// off in production (a webhook URL must not reach the inside of the network).
+    #[arg(long, env = "KONTAKT_WEBHOOK_ALLOW_INTERNAL", global = true)]
+    pub webhook_allow_internal: Option<bool>,
+
     /// Most operations in one batched request; 0 turns batching off.
     #[arg(long, env = "KONTAKT_MAX_BATCH", default_value_t = 0, global = true)]
     pub max_batch: usize,
@@ -251,6 +266,18 @@ impl Config {
 
     pub fn cx_sweep(&self) -> Duration {
         Duration::from_millis(self.cx_sweep_ms.max(10))
+    }
+
+    pub fn derived_poll(&self) -> Duration {
+        Duration::from_millis(self.derived_poll_ms.max(10))
+    }
+
+    pub fn webhook_retry(&self) -> Duration {
+        Duration::from_millis(self.webhook_retry_ms.max(10))
+    }
+
+    pub fn webhook_allow_internal(&self) -> bool {
+        self.webhook_allow_internal.unwrap_or(!self.is_production())
     }
 
     pub fn is_sqlite(&self) -> bool {

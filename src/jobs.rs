@@ -32,16 +32,21 @@ pub enum JobKind {
     RederiveStages,
     /// Fits the tenant's purchase and spend models for CLV and churn risk (`fitScoreModel`).
     FitScoreModel,
+    /// Computes new definition versions (and the definitions that refer to them) for every customer, announcing
+    /// the changes, then activates them (`defineSegment`, `defineComputedTrait` queue it).
+    BackfillDefinitions,
 }
 
 impl JobKind {
-    pub const ALL: [JobKind; 3] = [JobKind::ReresolveCustomers, JobKind::RederiveStages, JobKind::FitScoreModel];
+    pub const ALL: [JobKind; 4] =
+        [JobKind::ReresolveCustomers, JobKind::RederiveStages, JobKind::FitScoreModel, JobKind::BackfillDefinitions];
 
     pub fn as_str(self) -> &'static str {
         match self {
             JobKind::ReresolveCustomers => "reresolve_customers",
             JobKind::RederiveStages => "rederive_stages",
             JobKind::FitScoreModel => "fit_score_model",
+            JobKind::BackfillDefinitions => "backfill_definitions",
         }
     }
 
@@ -50,6 +55,7 @@ impl JobKind {
             "reresolve_customers" => Some(JobKind::ReresolveCustomers),
             "rederive_stages" => Some(JobKind::RederiveStages),
             "fit_score_model" => Some(JobKind::FitScoreModel),
+            "backfill_definitions" => Some(JobKind::BackfillDefinitions),
             _ => None,
         }
     }
@@ -60,6 +66,7 @@ impl JobKind {
             JobKind::ReresolveCustomers => Scope::ProfilesWrite,
             JobKind::RederiveStages => Scope::CxWrite,
             JobKind::FitScoreModel => Scope::ProfilesWrite,
+            JobKind::BackfillDefinitions => Scope::ProfilesWrite,
         }
     }
 }
@@ -405,7 +412,92 @@ impl Runner {
                 let report = crate::derived::scores::fit(&caller, &self.svc).await?;
                 Ok(Ok(serde_json::to_value(report).map_err(ApiError::internal)?))
             }
+            JobKind::BackfillDefinitions => self.backfill(&caller, row, stopped).await,
         }
+    }
+
+    /// Definition backfill in batches of customers after the checkpoint; each batch's values, events, progress and
+    /// checkpoint commit together. The versions to activate are fixed when the job starts (kept in its result).
+    async fn backfill(
+        &self,
+        caller: &Caller,
+        row: job::Model,
+        stopped: &mut watch::Receiver<bool>,
+    ) -> ApiResult<Result<serde_json::Value, Interrupted>> {
+        use crate::derived::{catalog, events, maintain};
+        let svc = &self.svc;
+        let tenant = caller.tenant();
+        let mut progress: Progress = serde_json::from_value(row.progress).unwrap_or_default();
+        let mut after: Option<Uuid> = match row.checkpoint.as_deref() {
+            Some(text) => Some(
+                text.parse()
+                    .map_err(|_| ApiError::internal(anyhow::anyhow!("job {}: unreadable checkpoint", row.id)))?,
+            ),
+            None => None,
+        };
+        #[derive(Serialize, Deserialize, Default)]
+        #[serde(rename_all = "camelCase")]
+        struct Plan {
+            /// The pending versions this job activates.
+            definitions: Vec<Uuid>,
+            /// The keys it computes (those versions' keys and their dependents).
+            keys: Vec<String>,
+            events: u64,
+        }
+        let mut plan: Plan = match (&after, row.result.clone().and_then(|r| serde_json::from_value(r).ok())) {
+            (Some(_), Some(plan)) => plan,
+            _ => {
+                let latest = catalog::latest(svc.db.conn(), tenant).await?;
+                let pending: Vec<&catalog::Definition> = latest.definitions().collect();
+                let keys = maintain::with_dependents(&latest, &pending.iter().map(|d| d.key.clone()).collect());
+                progress = Progress {
+                    done: 0,
+                    total: customer::of_tenant(tenant)
+                        .filter(customer::Column::MergedInto.is_null())
+                        .count(svc.db.conn())
+                        .await?,
+                };
+                Plan {
+                    definitions: pending.iter().filter(|d| d.activated_at.is_none()).map(|d| d.id).collect(),
+                    keys: keys.into_iter().collect(),
+                    events: 0,
+                }
+            }
+        };
+        let keys: std::collections::BTreeSet<String> = plan.keys.iter().cloned().collect();
+        loop {
+            if *stopped.borrow() {
+                return Ok(Err(Interrupted::Stopped));
+            }
+            let Some((txn, last, customers, written)) = maintain::backfill_batch(svc, tenant, &keys, after).await?
+            else {
+                break;
+            };
+            progress.done += customers as u64;
+            progress.total = progress.total.max(progress.done);
+            plan.events += written.len() as u64;
+            let recorded = job::update_by_id(row.id)
+                .col_expr(job::Column::Progress, Expr::value(serde_json::json!(progress)))
+                .col_expr(job::Column::Checkpoint, Expr::value(last.to_string()))
+                .col_expr(job::Column::Result, Expr::value(serde_json::to_value(&plan).map_err(ApiError::internal)?))
+                .col_expr(job::Column::HeartbeatAt, Expr::value(Utc::now()))
+                .filter(job::Column::Runner.eq(self.id))
+                .filter(job::Column::State.eq(JobState::Running.as_str()))
+                .exec(&txn)
+                .await?
+                .rows_affected;
+            if recorded == 0 {
+                txn.rollback().await?;
+                return Ok(Err(Interrupted::Lost));
+            }
+            txn.commit().await?;
+            events::publish(svc, tenant, &written).await;
+            after = Some(last);
+        }
+        let activated = catalog::activate(svc, tenant, &plan.definitions).await?;
+        let mut result = serde_json::to_value(&plan).map_err(ApiError::internal)?;
+        result["activated"] = serde_json::json!(activated);
+        Ok(Ok(result))
     }
 
     /// Stage re-derivation in batches of touchpoints after the checkpoint, each committed with its progress.

@@ -15,6 +15,8 @@ pub struct DomainSettings {
     pub suppression_key: Vec<u8>,
     /// How long the profile cache keeps identities and latest touchpoint pages; `None`: no profile cache.
     pub profile_cache_ttl: Option<std::time::Duration>,
+    /// Whether webhooks may call loopback, private and link-local addresses and plain http (development).
+    pub webhook_allow_internal: bool,
 }
 
 /// Passed to every domain function beside the `Caller`.
@@ -31,4 +33,8 @@ pub struct Services {
     pub scores: crate::derived::scores::ScoresCache,
     /// Parsed computed-trait and segment definitions per tenant.
     pub definitions: crate::derived::catalog::CatalogCache,
+    /// Wakes this instance's derived-state worker after a commit.
+    pub derived_wake: crate::derived::maintain::Wake,
+    /// Wakes this instance's webhook dispatcher.
+    pub webhook_wake: crate::derived::webhooks::WebhookWake,
 }

@@ -226,6 +226,17 @@ impl Caller {
         }
     }
 
+    /// The receiver of a webhook's deliveries: may read derived data for the webhook's purpose, nothing else.
+    pub fn for_webhook(tenant: TenantId, webhook: uuid::Uuid, purpose: Purpose) -> Self {
+        Caller {
+            tenant,
+            subject: format!("webhook:{webhook}"),
+            scopes: [Scope::ProfilesRead].into_iter().collect(),
+            purpose,
+            request_id: None,
+        }
+    }
+
     /// Ties the caller to the request it made (set by the HTTP edge).
     pub fn with_request_id(mut self, request_id: Option<String>) -> Self {
         self.request_id = request_id.map(|id| id.chars().take(64).collect());

@@ -258,6 +258,8 @@ pub(crate) async fn bump_consent_version(
         .exec(txn)
         .await?;
     crate::cx::answers::recount(txn, tenant, &[customer_id]).await?;
+    crate::derived::maintain::forget_if_not_profiled(txn, tenant, customer_id).await?;
+    crate::derived::maintain::mark(txn, tenant, &[customer_id], crate::derived::maintain::Cause::Consent).await?;
     crate::derived::scores::on_privacy_change(txn, tenant, customer_id).await
 }
 

@@ -63,7 +63,15 @@ pub struct Definition {
     pub body: Value,
     pub created_at: DateTime<Utc>,
     pub created_by: String,
+    /// When this version began to answer reads; `None` while its backfill runs (the previous version answers).
+    pub activated_at: Option<DateTime<Utc>>,
     parsed: Body,
+}
+
+impl Definition {
+    pub fn parsed(&self) -> &Body {
+        &self.parsed
+    }
 }
 
 fn from_row(row: definition::Model) -> Option<Definition> {
@@ -82,6 +90,7 @@ fn from_row(row: definition::Model) -> Option<Definition> {
         body: row.body,
         created_at: row.created_at,
         created_by: row.created_by,
+        activated_at: row.activated_at,
         parsed,
     })
 }
@@ -105,7 +114,19 @@ impl References for Catalog {
     }
 }
 
-impl Catalog {}
+impl Catalog {
+    pub fn definitions(&self) -> impl Iterator<Item = &Definition> {
+        self.0.values()
+    }
+
+    pub fn get(&self, key: &str) -> Option<&Definition> {
+        self.0.get(key)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
 
 /// How long an instance keeps a tenant's parsed definitions. The instance that stores a version forgets its copy at
 /// once; other instances serve the new version within this.
@@ -131,16 +152,46 @@ pub(crate) async fn cached(svc: &Services, tenant: &TenantId) -> ApiResult<std::
     Ok(found)
 }
 
-/// The tenant's current definitions.
+/// The tenant's definitions that answer reads: the latest activated version of each key.
 pub async fn catalog(conn: &impl sea_orm::ConnectionTrait, tenant: &TenantId) -> ApiResult<Catalog> {
+    let rows = definition::of_tenant(tenant)
+        .filter(definition::Column::ActivatedAt.is_not_null())
+        .order_by_asc(definition::Column::Version)
+        .all(conn)
+        .await?;
+    Ok(by_key(rows))
+}
+
+/// The latest version of each key, activated or still being backfilled: what derived state is maintained by, and
+/// what a new version is checked against.
+pub async fn latest(conn: &impl sea_orm::ConnectionTrait, tenant: &TenantId) -> ApiResult<Catalog> {
     let rows = definition::of_tenant(tenant).order_by_asc(definition::Column::Version).all(conn).await?;
+    Ok(by_key(rows))
+}
+
+fn by_key(rows: Vec<definition::Model>) -> Catalog {
     let mut latest = BTreeMap::new();
     for row in rows {
         if let Some(d) = from_row(row) {
             latest.insert(d.key.clone(), d);
         }
     }
-    Ok(Catalog(latest))
+    Catalog(latest)
+}
+
+/// Activates the pending versions backfilled by a finished backfill (`ids`), and forgets this instance's cached
+/// catalog of the tenant.
+pub async fn activate(svc: &Services, tenant: &TenantId, ids: &[Uuid]) -> ApiResult<u64> {
+    use sea_orm::sea_query::Expr;
+    let activated = definition::update_of_tenant(tenant)
+        .col_expr(definition::Column::ActivatedAt, Expr::value(Utc::now()))
+        .filter(definition::Column::Id.is_in(ids.iter().copied()))
+        .filter(definition::Column::ActivatedAt.is_null())
+        .exec(svc.db.conn())
+        .await?
+        .rows_affected;
+    svc.definitions.0.invalidate(tenant.as_str()).await;
+    Ok(activated)
 }
 
 /// Stores a new version of a definition (the first is version 1), checked against the tenant's other definitions.
@@ -166,7 +217,7 @@ pub async fn define(
     let parsed = definitions::parse(kind == Kind::Segment, &body)?;
     let tenant = caller.tenant();
     let txn = svc.db.conn().begin().await?;
-    let current = catalog(&txn, tenant).await?;
+    let current = latest(&txn, tenant).await?;
     if let Some(existing) = current.0.get(key)
         && existing.kind != kind
     {
@@ -187,18 +238,25 @@ pub async fn define(
         body: Set(body),
         created_at: Set(Utc::now()),
         created_by: Set(caller.subject().chars().take(256).collect()),
+        // A new key answers at once (there is nothing before it to keep serving); a new version of a key waits for
+        // its backfill while the previous version answers.
+        activated_at: Set((version == 1).then(Utc::now)),
     }
     .insert(&txn)
     .await?;
     txn.commit().await?;
     svc.definitions.0.invalidate(tenant.as_str()).await;
+    // Every version is backfilled: the stored memberships and values follow it, and their changes are announced.
+    let job_caller = Caller::for_job(tenant.clone(), caller.subject().to_owned(), [Scope::ProfilesWrite].into());
+    crate::jobs::enqueue(&job_caller, svc, crate::jobs::JobKind::BackfillDefinitions).await?;
     from_row(row).ok_or_else(|| ApiError::internal(anyhow::anyhow!("stored an unreadable definition")))
 }
 
-/// The tenant's current definitions. Needs `profiles:read`.
+/// The latest version of each of the tenant's definitions (`activatedAt` unset: still backfilling, the previous
+/// version answers). Needs `profiles:read`.
 pub async fn list(caller: &Caller, svc: &Services) -> ApiResult<Vec<Definition>> {
     caller.require(Scope::ProfilesRead)?;
-    Ok(catalog(svc.db.conn(), caller.tenant()).await?.0.into_values().collect())
+    Ok(latest(svc.db.conn(), caller.tenant()).await?.0.into_values().collect())
 }
 
 /// Whether a definition may be served to this caller: declared for the caller's purpose (privacy administration:

@@ -3,4 +3,7 @@
 pub mod catalog;
 pub mod definitions;
 pub mod engagement;
+pub mod events;
+pub mod maintain;
 pub mod scores;
+pub mod webhooks;

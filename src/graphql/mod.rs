@@ -1,6 +1,7 @@
 //! The GraphQL layer: schema assembly, request context, thin resolvers and view types. No rules live here.
 mod cases;
 mod cx;
+mod derived;
 mod document;
 mod guard;
 mod jobs;
@@ -36,6 +37,7 @@ pub struct QueryRoot(
     cx::CxQuery,
     scores::DefinitionsQuery,
     cases::CasesQuery,
+    derived::WebhooksQuery,
 );
 
 #[derive(MergedObject, Default)]
@@ -50,6 +52,7 @@ pub struct MutationRoot(
     scores::ScoresMutation,
     scores::DefinitionsMutation,
     cases::CasesMutation,
+    derived::WebhooksMutation,
 );
 
 #[derive(MergedSubscription, Default)]
@@ -58,6 +61,7 @@ pub struct SubscriptionRoot(
     profiles::ProfilesSubscription,
     touchpoints::TouchpointsSubscription,
     cases::CasesSubscription,
+    derived::DerivedSubscription,
 );
 
 pub type KontaktSchema = Schema<QueryRoot, MutationRoot, SubscriptionRoot>;

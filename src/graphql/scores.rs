@@ -420,6 +420,9 @@ pub struct DefinitionView {
     body: async_graphql::Json<serde_json::Value>,
     created_at: DateTime<Utc>,
     created_by: String,
+    /// When this version began to answer reads. Unset while it is backfilled (the `BACKFILL_DEFINITIONS` job, its
+    /// progress in `jobs`): the previous version answers meanwhile.
+    activated_at: Option<DateTime<Utc>>,
 }
 
 impl From<crate::derived::catalog::Definition> for DefinitionView {
@@ -436,6 +439,7 @@ impl From<crate::derived::catalog::Definition> for DefinitionView {
             body: async_graphql::Json(d.body),
             created_at: d.created_at,
             created_by: d.created_by,
+            activated_at: d.activated_at,
         }
     }
 }
@@ -621,8 +625,11 @@ pub struct DefinitionsMutation;
 #[Object]
 impl DefinitionsMutation {
     /// Stores a new version of a segment (the first is version 1), checked against the tenant's other definitions:
-    /// size, depth, references, cycles; a refusal names the place (`condition.all[1].aggregate.window`). The new
-    /// version serves at once: values are computed when read. Needs `profiles:write`.
+    /// size, depth, references, cycles; a refusal names the place (`condition.all[1].aggregate.window`). A new key
+    /// answers at once (values are computed when read). A new version of a key is backfilled first — every
+    /// customer's stored membership computed, the changes announced on `derivedChanges` and webhooks with cause
+    /// `DEFINITION_CHANGE` — while the previous version keeps answering; then it is activated (`activatedAt`).
+    /// Needs `profiles:write`.
     async fn define_segment(
         &self,
         ctx: &Context<'_>,

@@ -68,6 +68,8 @@ pub async fn erase_customer(caller: &Caller, svc: &Services, requested_id: Uuid)
         .filter(crate::storage::entities::external_score::Column::CustomerId.is_in(people.clone()))
         .exec(&txn)
         .await?;
+    // Everything derived about them, and the change events that named them.
+    crate::derived::maintain::erase(&txn, tenant, &people).await?;
     // Their feedback cases and the cases' histories go too.
     let feedback_cases = crate::cx::cases::erase(&txn, tenant, &people).await?;
     let touchpoints = touchpoint::delete_of_tenant(tenant)

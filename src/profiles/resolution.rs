@@ -155,6 +155,7 @@ pub(crate) async fn resolve(
     }
     if !new_links.is_empty() {
         identity::Entity::insert_many(new_links).exec(txn).await?;
+        crate::derived::maintain::mark(txn, tenant, &[customer.id], crate::derived::maintain::Cause::Record).await?;
     }
     // Other customers an identity of this record points at: one person, so merge them into this customer,
     // unless together they would break a limit (then they stay apart and the conflict is recorded).

@@ -238,6 +238,8 @@ pub(crate) async fn refresh_derived(
     let mut ids = customer_ids.to_vec();
     ids.sort_unstable();
     ids.dedup();
+    // Traits feed definitions: the customers' derived state is evaluated again.
+    crate::derived::maintain::mark(conn, tenant, &ids, crate::derived::maintain::Cause::Record).await?;
     let mut changed_total = 0;
     for chunk in ids.chunks(DERIVE_BATCH) {
         let values = trait_value::of_tenant(tenant)

@@ -388,6 +388,7 @@ async fn write_in(
     }
     .insert(txn)
     .await?;
+    crate::derived::maintain::mark(txn, tenant, &[customer_id], crate::derived::maintain::Cause::Touchpoint).await?;
     if row.feedback_metric.is_some() {
         let about = match valid.about {
             None => None,

@@ -11,6 +11,7 @@ mod contract;
 mod customers;
 mod cx;
 mod definitions;
+mod derived_changes;
 mod disclosure;
 mod feed;
 mod http_spec;

@@ -17,6 +17,8 @@ pub struct Model {
     pub body: Json,
     pub created_at: DateTimeUtc,
     pub created_by: String,
+    /// When this version began to answer reads (none while its backfill runs).
+    pub activated_at: Option<DateTimeUtc>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -62,6 +62,10 @@ pub mod cx_answer;
 pub mod cx_rollup;
 pub mod cx_settings;
 pub mod definition;
+pub mod derived_dirty;
+pub mod derived_event;
+pub mod derived_subject;
+pub mod derived_value;
 pub mod erasure_receipt;
 pub mod external_score;
 pub mod feedback_case;
@@ -80,6 +84,7 @@ pub mod suppression;
 pub mod touchpoint;
 pub mod trait_rules;
 pub mod trait_value;
+pub mod webhook;
 
 #[cfg(test)]
 mod tests {

@@ -1,0 +1,635 @@
+//! Derived state kept as writes commit (issue 10): every write that can change what a definition answers — a
+//! touchpoint, a record or trait change, an identity, a merge, an unmerge, a consent or restriction change — adds
+//! the customer to `derived_dirty` in its own transaction ([`mark`]). A [`DerivedWorker`] on every instance claims
+//! dirty customers (on PostgreSQL with `SKIP LOCKED`, so instances share the work), evaluates the latest version of
+//! every definition for them, and in one transaction writes what changed to `derived_values` and the change events
+//! to the outbox (`derived_events`), and when time alone changes each customer next (`derived_subjects`). The same
+//! worker re-evaluates customers whose next change is due (a window edge passed): that is the window-expiry event.
+//!
+//! Reads do not wait for any of this: `Customer.segments`/`computedTraits` are evaluated at read and always exact.
+//! What the worker keeps is what is pushed (subscriptions, webhooks) and what a backfill materializes. Bound: a
+//! committed write wakes the instance's worker at once; other instances' workers look every `KONTAKT_DERIVED_POLL_MS`
+//! (default 200 ms); a window edge is acted on within one poll of passing.
+//!
+//! A customer who may not be profiled (`policy::profiling_allowed`), is merged into another or erased has no derived
+//! state: the consent transaction deletes it (`forget_if_not_profiled`), and the worker keeps nothing for them.
+use std::{
+    collections::{BTreeMap, BTreeSet, HashMap},
+    sync::Arc,
+    time::Duration,
+};
+
+use chrono::{DateTime, Utc};
+use sea_orm::{
+    ColumnTrait, ConnectionTrait, DbBackend, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Statement,
+    sea_query::OnConflict,
+};
+use serde_json::Value;
+use tokio::sync::{Notify, watch};
+use uuid::Uuid;
+
+use super::{
+    catalog::{self, Definition, Kind},
+    definitions::{self, Body},
+    events::{self, DerivedEvent, EventKind},
+};
+use crate::{
+    auth::{Caller, Scope, TenantId},
+    consent::policy,
+    error::{ApiError, ApiResult},
+    services::Services,
+    storage::entities::{customer, derived_dirty, derived_event, derived_subject, derived_value},
+};
+
+/// Why a customer's derived state was evaluated again: the cause every change event carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize, async_graphql::Enum)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Cause {
+    /// A touchpoint was recorded.
+    Touchpoint,
+    /// A record, a trait or an identity changed.
+    Record,
+    /// Another customer was merged into this one, or this one into another.
+    Merge,
+    /// A merge was undone.
+    Unmerge,
+    /// A consent decision or a restriction changed.
+    Consent,
+    /// A window's edge passed: time alone changed the answer.
+    WindowExpiry,
+    /// A new definition version was backfilled.
+    DefinitionChange,
+}
+
+impl Cause {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Cause::Touchpoint => "TOUCHPOINT",
+            Cause::Record => "RECORD",
+            Cause::Merge => "MERGE",
+            Cause::Unmerge => "UNMERGE",
+            Cause::Consent => "CONSENT",
+            Cause::WindowExpiry => "WINDOW_EXPIRY",
+            Cause::DefinitionChange => "DEFINITION_CHANGE",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Option<Self> {
+        [
+            Cause::Touchpoint,
+            Cause::Record,
+            Cause::Merge,
+            Cause::Unmerge,
+            Cause::Consent,
+            Cause::WindowExpiry,
+            Cause::DefinitionChange,
+        ]
+        .into_iter()
+        .find(|c| c.as_str() == raw)
+    }
+}
+
+/// Queues customers for re-evaluation, in the caller's transaction (so a rolled-back write queues nothing and a
+/// committed one cannot be missed). A customer already queued keeps the cause it was queued with.
+pub async fn mark(conn: &impl ConnectionTrait, tenant: &TenantId, ids: &[Uuid], cause: Cause) -> Result<(), DbErr> {
+    let mut ids = ids.to_vec();
+    ids.sort_unstable();
+    ids.dedup();
+    let now = Utc::now();
+    for chunk in ids.chunks(500) {
+        let rows = chunk.iter().map(|id| derived_dirty::ActiveModel {
+            tenant: sea_orm::Set(tenant.as_str().to_owned()),
+            customer_id: sea_orm::Set(*id),
+            cause: sea_orm::Set(cause.as_str().to_owned()),
+            queued_at: sea_orm::Set(now),
+        });
+        derived_dirty::Entity::insert_many(rows)
+            .on_conflict(
+                OnConflict::columns([derived_dirty::Column::Tenant, derived_dirty::Column::CustomerId])
+                    .do_nothing()
+                    .to_owned(),
+            )
+            .exec_without_returning(conn)
+            .await?;
+    }
+    Ok(())
+}
+
+/// Deletes a customer's derived state when they may no longer be profiled: called in the
+/// transaction of every consent, restriction, merge and unmerge (`ledger::bump_consent_version`).
+pub async fn forget_if_not_profiled(
+    conn: &impl ConnectionTrait,
+    tenant: &TenantId,
+    customer_id: Uuid,
+) -> Result<(), DbErr> {
+    let held = derived_subject::of_tenant(tenant)
+        .filter(derived_subject::Column::CustomerId.eq(customer_id))
+        .select_only()
+        .column(derived_subject::Column::CustomerId)
+        .into_tuple::<Uuid>()
+        .one(conn)
+        .await?
+        .is_some();
+    if !held {
+        return Ok(());
+    }
+    // Only a refusal of profiling deletes here; a customer merged away keeps their values until the worker has
+    // announced their exits (cause MERGE) and then drops them.
+    let allowed = policy::states_of(conn, tenant, &[customer_id])
+        .await?
+        .get(&customer_id)
+        .is_some_and(|s| policy::profiling_allowed(s, Utc::now()));
+    if !allowed {
+        forget(conn, tenant, &[customer_id]).await?;
+    }
+    Ok(())
+}
+
+/// Deletes the derived state (values, due times, queue entries) of these customers.
+pub async fn forget(conn: &impl ConnectionTrait, tenant: &TenantId, ids: &[Uuid]) -> Result<(), DbErr> {
+    derived_value::delete_of_tenant(tenant)
+        .filter(derived_value::Column::CustomerId.is_in(ids.iter().copied()))
+        .exec(conn)
+        .await?;
+    derived_subject::delete_of_tenant(tenant)
+        .filter(derived_subject::Column::CustomerId.is_in(ids.iter().copied()))
+        .exec(conn)
+        .await?;
+    Ok(())
+}
+
+/// Erasure: everything derived about these customers goes, the outbox events about them included.
+pub async fn erase(conn: &impl ConnectionTrait, tenant: &TenantId, ids: &[Uuid]) -> Result<(), DbErr> {
+    forget(conn, tenant, ids).await?;
+    derived_dirty::delete_of_tenant(tenant)
+        .filter(derived_dirty::Column::CustomerId.is_in(ids.iter().copied()))
+        .exec(conn)
+        .await?;
+    derived_event::delete_of_tenant(tenant)
+        .filter(derived_event::Column::CustomerId.is_in(ids.iter().copied()))
+        .exec(conn)
+        .await?;
+    Ok(())
+}
+
+/// Of these customers, the ones that exist, are not merged away, and may be profiled now.
+async fn profiled(
+    conn: &impl ConnectionTrait,
+    tenant: &TenantId,
+    ids: &[Uuid],
+    now: DateTime<Utc>,
+) -> Result<BTreeSet<Uuid>, DbErr> {
+    let live: Vec<Uuid> = customer::of_tenant(tenant)
+        .filter(customer::Column::Id.is_in(ids.iter().copied()))
+        .filter(customer::Column::MergedInto.is_null())
+        .select_only()
+        .column(customer::Column::Id)
+        .into_tuple()
+        .all(conn)
+        .await?;
+    let states = policy::states_of(conn, tenant, &live).await?;
+    Ok(live.into_iter().filter(|id| states.get(id).is_some_and(|s| policy::profiling_allowed(s, now))).collect())
+}
+
+/// On PostgreSQL, serializes the tenant's derived-state writers until commit: the outbox positions of a tenant are
+/// then taken in commit order (a reader never sees position n+1 before n), and two instances never write the same
+/// customer's values at once. SQLite serializes writers anyway.
+async fn lock_tenant(conn: &impl ConnectionTrait, tenant: &TenantId) -> Result<(), DbErr> {
+    if conn.get_database_backend() == DbBackend::Postgres {
+        conn.execute_raw(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            "SELECT pg_advisory_xact_lock(hashtext($1))",
+            [format!("kontakt-derived:{tenant}").into()],
+        ))
+        .await?;
+    }
+    Ok(())
+}
+
+/// One stored value.
+struct Stored {
+    version: i32,
+    value: Value,
+}
+
+/// Evaluates the latest version of the tenant's definitions (only the `only` keys, when given) for these customers
+/// and writes, in `conn` (a transaction), what changed and the events announcing it. Returns the events written.
+pub async fn maintain(
+    conn: &impl ConnectionTrait,
+    svc: &Services,
+    tenant: &TenantId,
+    items: &[(Uuid, Cause)],
+    only: Option<&BTreeSet<String>>,
+    now: DateTime<Utc>,
+) -> ApiResult<Vec<DerivedEvent>> {
+    if items.is_empty() {
+        return Ok(Vec::new());
+    }
+    lock_tenant(conn, tenant).await?;
+    let catalog = catalog::latest(conn, tenant).await?;
+    let ids: Vec<Uuid> = items.iter().map(|(id, _)| *id).collect();
+    let profiled = profiled(conn, tenant, &ids, now).await?;
+    let caller = Caller::for_job(tenant.clone(), "derived-state".into(), [Scope::ProfilesRead].into());
+    let profiled_ids: Vec<Uuid> = profiled.iter().copied().collect();
+    let subjects = if profiled_ids.is_empty() || catalog.is_empty() {
+        HashMap::new()
+    } else {
+        catalog::subjects(&caller, svc, &profiled_ids).await?
+    };
+    let mut stored: HashMap<Uuid, BTreeMap<String, Stored>> = HashMap::new();
+    for row in derived_value::of_tenant(tenant)
+        .filter(derived_value::Column::CustomerId.is_in(ids.iter().copied()))
+        .all(conn)
+        .await?
+    {
+        if only.is_none_or(|keys| keys.contains(&row.key)) {
+            stored
+                .entry(row.customer_id)
+                .or_default()
+                .insert(row.key, Stored { version: row.version, value: row.value });
+        }
+    }
+    let previous_due: HashMap<Uuid, Option<DateTime<Utc>>> = derived_subject::of_tenant(tenant)
+        .filter(derived_subject::Column::CustomerId.is_in(ids.iter().copied()))
+        .select_only()
+        .column(derived_subject::Column::CustomerId)
+        .column(derived_subject::Column::NextChangeAt)
+        .into_tuple::<(Uuid, Option<DateTime<Utc>>)>()
+        .all(conn)
+        .await?
+        .into_iter()
+        .collect();
+
+    let mut events: Vec<derived_event::ActiveModel> = Vec::new();
+    let mut upserts: Vec<derived_value::ActiveModel> = Vec::new();
+    let mut deletes: Vec<(Uuid, String)> = Vec::new();
+    let mut due: Vec<derived_subject::ActiveModel> = Vec::new();
+    let mut gone: Vec<Uuid> = Vec::new();
+    let event = |id: Uuid, kind: EventKind, d: Option<&Definition>, cause: Cause, payload: Option<Value>| {
+        derived_event::ActiveModel {
+            position: sea_orm::NotSet,
+            tenant: sea_orm::Set(tenant.as_str().to_owned()),
+            customer_id: sea_orm::Set(id),
+            kind: sea_orm::Set(kind.as_str().to_owned()),
+            key: sea_orm::Set(d.map(|d| d.key.clone())),
+            purpose: sea_orm::Set(d.map(|d| d.purpose.as_str().to_owned())),
+            cause: sea_orm::Set(cause.as_str().to_owned()),
+            payload: sea_orm::Set(payload),
+            at: sea_orm::Set(now),
+        }
+    };
+    for (id, cause) in items {
+        let (id, cause) = (*id, *cause);
+        if cause == Cause::Consent {
+            // Whatever else changed: a subscriber whose purpose lost consent is told to purge (at send).
+            events.push(event(id, EventKind::ConsentChanged, None, cause, None));
+        }
+        let mut target: BTreeMap<String, (&Definition, Value)> = BTreeMap::new();
+        let mut next_change: Option<DateTime<Utc>> = None;
+        if let Some(data) = subjects.get(&id) {
+            let subject = data.subject(now);
+            for d in catalog.definitions() {
+                if only.is_some_and(|keys| !keys.contains(&d.key)) {
+                    continue;
+                }
+                let (value, changes_at) = match d.parsed() {
+                    Body::Segment(c) => {
+                        let e = definitions::evaluate_segment(c, &subject, &catalog);
+                        (if e.value { Value::Bool(true) } else { Value::Null }, e.changes_at)
+                    }
+                    Body::ComputedTrait(a) => {
+                        let e = definitions::evaluate_trait(a, &subject, &catalog);
+                        (e.value, e.changes_at)
+                    }
+                };
+                if let Some(at) = changes_at {
+                    next_change = Some(next_change.map_or(at, |n| n.min(at)));
+                }
+                if !value.is_null() {
+                    target.insert(d.key.clone(), (d, value));
+                }
+            }
+        }
+        let before = stored.remove(&id).unwrap_or_default();
+        for (key, (d, value)) in &target {
+            match before.get(key) {
+                None => {
+                    let (kind, payload) = match d.kind {
+                        Kind::Segment => (EventKind::SegmentEntered, None),
+                        Kind::ComputedTrait => {
+                            (EventKind::TraitChanged, Some(serde_json::json!({ "value": value, "previous": null })))
+                        }
+                    };
+                    events.push(event(id, kind, Some(d), cause, payload));
+                }
+                Some(old) if old.value != *value => {
+                    if d.kind == Kind::ComputedTrait {
+                        let payload = serde_json::json!({ "value": value, "previous": old.value });
+                        events.push(event(id, EventKind::TraitChanged, Some(d), cause, Some(payload)));
+                    }
+                }
+                Some(old) if old.version == d.version => continue,
+                Some(_) => {}
+            }
+            upserts.push(derived_value::ActiveModel {
+                tenant: sea_orm::Set(tenant.as_str().to_owned()),
+                customer_id: sea_orm::Set(id),
+                key: sea_orm::Set(key.clone()),
+                kind: sea_orm::Set(d.kind.as_str().to_owned()),
+                version: sea_orm::Set(d.version),
+                value: sea_orm::Set(value.clone()),
+                since: sea_orm::Set(now),
+            });
+        }
+        for (key, old) in &before {
+            if target.contains_key(key) {
+                continue;
+            }
+            let d = catalog.get(key);
+            match d.map(|d| d.kind) {
+                Some(Kind::Segment) => events.push(event(id, EventKind::SegmentExited, d, cause, None)),
+                Some(Kind::ComputedTrait) => {
+                    let payload = serde_json::json!({ "value": null, "previous": old.value });
+                    events.push(event(id, EventKind::TraitChanged, d, cause, Some(payload)));
+                }
+                None => {}
+            }
+            deletes.push((id, key.clone()));
+        }
+        if !profiled.contains(&id) {
+            gone.push(id);
+            continue;
+        }
+        // A backfill of some keys: the customer's next change is the earlier of theirs and the one stored.
+        let next_change = match (only, previous_due.get(&id).copied().flatten()) {
+            (Some(_), Some(previous)) => Some(next_change.map_or(previous, |n| n.min(previous))),
+            _ => next_change,
+        };
+        due.push(derived_subject::ActiveModel {
+            tenant: sea_orm::Set(tenant.as_str().to_owned()),
+            customer_id: sea_orm::Set(id),
+            next_change_at: sea_orm::Set(next_change),
+            evaluated_at: sea_orm::Set(now),
+        });
+    }
+
+    for (id, key) in &deletes {
+        derived_value::delete_of_tenant(tenant)
+            .filter(derived_value::Column::CustomerId.eq(*id))
+            .filter(derived_value::Column::Key.eq(key.as_str()))
+            .exec(conn)
+            .await?;
+    }
+    for chunk in upserts.chunks(500) {
+        derived_value::Entity::insert_many(chunk.to_vec())
+            .on_conflict(
+                OnConflict::columns([
+                    derived_value::Column::Tenant,
+                    derived_value::Column::CustomerId,
+                    derived_value::Column::Key,
+                ])
+                .update_columns([
+                    derived_value::Column::Version,
+                    derived_value::Column::Value,
+                    derived_value::Column::Since,
+                ])
+                .to_owned(),
+            )
+            .exec_without_returning(conn)
+            .await?;
+    }
+    for chunk in due.chunks(500) {
+        derived_subject::Entity::insert_many(chunk.to_vec())
+            .on_conflict(
+                OnConflict::columns([derived_subject::Column::Tenant, derived_subject::Column::CustomerId])
+                    .update_columns([derived_subject::Column::NextChangeAt, derived_subject::Column::EvaluatedAt])
+                    .to_owned(),
+            )
+            .exec_without_returning(conn)
+            .await?;
+    }
+    if !gone.is_empty() {
+        forget(conn, tenant, &gone).await?;
+    }
+    if events.is_empty() {
+        return Ok(Vec::new());
+    }
+    // Positions are taken under the tenant's lock: the events written now are those after the tenant's last.
+    let last: Option<i64> = derived_event::of_tenant(tenant)
+        .select_only()
+        .column_as(derived_event::Column::Position.max(), "last")
+        .into_tuple::<Option<i64>>()
+        .one(conn)
+        .await?
+        .flatten();
+    for chunk in events.chunks(500) {
+        derived_event::Entity::insert_many(chunk.to_vec()).exec_without_returning(conn).await?;
+    }
+    let rows = derived_event::of_tenant(tenant)
+        .filter(derived_event::Column::Position.gt(last.unwrap_or(0)))
+        .order_by_asc(derived_event::Column::Position)
+        .all(conn)
+        .await?;
+    Ok(rows.into_iter().filter_map(DerivedEvent::from_row).collect())
+}
+
+/// Customers claimed per worker transaction.
+const CLAIM: i64 = 200;
+
+/// Claims (deletes, in `conn`'s transaction) up to [`CLAIM`] queued customers, oldest first.
+async fn claim(conn: &impl ConnectionTrait) -> Result<Vec<(String, Uuid, String)>, DbErr> {
+    let backend = conn.get_database_backend();
+    let sql = match backend {
+        DbBackend::Postgres => {
+            "DELETE FROM derived_dirty WHERE (tenant, customer_id) IN (SELECT tenant, customer_id FROM derived_dirty \
+             ORDER BY queued_at LIMIT $1 FOR UPDATE SKIP LOCKED) RETURNING tenant, customer_id, cause"
+        }
+        _ => {
+            "DELETE FROM derived_dirty WHERE rowid IN (SELECT rowid FROM derived_dirty ORDER BY queued_at LIMIT ?) \
+             RETURNING tenant, customer_id, cause"
+        }
+    };
+    let rows = conn.query_all_raw(Statement::from_sql_and_values(backend, sql, [CLAIM.into()])).await?;
+    rows.iter()
+        .map(|row| Ok((row.try_get("", "tenant")?, row.try_get("", "customer_id")?, row.try_get("", "cause")?)))
+        .collect()
+}
+
+/// Queues the customers whose next change by time alone is due (up to a batch); how many.
+async fn queue_due(svc: &Services, now: DateTime<Utc>) -> Result<usize, DbErr> {
+    let conn = svc.db.conn();
+    let due: Vec<(String, Uuid)> = derived_subject::Entity::find()
+        .filter(derived_subject::Column::NextChangeAt.lte(now))
+        .order_by_asc(derived_subject::Column::NextChangeAt)
+        .select_only()
+        .column(derived_subject::Column::Tenant)
+        .column(derived_subject::Column::CustomerId)
+        .limit(CLAIM as u64)
+        .into_tuple()
+        .all(conn)
+        .await?;
+    if due.is_empty() {
+        return Ok(0);
+    }
+    let mut by_tenant: BTreeMap<String, Vec<Uuid>> = BTreeMap::new();
+    for (tenant, id) in &due {
+        by_tenant.entry(tenant.clone()).or_default().push(*id);
+    }
+    let txn = svc.db.begin_write().await?;
+    for (tenant, ids) in by_tenant {
+        let Ok(tenant) = TenantId::parse(&tenant) else { continue };
+        mark(&txn, &tenant, &ids, Cause::WindowExpiry).await?;
+        // Until the worker evaluates them again, they are not due twice.
+        derived_subject::update_of_tenant(&tenant)
+            .col_expr(
+                derived_subject::Column::NextChangeAt,
+                sea_orm::sea_query::Expr::value(Option::<DateTime<Utc>>::None),
+            )
+            .filter(derived_subject::Column::CustomerId.is_in(ids))
+            .filter(derived_subject::Column::NextChangeAt.lte(now))
+            .exec(&txn)
+            .await?;
+    }
+    txn.commit().await?;
+    Ok(due.len())
+}
+
+/// One worker pass: claims a batch of queued customers and maintains them in one transaction; then publishes the
+/// events it committed. `Ok(false)` when nothing was queued.
+pub async fn run_once(svc: &Services) -> ApiResult<bool> {
+    let now = Utc::now();
+    let txn = svc.db.begin_write().await?;
+    let claimed = claim(&txn).await?;
+    if claimed.is_empty() {
+        txn.rollback().await?;
+        return Ok(false);
+    }
+    let mut by_tenant: BTreeMap<String, Vec<(Uuid, Cause)>> = BTreeMap::new();
+    for (tenant, id, cause) in claimed {
+        by_tenant.entry(tenant).or_default().push((id, Cause::parse(&cause).unwrap_or(Cause::Record)));
+    }
+    let mut written = Vec::new();
+    for (tenant, items) in by_tenant {
+        let Ok(tenant) = TenantId::parse(&tenant) else { continue };
+        let events = maintain(&txn, svc, &tenant, &items, None, now).await?;
+        written.push((tenant, events));
+    }
+    txn.commit().await?;
+    for (tenant, events) in written {
+        metrics::counter!("kontakt_derived_events_total").increment(events.len() as u64);
+        events::publish(svc, &tenant, &events).await;
+    }
+    Ok(true)
+}
+
+/// Wakes the instance's derived-state worker (after a commit that queued customers).
+#[derive(Clone, Default)]
+pub struct Wake(Arc<Notify>);
+
+impl Wake {
+    pub fn wake(&self) {
+        self.0.notify_one();
+    }
+}
+
+/// The background task that keeps derived state and emits its events; one per instance.
+pub struct DerivedWorker {
+    stop: watch::Sender<bool>,
+    handle: tokio::task::JoinHandle<()>,
+}
+
+impl DerivedWorker {
+    pub fn start(svc: Services, poll: Duration) -> Self {
+        let (stop, mut stopped) = watch::channel(false);
+        let wake = svc.derived_wake.0.clone();
+        let handle = tokio::spawn(async move {
+            loop {
+                // Work until the queue is empty, then look for due window edges.
+                let mut busy = true;
+                while busy && !*stopped.borrow() {
+                    busy = match run_once(&svc).await {
+                        Ok(busy) => busy,
+                        Err(err) => {
+                            metrics::counter!("kontakt_derived_failures_total").increment(1);
+                            tracing::warn!(error = %err, "derived state: a pass failed; the customers stay queued");
+                            false
+                        }
+                    };
+                }
+                match queue_due(&svc, Utc::now()).await {
+                    Ok(0) => {}
+                    Ok(_) => continue,
+                    Err(err) => tracing::warn!(error = %err, "derived state: looking for due window edges failed"),
+                }
+                tokio::select! {
+                    () = wake.notified() => {}
+                    () = tokio::time::sleep(poll) => {}
+                    _ = stopped.changed() => {}
+                }
+                if *stopped.borrow() {
+                    break;
+                }
+            }
+        });
+        DerivedWorker { stop, handle }
+    }
+
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        let _ = self.handle.await;
+    }
+}
+
+/// Backfills pending definition versions over every customer: the [`crate::jobs::JobKind::BackfillDefinitions`]
+/// job calls it per batch of customers after `after`; `Ok(None)` when every customer was done.
+pub async fn backfill_batch(
+    svc: &Services,
+    tenant: &TenantId,
+    keys: &BTreeSet<String>,
+    after: Option<Uuid>,
+) -> ApiResult<Option<(sea_orm::DatabaseTransaction, Uuid, usize, Vec<DerivedEvent>)>> {
+    let mut query = customer::of_tenant(tenant)
+        .filter(customer::Column::MergedInto.is_null())
+        .order_by_asc(customer::Column::Id)
+        .select_only()
+        .column(customer::Column::Id)
+        .limit(BACKFILL_BATCH);
+    if let Some(after) = after {
+        query = query.filter(customer::Column::Id.gt(after));
+    }
+    let ids: Vec<Uuid> = query.into_tuple().all(svc.db.conn()).await?;
+    let Some(last) = ids.last().copied() else { return Ok(None) };
+    let items: Vec<(Uuid, Cause)> = ids.iter().map(|id| (*id, Cause::DefinitionChange)).collect();
+    let txn = svc.db.begin_write().await?;
+    let events = maintain(&txn, svc, tenant, &items, Some(keys), Utc::now()).await?;
+    Ok(Some((txn, last, ids.len(), events)))
+}
+
+/// Customers per backfill transaction.
+pub const BACKFILL_BATCH: u64 = 500;
+
+/// The keys a backfill of `pending` keys must cover: those and every definition that refers to them, directly or
+/// through others.
+pub fn with_dependents(catalog: &catalog::Catalog, pending: &BTreeSet<String>) -> BTreeSet<String> {
+    let mut keys = pending.clone();
+    loop {
+        let before = keys.len();
+        for d in catalog.definitions() {
+            if definitions::references_of(d.parsed()).iter().any(|r| keys.contains(r)) {
+                keys.insert(d.key.clone());
+            }
+        }
+        if keys.len() == before {
+            return keys;
+        }
+    }
+}
+
+/// Refuses a definition key the caller's purpose is not served (used by subscriptions and webhooks).
+pub fn not_served(purpose: &str, key: &str) -> ApiError {
+    ApiError::ConsentRequired {
+        purpose: purpose.to_owned(),
+        reason: "NOT_GIVEN",
+        message: format!("`{key}` serves another purpose"),
+    }
+}
