@@ -1,4 +1,5 @@
 //! The GraphQL layer: schema assembly, request context, thin resolvers and view types. No rules live here.
+mod actions;
 mod cases;
 mod cx;
 mod document;
@@ -35,6 +36,7 @@ pub struct QueryRoot(
     jobs::JobsQuery,
     cx::CxQuery,
     scores::DefinitionsQuery,
+    actions::ActionsQuery,
     cases::CasesQuery,
 );
 
@@ -49,6 +51,7 @@ pub struct MutationRoot(
     cx::CxMutation,
     scores::ScoresMutation,
     scores::DefinitionsMutation,
+    actions::ActionsMutation,
     cases::CasesMutation,
 );
 
