@@ -21,6 +21,7 @@ mod m20261122_000017_create_score_models;
 mod m20261122_000018_create_external_scores;
 mod m20261122_000019_create_definitions;
 mod m20261122_000020_create_derived_state;
+mod m20261122_000021_create_action_rules;
 
 pub use m20261122_000013_backfill_legacy_names::{LEGACY_SOURCE, backfill_legacy_names};
 
@@ -50,6 +51,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261122_000018_create_external_scores::Migration),
             Box::new(m20261122_000019_create_definitions::Migration),
             Box::new(m20261122_000020_create_derived_state::Migration),
+            Box::new(m20261122_000021_create_action_rules::Migration),
         ]
     }
 }

@@ -1,4 +1,5 @@
 //! The GraphQL layer: schema assembly, request context, thin resolvers and view types. No rules live here.
+mod actions;
 mod cases;
 mod cx;
 mod derived;
@@ -36,6 +37,7 @@ pub struct QueryRoot(
     jobs::JobsQuery,
     cx::CxQuery,
     scores::DefinitionsQuery,
+    actions::ActionsQuery,
     cases::CasesQuery,
     derived::WebhooksQuery,
 );
@@ -51,6 +53,7 @@ pub struct MutationRoot(
     cx::CxMutation,
     scores::ScoresMutation,
     scores::DefinitionsMutation,
+    actions::ActionsMutation,
     cases::CasesMutation,
     derived::WebhooksMutation,
 );

@@ -448,6 +448,28 @@ impl CustomerView {
         Ok(Some(found.into()))
     }
 
+    /// The next best action now: the tenant's enabled rules (of `placement`, when given) tried by priority, with the
+    /// decision about each (`FIRED`, `NOT_ELIGIBLE`, `BLOCKED_CONSENT` with the reason, `BLOCKED_COOLDOWN` and
+    /// `BLOCKED_FREQUENCY_CAP` with `until`, `NOT_REACHED`). Derived personalization data, gated like `segments`.
+    /// Needs `profiles:read`; logged.
+    async fn next_best_action(
+        &self,
+        ctx: &Context<'_>,
+        placement: Option<String>,
+    ) -> async_graphql::Result<Option<super::actions::NextBestActionView>> {
+        let rc = request(ctx)?;
+        let found = crate::derived::actions::next_best_action(
+            &rc.caller,
+            &rc.services,
+            session(ctx)?,
+            self.customer.id,
+            placement.as_deref(),
+        )
+        .await
+        .gql()?;
+        Ok(Some(found.into()))
+    }
+
     /// The customer's latest NPS, CSAT and CES answers with category and trend. Derived personalization data:
     /// `null` with `CONSENT_REQUIRED` unless the customer consented to the caller's purpose. Needs
     /// `touchpoints:read`; logged.

@@ -3,6 +3,7 @@
 #[macro_use]
 mod common;
 
+mod actions;
 mod auth;
 mod cases;
 mod cli;

@@ -56,6 +56,7 @@ macro_rules! tenant_scoped {
 pub(crate) use tenant_scoped;
 
 pub mod access_log;
+pub mod action_rule;
 pub mod consent_event;
 pub mod customer;
 pub mod cx_answer;
