@@ -447,8 +447,10 @@ impl Runner {
         let mut plan: Plan = match (&after, row.result.clone().and_then(|r| serde_json::from_value(r).ok())) {
             (Some(_), Some(plan)) => plan,
             _ => {
+                // The versions not backfilled yet (a job queued after another that took them finds none).
                 let latest = catalog::latest(svc.db.conn(), tenant).await?;
-                let pending: Vec<&catalog::Definition> = latest.definitions().collect();
+                let pending: Vec<&catalog::Definition> =
+                    latest.definitions().filter(|d| d.backfilled_at.is_none()).collect();
                 let keys = maintain::with_dependents(&latest, &pending.iter().map(|d| d.key.clone()).collect());
                 progress = Progress {
                     done: 0,
@@ -458,14 +460,14 @@ impl Runner {
                         .await?,
                 };
                 Plan {
-                    definitions: pending.iter().filter(|d| d.activated_at.is_none()).map(|d| d.id).collect(),
+                    definitions: pending.iter().map(|d| d.id).collect(),
                     keys: keys.into_iter().collect(),
                     events: 0,
                 }
             }
         };
         let keys: std::collections::BTreeSet<String> = plan.keys.iter().cloned().collect();
-        loop {
+        while !keys.is_empty() {
             if *stopped.borrow() {
                 return Ok(Err(Interrupted::Stopped));
             }

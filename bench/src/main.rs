@@ -3,6 +3,7 @@
 //!
 //! It reads the manifest `kontakt-bench seed` wrote (who exists, who is heavy), runs each scenario with N concurrent
 //! clients for a fixed time after a warm-up, and prints requests/s and p50/p90/p99/max latency.
+mod derived;
 mod report;
 mod scenarios;
 mod seed;
@@ -238,8 +239,9 @@ async fn phase(
 ) -> PhaseResult {
     let started = Instant::now();
     let deadline = started + length;
-    let mut tasks = Vec::with_capacity(args.concurrency);
-    for client in 0..args.concurrency {
+    let clients = prepared.max_clients().unwrap_or(args.concurrency);
+    let mut tasks = Vec::with_capacity(clients);
+    for client in 0..clients {
         let shared = shared.clone();
         let prepared = prepared.clone();
         let max_requests = args.max_requests_per_client;

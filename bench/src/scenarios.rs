@@ -46,6 +46,12 @@ pub enum Prepared {
     CxMetrics,
     /// `profile` plus the customer's segments, computed traits and scores, with 100 definitions defined.
     ProfileDerived,
+    /// `ingest-graphql` with 100 definitions kept up to date as touchpoints arrive.
+    IngestDerived,
+    /// One touchpoint for a new customer, then wait for its change event on a `derivedChanges` subscription.
+    DerivedEvents(std::sync::Arc<crate::derived::Arrivals>),
+    /// A new version of one of 100 definitions, backfilled over every customer (one client).
+    Backfill,
 }
 
 impl Prepared {
@@ -57,6 +63,17 @@ impl Prepared {
             Prepared::IngestGraphql | Prepared::IngestSegment => "touchpoints",
             Prepared::CxMetrics => "cells",
             Prepared::ProfileDerived => "profiles",
+            Prepared::IngestDerived => "touchpoints",
+            Prepared::DerivedEvents(_) => "events",
+            Prepared::Backfill => "customers",
+        }
+    }
+
+    /// Clients the scenario runs with, when it cannot take the configured number.
+    pub fn max_clients(&self) -> Option<usize> {
+        match self {
+            Prepared::Backfill => Some(1),
+            _ => None,
         }
     }
 
@@ -71,8 +88,8 @@ impl Prepared {
 /// One client's own state: its random generator, its place in the feed, its key counter.
 pub struct ClientState {
     rng: StdRng,
-    client: usize,
-    sent: u64,
+    pub(crate) client: usize,
+    pub(crate) sent: u64,
     feed_cursor: Option<String>,
 }
 
@@ -113,7 +130,17 @@ pub fn expand(requested: &[String], manifest: &Manifest) -> anyhow::Result<Vec<S
                 names.push("timeline-deep".to_owned());
             }
             names.extend(
-                ["feed", "ingest-graphql", "ingest-segment", "cx-metrics", "profile-derived"].map(str::to_owned),
+                [
+                    "feed",
+                    "ingest-graphql",
+                    "ingest-segment",
+                    "cx-metrics",
+                    "profile-derived",
+                    "ingest-derived",
+                    "derived-events",
+                    "backfill",
+                ]
+                .map(str::to_owned),
             );
         } else if matches!(
             name,
@@ -124,6 +151,9 @@ pub fn expand(requested: &[String], manifest: &Manifest) -> anyhow::Result<Vec<S
                 | "timeline-deep"
                 | "cx-metrics"
                 | "profile-derived"
+                | "ingest-derived"
+                | "derived-events"
+                | "backfill"
         ) || timelines.iter().any(|t| t == name)
         {
             names.push(name.to_owned());
@@ -150,8 +180,20 @@ pub async fn prepare(shared: &Shared, name: &str) -> anyhow::Result<Prepared> {
         "ingest-segment" => Prepared::IngestSegment,
         "cx-metrics" => Prepared::CxMetrics,
         "profile-derived" => {
-            define_hundred(shared).await?;
+            crate::derived::ensure_hundred(shared).await?;
             Prepared::ProfileDerived
+        }
+        "ingest-derived" => {
+            crate::derived::ensure_hundred(shared).await?;
+            Prepared::IngestDerived
+        }
+        "derived-events" => {
+            crate::derived::ensure_hundred(shared).await?;
+            Prepared::DerivedEvents(crate::derived::subscribe(shared).await?)
+        }
+        "backfill" => {
+            crate::derived::ensure_hundred(shared).await?;
+            Prepared::Backfill
         }
         "timeline-deep" => {
             let (size, customer) = *heavy.last().context("the manifest has no heavy customer")?;
@@ -195,12 +237,12 @@ async fn deep_cursor(shared: &Shared, size: u64, customer: Uuid) -> anyhow::Resu
     Ok(Prepared::Deep { customer, cursor, note })
 }
 
-fn rfc3339(at: DateTime<Utc>) -> String {
+pub(crate) fn rfc3339(at: DateTime<Utc>) -> String {
     at.to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
 /// POSTs a GraphQL request; `Err` with a short kind for non-2xx, transport failures and GraphQL errors.
-async fn graphql(shared: &Shared, query: &str, variables: Value) -> Result<Value, String> {
+pub(crate) async fn graphql(shared: &Shared, query: &str, variables: Value) -> Result<Value, String> {
     let response = shared
         .client
         .post(&shared.graphql)
@@ -253,6 +295,9 @@ pub async fn request(shared: &Shared, prepared: &Prepared, state: &mut ClientSta
         Prepared::IngestSegment => ingest_segment(shared, state).await,
         Prepared::CxMetrics => cx_metrics(shared).await,
         Prepared::ProfileDerived => profile_derived(shared, state).await,
+        Prepared::IngestDerived => ingest_graphql(shared, state).await,
+        Prepared::DerivedEvents(arrivals) => crate::derived::one_event(shared, state, arrivals).await,
+        Prepared::Backfill => crate::derived::backfill(shared, state).await,
     };
     match result {
         Ok((items, item_errors)) => Outcome::Ok { items, item_errors },
@@ -260,7 +305,7 @@ pub async fn request(shared: &Shared, prepared: &Prepared, state: &mut ClientSta
     }
 }
 
-type Judged = Result<(u64, u64), String>;
+pub(crate) type Judged = Result<(u64, u64), String>;
 
 const PROFILE_DERIVED: &str = "query($id: UUID!) { customer(id: $id) { id givenName familyName \
     identities { kind value } consents { purpose status } \
@@ -271,7 +316,7 @@ const DEFINE_SEGMENT: &str = "mutation($i: DefineSegmentInput!) { defineSegment(
 const DEFINE_TRAIT: &str = "mutation($i: DefineComputedTraitInput!) { defineComputedTrait(input: $i) { version } }";
 
 /// 50 segments and 50 computed traits for the personalization purpose, over windows from 7 days to a year.
-async fn define_hundred(shared: &Shared) -> anyhow::Result<()> {
+pub(crate) async fn define_hundred(shared: &Shared) -> anyhow::Result<()> {
     let kinds = ["PURCHASE", "PAGE_VIEW", "EMAIL_OPEN", "SUPPORT_TICKET", "STORE_VISIT"];
     for i in 0..50 {
         let kind = kinds[i % kinds.len()];

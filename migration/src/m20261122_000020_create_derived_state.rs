@@ -12,6 +12,7 @@ pub struct Migration;
 enum Definitions {
     Table,
     ActivatedAt,
+    BackfilledAt,
     CreatedAt,
 }
 
@@ -21,6 +22,7 @@ enum DerivedDirty {
     Tenant,
     CustomerId,
     Cause,
+    ConsentChanged,
     QueuedAt,
 }
 
@@ -92,7 +94,15 @@ impl MigrationTrait for Migration {
                     .to_owned(),
             )
             .await?;
-        // Versions stored before: they were served at once.
+        manager
+            .alter_table(
+                Table::alter()
+                    .table(Definitions::Table)
+                    .add_column(ColumnDef::new(Definitions::BackfilledAt).timestamp_with_time_zone().null())
+                    .to_owned(),
+            )
+            .await?;
+        // Versions stored before: they were served at once (and are backfilled by the first backfill job).
         manager
             .exec_stmt(
                 Query::update()
@@ -108,6 +118,7 @@ impl MigrationTrait for Migration {
                     .col(ColumnDef::new(DerivedDirty::Tenant).string_len(64).not_null())
                     .col(ColumnDef::new(DerivedDirty::CustomerId).uuid().not_null())
                     .col(ColumnDef::new(DerivedDirty::Cause).string_len(32).not_null())
+                    .col(ColumnDef::new(DerivedDirty::ConsentChanged).boolean().not_null().default(false))
                     .col(ColumnDef::new(DerivedDirty::QueuedAt).timestamp_with_time_zone().not_null())
                     .primary_key(Index::create().col(DerivedDirty::Tenant).col(DerivedDirty::CustomerId))
                     .to_owned(),
@@ -262,6 +273,9 @@ impl MigrationTrait for Migration {
         ] {
             manager.drop_table(Table::drop().table(table).to_owned()).await?;
         }
+        manager
+            .alter_table(Table::alter().table(Definitions::Table).drop_column(Definitions::BackfilledAt).to_owned())
+            .await?;
         manager
             .alter_table(Table::alter().table(Definitions::Table).drop_column(Definitions::ActivatedAt).to_owned())
             .await

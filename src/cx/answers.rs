@@ -252,7 +252,12 @@ pub async fn recount_expired(db: &sea_orm::DatabaseConnection) -> Result<usize, 
         .await?;
     for (tenant, customer) in &due {
         let Ok(tenant) = TenantId::parse(tenant) else { continue };
-        let txn = db.begin().await?;
+        let txn = db
+            .begin_with_options(sea_orm::TransactionOptions {
+                sqlite_transaction_mode: Some(sea_orm::SqliteTransactionMode::Immediate),
+                ..Default::default()
+            })
+            .await?;
         recount(&txn, &tenant, &[*customer]).await?;
         txn.commit().await?;
     }
@@ -288,7 +293,12 @@ pub async fn backfill(db: &sea_orm::DatabaseConnection) -> Result<u64, DbErr> {
         let batch: Vec<touchpoint::Model> = query.all(db).await?;
         let Some(last) = batch.last().map(|t| t.id) else { return Ok(added) };
         after = Some(last);
-        let txn = db.begin().await?;
+        let txn = db
+            .begin_with_options(sea_orm::TransactionOptions {
+                sqlite_transaction_mode: Some(sea_orm::SqliteTransactionMode::Immediate),
+                ..Default::default()
+            })
+            .await?;
         let known: std::collections::HashSet<Uuid> = cx_answer::Entity::find()
             .filter(cx_answer::Column::TouchpointId.is_in(batch.iter().map(|t| t.id)))
             .select_only()

@@ -1,7 +1,7 @@
 //! A tenant's CX settings: the ground its customers' answers count on, the minimum answers a cell needs before its
 //! value is shown, and the margin of error above which a value is flagged as low confidence.
 use chrono::Utc;
-use sea_orm::{ActiveValue::Set, EntityTrait, TransactionTrait, sea_query::OnConflict};
+use sea_orm::{ActiveValue::Set, EntityTrait, sea_query::OnConflict};
 
 use crate::{
     auth::{Caller, Scope, TenantId},
@@ -73,7 +73,7 @@ pub async fn update(caller: &Caller, svc: &Services, wanted: CxSettings) -> ApiR
         return Err(ApiError::validation("lowConfidenceMargin", "a positive number of points"));
     }
     let tenant = caller.tenant();
-    let txn = svc.db.conn().begin().await?;
+    let txn = svc.db.begin_write().await?;
     let before = of_tenant(&txn, tenant).await?;
     let row = cx_settings::ActiveModel {
         tenant: Set(tenant.as_str().to_owned()),

@@ -65,6 +65,8 @@ pub struct Definition {
     pub created_by: String,
     /// When this version began to answer reads; `None` while its backfill runs (the previous version answers).
     pub activated_at: Option<DateTime<Utc>>,
+    /// When every customer's stored state was computed for this version.
+    pub backfilled_at: Option<DateTime<Utc>>,
     parsed: Body,
 }
 
@@ -91,6 +93,7 @@ fn from_row(row: definition::Model) -> Option<Definition> {
         created_at: row.created_at,
         created_by: row.created_by,
         activated_at: row.activated_at,
+        backfilled_at: row.backfilled_at,
         parsed,
     })
 }
@@ -179,17 +182,23 @@ fn by_key(rows: Vec<definition::Model>) -> Catalog {
     Catalog(latest)
 }
 
-/// Activates the pending versions backfilled by a finished backfill (`ids`), and forgets this instance's cached
-/// catalog of the tenant.
+/// Marks the versions a finished backfill computed (`ids`) backfilled and activates those still pending; forgets
+/// this instance's cached catalog of the tenant. Returns how many were activated.
 pub async fn activate(svc: &Services, tenant: &TenantId, ids: &[Uuid]) -> ApiResult<u64> {
     use sea_orm::sea_query::Expr;
+    let now = Utc::now();
     let activated = definition::update_of_tenant(tenant)
-        .col_expr(definition::Column::ActivatedAt, Expr::value(Utc::now()))
+        .col_expr(definition::Column::ActivatedAt, Expr::value(now))
         .filter(definition::Column::Id.is_in(ids.iter().copied()))
         .filter(definition::Column::ActivatedAt.is_null())
         .exec(svc.db.conn())
         .await?
         .rows_affected;
+    definition::update_of_tenant(tenant)
+        .col_expr(definition::Column::BackfilledAt, Expr::value(now))
+        .filter(definition::Column::Id.is_in(ids.iter().copied()))
+        .exec(svc.db.conn())
+        .await?;
     svc.definitions.0.invalidate(tenant.as_str()).await;
     Ok(activated)
 }
@@ -204,7 +213,6 @@ pub async fn define(
     purpose: &str,
     body: Value,
 ) -> ApiResult<Definition> {
-    use sea_orm::TransactionTrait;
     caller.require(Scope::ProfilesWrite)?;
     let key_ok = !key.is_empty()
         && key.len() <= 64
@@ -216,7 +224,7 @@ pub async fn define(
     let purpose: ConsentPurpose = purpose.parse().map_err(|e: String| ApiError::validation("purpose", e))?;
     let parsed = definitions::parse(kind == Kind::Segment, &body)?;
     let tenant = caller.tenant();
-    let txn = svc.db.conn().begin().await?;
+    let txn = svc.db.begin_write().await?;
     let current = latest(&txn, tenant).await?;
     if let Some(existing) = current.0.get(key)
         && existing.kind != kind
@@ -241,6 +249,7 @@ pub async fn define(
         // A new key answers at once (there is nothing before it to keep serving); a new version of a key waits for
         // its backfill while the previous version answers.
         activated_at: Set((version == 1).then(Utc::now)),
+        backfilled_at: Set(None),
     }
     .insert(&txn)
     .await?;

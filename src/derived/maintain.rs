@@ -90,7 +90,9 @@ impl Cause {
 }
 
 /// Queues customers for re-evaluation, in the caller's transaction (so a rolled-back write queues nothing and a
-/// committed one cannot be missed). A customer already queued keeps the cause it was queued with.
+/// committed one cannot be missed). A customer already queued takes the new cause and time (so a worker pass that
+/// evaluated them before this write leaves them queued), and keeps the mark of a consent change among them (so the
+/// revocation it may call for is not lost behind a later touchpoint).
 pub async fn mark(conn: &impl ConnectionTrait, tenant: &TenantId, ids: &[Uuid], cause: Cause) -> Result<(), DbErr> {
     let mut ids = ids.to_vec();
     ids.sort_unstable();
@@ -101,12 +103,17 @@ pub async fn mark(conn: &impl ConnectionTrait, tenant: &TenantId, ids: &[Uuid], 
             tenant: sea_orm::Set(tenant.as_str().to_owned()),
             customer_id: sea_orm::Set(*id),
             cause: sea_orm::Set(cause.as_str().to_owned()),
+            consent_changed: sea_orm::Set(cause == Cause::Consent),
             queued_at: sea_orm::Set(now),
         });
         derived_dirty::Entity::insert_many(rows)
             .on_conflict(
                 OnConflict::columns([derived_dirty::Column::Tenant, derived_dirty::Column::CustomerId])
-                    .do_nothing()
+                    .update_columns([derived_dirty::Column::QueuedAt, derived_dirty::Column::Cause])
+                    .value(
+                        derived_dirty::Column::ConsentChanged,
+                        sea_orm::sea_query::Expr::cust("derived_dirty.consent_changed OR excluded.consent_changed"),
+                    )
                     .to_owned(),
             )
             .exec_without_returning(conn)
@@ -212,30 +219,84 @@ struct Stored {
     value: Value,
 }
 
-/// Evaluates the latest version of the tenant's definitions (only the `only` keys, when given) for these customers
-/// and writes, in `conn` (a transaction), what changed and the events announcing it. Returns the events written.
-pub async fn maintain(
-    conn: &impl ConnectionTrait,
+/// What the latest definitions answer now for some customers, computed without holding a transaction.
+pub struct Evaluated {
+    catalog: catalog::Catalog,
+    /// Per customer who may be profiled: each definition's value (segments: `true` when in; only non-null values),
+    /// and when time alone changes one next.
+    targets: HashMap<Uuid, (BTreeMap<String, Value>, Option<DateTime<Utc>>)>,
+    only: Option<BTreeSet<String>>,
+    now: DateTime<Utc>,
+}
+
+/// Evaluates the latest version of the tenant's definitions (only the `only` keys, when given) for these customers.
+/// Reads through the pool, outside any transaction: the write that follows ([`write`]) is short and holds no
+/// connection while another is awaited.
+pub async fn evaluate(
     svc: &Services,
     tenant: &TenantId,
-    items: &[(Uuid, Cause)],
+    ids: &[Uuid],
     only: Option<&BTreeSet<String>>,
     now: DateTime<Utc>,
+) -> ApiResult<Evaluated> {
+    let conn = svc.db.conn();
+    let catalog = catalog::latest(conn, tenant).await?;
+    let profiled: Vec<Uuid> = profiled(conn, tenant, ids, now).await?.into_iter().collect();
+    let caller = Caller::for_job(tenant.clone(), "derived-state".into(), [Scope::ProfilesRead].into());
+    let subjects = if profiled.is_empty() || catalog.is_empty() {
+        HashMap::new()
+    } else {
+        catalog::subjects(&caller, svc, &profiled).await?
+    };
+    let mut targets = HashMap::new();
+    for id in profiled {
+        let mut target = BTreeMap::new();
+        let mut next_change: Option<DateTime<Utc>> = None;
+        if let Some(data) = subjects.get(&id) {
+            let subject = data.subject(now);
+            for d in catalog.definitions() {
+                if only.is_some_and(|keys| !keys.contains(&d.key)) {
+                    continue;
+                }
+                let (value, changes_at) = match d.parsed() {
+                    Body::Segment(c) => {
+                        let e = definitions::evaluate_segment(c, &subject, &catalog);
+                        (if e.value { Value::Bool(true) } else { Value::Null }, e.changes_at)
+                    }
+                    Body::ComputedTrait(a) => {
+                        let e = definitions::evaluate_trait(a, &subject, &catalog);
+                        (e.value, e.changes_at)
+                    }
+                };
+                if let Some(at) = changes_at {
+                    next_change = Some(next_change.map_or(at, |n| n.min(at)));
+                }
+                if !value.is_null() {
+                    target.insert(d.key.clone(), value);
+                }
+            }
+        }
+        targets.insert(id, (target, next_change));
+    }
+    Ok(Evaluated { catalog, targets, only: only.cloned(), now })
+}
+
+/// Writes, in `conn` (a transaction), what changed for these customers since the stored state, and the events
+/// announcing it; returns the events written. A customer no longer profiled by the time of the write (a consent
+/// change committed since the evaluation) keeps nothing.
+pub async fn write(
+    conn: &impl ConnectionTrait,
+    tenant: &TenantId,
+    items: &[(Uuid, Cause, bool)],
+    evaluated: &Evaluated,
 ) -> ApiResult<Vec<DerivedEvent>> {
     if items.is_empty() {
         return Ok(Vec::new());
     }
     lock_tenant(conn, tenant).await?;
-    let catalog = catalog::latest(conn, tenant).await?;
-    let ids: Vec<Uuid> = items.iter().map(|(id, _)| *id).collect();
-    let profiled = profiled(conn, tenant, &ids, now).await?;
-    let caller = Caller::for_job(tenant.clone(), "derived-state".into(), [Scope::ProfilesRead].into());
-    let profiled_ids: Vec<Uuid> = profiled.iter().copied().collect();
-    let subjects = if profiled_ids.is_empty() || catalog.is_empty() {
-        HashMap::new()
-    } else {
-        catalog::subjects(&caller, svc, &profiled_ids).await?
-    };
+    let (catalog, only, now) = (&evaluated.catalog, evaluated.only.as_ref(), evaluated.now);
+    let ids: Vec<Uuid> = items.iter().map(|(id, _, _)| *id).collect();
+    let profiled_now = profiled(conn, tenant, &ids, now).await?;
     let mut stored: HashMap<Uuid, BTreeMap<String, Stored>> = HashMap::new();
     for row in derived_value::of_tenant(tenant)
         .filter(derived_value::Column::CustomerId.is_in(ids.iter().copied()))
@@ -278,40 +339,21 @@ pub async fn maintain(
             at: sea_orm::Set(now),
         }
     };
-    for (id, cause) in items {
+    let empty = (BTreeMap::new(), None);
+    for (id, cause, consent_changed) in items {
         let (id, cause) = (*id, *cause);
-        if cause == Cause::Consent {
+        if *consent_changed {
             // Whatever else changed: a subscriber whose purpose lost consent is told to purge (at send).
-            events.push(event(id, EventKind::ConsentChanged, None, cause, None));
+            events.push(event(id, EventKind::ConsentChanged, None, Cause::Consent, None));
         }
-        let mut target: BTreeMap<String, (&Definition, Value)> = BTreeMap::new();
-        let mut next_change: Option<DateTime<Utc>> = None;
-        if let Some(data) = subjects.get(&id) {
-            let subject = data.subject(now);
-            for d in catalog.definitions() {
-                if only.is_some_and(|keys| !keys.contains(&d.key)) {
-                    continue;
-                }
-                let (value, changes_at) = match d.parsed() {
-                    Body::Segment(c) => {
-                        let e = definitions::evaluate_segment(c, &subject, &catalog);
-                        (if e.value { Value::Bool(true) } else { Value::Null }, e.changes_at)
-                    }
-                    Body::ComputedTrait(a) => {
-                        let e = definitions::evaluate_trait(a, &subject, &catalog);
-                        (e.value, e.changes_at)
-                    }
-                };
-                if let Some(at) = changes_at {
-                    next_change = Some(next_change.map_or(at, |n| n.min(at)));
-                }
-                if !value.is_null() {
-                    target.insert(d.key.clone(), (d, value));
-                }
-            }
-        }
+        let profiled = profiled_now.contains(&id);
+        let (target, next_change) = match evaluated.targets.get(&id) {
+            Some(found) if profiled => found,
+            _ => &empty,
+        };
         let before = stored.remove(&id).unwrap_or_default();
-        for (key, (d, value)) in &target {
+        for (key, value) in target {
+            let Some(d) = catalog.get(key) else { continue };
             match before.get(key) {
                 None => {
                     let (kind, payload) = match d.kind {
@@ -356,14 +398,14 @@ pub async fn maintain(
             }
             deletes.push((id, key.clone()));
         }
-        if !profiled.contains(&id) {
+        if !profiled {
             gone.push(id);
             continue;
         }
         // A backfill of some keys: the customer's next change is the earlier of theirs and the one stored.
         let next_change = match (only, previous_due.get(&id).copied().flatten()) {
             (Some(_), Some(previous)) => Some(next_change.map_or(previous, |n| n.min(previous))),
-            _ => next_change,
+            _ => *next_change,
         };
         due.push(derived_subject::ActiveModel {
             tenant: sea_orm::Set(tenant.as_str().to_owned()),
@@ -433,26 +475,13 @@ pub async fn maintain(
     Ok(rows.into_iter().filter_map(DerivedEvent::from_row).collect())
 }
 
-/// Customers claimed per worker transaction.
-const CLAIM: i64 = 200;
+/// Customers taken per worker pass.
+const CLAIM: u64 = 200;
 
-/// Claims (deletes, in `conn`'s transaction) up to [`CLAIM`] queued customers, oldest first.
-async fn claim(conn: &impl ConnectionTrait) -> Result<Vec<(String, Uuid, String)>, DbErr> {
-    let backend = conn.get_database_backend();
-    let sql = match backend {
-        DbBackend::Postgres => {
-            "DELETE FROM derived_dirty WHERE (tenant, customer_id) IN (SELECT tenant, customer_id FROM derived_dirty \
-             ORDER BY queued_at LIMIT $1 FOR UPDATE SKIP LOCKED) RETURNING tenant, customer_id, cause"
-        }
-        _ => {
-            "DELETE FROM derived_dirty WHERE rowid IN (SELECT rowid FROM derived_dirty ORDER BY queued_at LIMIT ?) \
-             RETURNING tenant, customer_id, cause"
-        }
-    };
-    let rows = conn.query_all_raw(Statement::from_sql_and_values(backend, sql, [CLAIM.into()])).await?;
-    rows.iter()
-        .map(|row| Ok((row.try_get("", "tenant")?, row.try_get("", "customer_id")?, row.try_get("", "cause")?)))
-        .collect()
+/// The oldest queued customers (up to [`CLAIM`]), read without locking: several instances may take the same ones,
+/// and the write under the tenant's lock makes that harmless (it diffs against what the other stored).
+async fn queued(conn: &impl ConnectionTrait) -> Result<Vec<derived_dirty::Model>, DbErr> {
+    derived_dirty::Entity::find().order_by_asc(derived_dirty::Column::QueuedAt).limit(CLAIM).all(conn).await
 }
 
 /// Queues the customers whose next change by time alone is due (up to a batch); how many.
@@ -494,28 +523,37 @@ async fn queue_due(svc: &Services, now: DateTime<Utc>) -> Result<usize, DbErr> {
     Ok(due.len())
 }
 
-/// One worker pass: claims a batch of queued customers and maintains them in one transaction; then publishes the
-/// events it committed. `Ok(false)` when nothing was queued.
+/// One worker pass: evaluates a batch of queued customers (no transaction held), then per tenant writes what
+/// changed, the events, and takes the customers off the queue unless a write queued them again meanwhile (their
+/// `queued_at` moved) — in one short transaction; then publishes the events. `Ok(false)` when nothing was queued.
 pub async fn run_once(svc: &Services) -> ApiResult<bool> {
     let now = Utc::now();
-    let txn = svc.db.begin_write().await?;
-    let claimed = claim(&txn).await?;
-    if claimed.is_empty() {
-        txn.rollback().await?;
+    let rows = queued(svc.db.conn()).await?;
+    if rows.is_empty() {
         return Ok(false);
     }
-    let mut by_tenant: BTreeMap<String, Vec<(Uuid, Cause)>> = BTreeMap::new();
-    for (tenant, id, cause) in claimed {
-        by_tenant.entry(tenant).or_default().push((id, Cause::parse(&cause).unwrap_or(Cause::Record)));
+    let mut by_tenant: BTreeMap<String, Vec<derived_dirty::Model>> = BTreeMap::new();
+    for row in rows {
+        by_tenant.entry(row.tenant.clone()).or_default().push(row);
     }
-    let mut written = Vec::new();
-    for (tenant, items) in by_tenant {
+    for (tenant, rows) in by_tenant {
         let Ok(tenant) = TenantId::parse(&tenant) else { continue };
-        let events = maintain(&txn, svc, &tenant, &items, None, now).await?;
-        written.push((tenant, events));
-    }
-    txn.commit().await?;
-    for (tenant, events) in written {
+        let items: Vec<(Uuid, Cause, bool)> = rows
+            .iter()
+            .map(|r| (r.customer_id, Cause::parse(&r.cause).unwrap_or(Cause::Record), r.consent_changed))
+            .collect();
+        let ids: Vec<Uuid> = items.iter().map(|(id, _, _)| *id).collect();
+        let evaluated = evaluate(svc, &tenant, &ids, None, now).await?;
+        let txn = svc.db.begin_write().await?;
+        let events = write(&txn, &tenant, &items, &evaluated).await?;
+        for row in &rows {
+            derived_dirty::delete_of_tenant(&tenant)
+                .filter(derived_dirty::Column::CustomerId.eq(row.customer_id))
+                .filter(derived_dirty::Column::QueuedAt.eq(row.queued_at))
+                .exec(&txn)
+                .await?;
+        }
+        txn.commit().await?;
         metrics::counter!("kontakt_derived_events_total").increment(events.len() as u64);
         events::publish(svc, &tenant, &events).await;
     }
@@ -599,9 +637,10 @@ pub async fn backfill_batch(
     }
     let ids: Vec<Uuid> = query.into_tuple().all(svc.db.conn()).await?;
     let Some(last) = ids.last().copied() else { return Ok(None) };
-    let items: Vec<(Uuid, Cause)> = ids.iter().map(|id| (*id, Cause::DefinitionChange)).collect();
+    let items: Vec<(Uuid, Cause, bool)> = ids.iter().map(|id| (*id, Cause::DefinitionChange, false)).collect();
+    let evaluated = evaluate(svc, tenant, &ids, Some(keys), Utc::now()).await?;
     let txn = svc.db.begin_write().await?;
-    let events = maintain(&txn, svc, tenant, &items, Some(keys), Utc::now()).await?;
+    let events = write(&txn, tenant, &items, &evaluated).await?;
     Ok(Some((txn, last, ids.len(), events)))
 }
 

@@ -392,7 +392,7 @@ pub async fn set_external(
     svc: &Services,
     scores: Vec<ExternalScore>,
 ) -> ApiResult<Vec<ExternalOutcome>> {
-    use sea_orm::{TransactionTrait, sea_query::OnConflict};
+    use sea_orm::sea_query::OnConflict;
 
     use crate::storage::entities::{customer, external_score};
     caller.require(Scope::ProfilesWrite)?;
@@ -400,7 +400,7 @@ pub async fn set_external(
         return Err(ApiError::validation("scores", format!("at most {MAX_EXTERNAL} per call")));
     }
     let tenant = caller.tenant();
-    let txn = svc.db.conn().begin().await?;
+    let txn = svc.db.begin_write().await?;
     let mut ids: Vec<Uuid> = scores.iter().map(|s| s.customer_id).collect();
     ids.sort_unstable();
     ids.dedup();

@@ -283,10 +283,11 @@ async fn turn(svc: &Services, client: &reqwest::Client, owner: &str, retry: Dura
         .await?;
     for hook in due {
         let Ok(tenant) = TenantId::parse(&hook.tenant) else { continue };
-        if events::after(svc, &tenant, hook.cursor, 1).await?.is_empty() {
+        let tenant = &tenant;
+        if events::after(svc, tenant, hook.cursor, 1).await?.is_empty() {
             continue;
         }
-        let leased = webhook::Entity::update_many()
+        let leased = webhook::update_of_tenant(tenant)
             .col_expr(webhook::Column::LeaseOwner, Expr::value(owner))
             .col_expr(webhook::Column::LeaseUntil, Expr::value(now + LEASE))
             .filter(webhook::Column::Id.eq(hook.id))
@@ -295,8 +296,8 @@ async fn turn(svc: &Services, client: &reqwest::Client, owner: &str, retry: Dura
             .await?
             .rows_affected;
         if leased == 1 {
-            let outcome = deliver_some(svc, client, &tenant, &hook, retry).await;
-            webhook::Entity::update_many()
+            let outcome = deliver_some(svc, client, tenant, &hook, retry).await;
+            webhook::update_of_tenant(tenant)
                 .col_expr(webhook::Column::LeaseOwner, Expr::value(Option::<String>::None))
                 .col_expr(webhook::Column::LeaseUntil, Expr::value(Option::<DateTime<Utc>>::None))
                 .filter(webhook::Column::Id.eq(hook.id))
@@ -357,7 +358,7 @@ async fn deliver_some(
             delivered += 1;
             attempts = 0;
             metrics::counter!("kontakt_webhook_deliveries_total", "outcome" => "delivered").increment(1);
-            webhook::Entity::update_many()
+            webhook::update_of_tenant(tenant)
                 .col_expr(webhook::Column::Cursor, Expr::value(cursor))
                 .col_expr(webhook::Column::Delivered, Expr::value(delivered))
                 .col_expr(webhook::Column::Attempts, Expr::value(0))
@@ -373,7 +374,7 @@ async fn deliver_some(
         metrics::counter!("kontakt_webhook_deliveries_total", "outcome" => "failed").increment(1);
         let backoff = retry.saturating_mul(1u32 << attempts.clamp(1, 16).saturating_sub(1)).min(MAX_BACKOFF);
         let next = Utc::now() + chrono::Duration::from_std(backoff).unwrap_or(chrono::Duration::seconds(600));
-        webhook::Entity::update_many()
+        webhook::update_of_tenant(tenant)
             .col_expr(webhook::Column::Cursor, Expr::value(cursor))
             .col_expr(webhook::Column::Attempts, Expr::value(attempts))
             .col_expr(webhook::Column::LastStatus, Expr::value(status))
@@ -386,7 +387,7 @@ async fn deliver_some(
     }
     // Events passed over (other purposes, filtered kinds) move the cursor too.
     if cursor != hook.cursor {
-        webhook::Entity::update_many()
+        webhook::update_of_tenant(tenant)
             .col_expr(webhook::Column::Cursor, Expr::value(cursor))
             .filter(webhook::Column::Id.eq(hook.id))
             .filter(webhook::Column::Cursor.lt(cursor))

@@ -76,6 +76,18 @@ pub async fn export_customer(caller: &Caller, svc: &Services, requested_id: Uuid
         .order_by_asc(crate::storage::entities::external_score::Column::Name)
         .all(conn)
         .await?;
+    // What was derived about the person: the memberships and computed traits kept for them, and the change events
+    // that named them (under every id merged into them).
+    let derived_values = crate::storage::entities::derived_value::of_tenant(tenant)
+        .filter(crate::storage::entities::derived_value::Column::CustomerId.eq(customer_id))
+        .order_by_asc(crate::storage::entities::derived_value::Column::Key)
+        .all(conn)
+        .await?;
+    let derived_events = crate::storage::entities::derived_event::of_tenant(tenant)
+        .filter(crate::storage::entities::derived_event::Column::CustomerId.is_in(person.clone()))
+        .order_by_asc(crate::storage::entities::derived_event::Column::Position)
+        .all(conn)
+        .await?;
     svc.access_log.record(caller, [customer_id], AccessCategory::Export);
     Ok(json!({
         "format": "kontakt.customer-export/1",
@@ -124,6 +136,13 @@ pub async fn export_customer(caller: &Caller, svc: &Services, requested_id: Uuid
         "externalScores": external_scores.iter().map(|e| json!({
             "name": e.name, "value": e.value, "model": e.model, "computedAt": e.computed_at,
             "writtenBy": e.written_by, "writtenAt": e.written_at,
+        })).collect::<Vec<_>>(),
+        "derived": derived_values.iter().map(|d| json!({
+            "key": d.key, "kind": d.kind, "version": d.version, "value": d.value, "since": d.since,
+        })).collect::<Vec<_>>(),
+        "derivedChanges": derived_events.iter().map(|e| json!({
+            "position": e.position, "customerId": e.customer_id, "kind": e.kind, "key": e.key, "purpose": e.purpose,
+            "cause": e.cause, "payload": e.payload, "at": e.at,
         })).collect::<Vec<_>>(),
         "merges": merges.iter().map(|m| json!({
             "id": m.id, "survivorId": m.survivor_id, "mergedId": m.merged_id, "reason": m.reason,

@@ -216,7 +216,6 @@ pub(crate) async fn merge_in_txn(
     move_rows::<trait_value::Entity, _>(txn, tenant, &moved.trait_values, survivor).await?;
     moved.feedback_cases = crate::cx::cases::follow_merge(txn, tenant, survivor, merged).await?;
     let trait_rules = super::traits::rules_for(txn, tenant).await?;
-    crate::derived::maintain::mark(txn, tenant, &[survivor, merged], crate::derived::maintain::Cause::Merge).await?;
     super::traits::refresh_derived(txn, tenant, &trait_rules, &[survivor, merged], now).await?;
 
     let after = ledger::states_at(txn, tenant, &[survivor], None).await?.remove(&survivor).unwrap_or_default();
@@ -256,6 +255,8 @@ pub(crate) async fn merge_in_txn(
     gone.update(txn).await?;
     bump_consent_version(txn, tenant, survivor).await?;
     bump_consent_version(txn, tenant, merged).await?;
+    // Last, so the change events name the merge as their cause.
+    crate::derived::maintain::mark(txn, tenant, &[survivor, merged], crate::derived::maintain::Cause::Merge).await?;
 
     let mut evidence = evidence;
     if let Some(map) = evidence.as_object_mut() {
@@ -345,9 +346,7 @@ pub async fn unmerge(caller: &Caller, svc: &Services, merge_id: Uuid) -> ApiResu
     follow_identities(&txn, tenant, &rules, row.survivor_id, merged.id, row.created_at).await?;
     let now = Utc::now();
     let trait_rules = super::traits::rules_for(&txn, tenant).await?;
-    let sides = [row.survivor_id, merged.id];
-    crate::derived::maintain::mark(&txn, tenant, &sides, crate::derived::maintain::Cause::Unmerge).await?;
-    super::traits::refresh_derived(&txn, tenant, &trait_rules, &sides, now).await?;
+    super::traits::refresh_derived(&txn, tenant, &trait_rules, &[row.survivor_id, merged.id], now).await?;
 
     let mut back: customer::ActiveModel = merged.into();
     back.merged_into = Set(None);
@@ -355,6 +354,9 @@ pub async fn unmerge(caller: &Caller, svc: &Services, merge_id: Uuid) -> ApiResu
     back.update(&txn).await?;
     bump_consent_version(&txn, tenant, row.survivor_id).await?;
     bump_consent_version(&txn, tenant, row.merged_id).await?;
+    // Last, so the change events name the unmerge as their cause.
+    let sides = [row.survivor_id, row.merged_id];
+    crate::derived::maintain::mark(&txn, tenant, &sides, crate::derived::maintain::Cause::Unmerge).await?;
     let mut undone: merge::ActiveModel = row.into();
     undone.undone_at = Set(Some(now));
     let row = undone.update(&txn).await?;

@@ -142,10 +142,10 @@ pub async fn update(
     svc: &crate::services::Services,
     rules: Vec<StageRule>,
 ) -> ApiResult<(StageRules, crate::jobs::Job)> {
-    use sea_orm::{ActiveValue::Set, EntityTrait, TransactionTrait, sea_query::OnConflict};
+    use sea_orm::{ActiveValue::Set, EntityTrait, sea_query::OnConflict};
     caller.require(Scope::CxWrite)?;
     let tenant = caller.tenant();
-    let txn = svc.db.conn().begin().await?;
+    let txn = svc.db.begin_write().await?;
     let current = for_tenant(&txn, tenant).await?;
     let checked = StageRules::new(current.version + 1, rules)?;
     let row = journey_rules::ActiveModel {

@@ -225,6 +225,40 @@ async fn a_profiling_denial_deletes_the_derived_state_in_its_own_transaction(app
     assert_eq!(derived_rows(&app, &id).await, (0, 0));
 }
 
+async fn export_and_erasure_cover_the_derived_data(app: TestApp) {
+    define(&app, SEGMENT, json!({ "key": "buyer", "purpose": "personalization", "condition": within_days(30) })).await;
+    let id = consenting(&app, "ee@example.com").await;
+    record(&app, json!([purchase("ee@example.com", "x1", Utc::now() - chrono::Duration::days(1), 20.0)])).await;
+    for _ in 0..100 {
+        if derived_rows(&app, &id).await == (1, 1) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let officer =
+        app.token("acme", &["profiles:read", "touchpoints:read", "privacy:admin", "pii:read"], "privacy_admin");
+    let doc = app.data(&officer, "query($id: UUID!) { exportCustomer(id: $id) }", json!({ "id": id })).await;
+    let doc = &doc["exportCustomer"];
+    assert_eq!(doc["derived"][0]["key"], "buyer", "{doc}");
+    assert_eq!(doc["derived"][0]["value"], true, "{doc}");
+    let kinds: Vec<&str> =
+        doc["derivedChanges"].as_array().expect("changes").iter().filter_map(|e| e["kind"].as_str()).collect();
+    assert!(kinds.contains(&"SEGMENT_ENTERED"), "{doc}");
+    app.data(&officer, "mutation($id: UUID!) { eraseCustomer(id: $id) { id } }", json!({ "id": id })).await;
+    assert_eq!(derived_rows(&app, &id).await, (0, 0), "derived state erased");
+    use sea_orm::{ConnectionTrait, Statement};
+    let db = app.db().await;
+    let backend = db.get_database_backend();
+    let sql = match backend {
+        sea_orm::DbBackend::Postgres => "SELECT COUNT(*) AS n FROM derived_events WHERE customer_id = $1",
+        _ => "SELECT COUNT(*) AS n FROM derived_events WHERE customer_id = ?",
+    };
+    let uuid: uuid::Uuid = id.parse().expect("uuid");
+    let row =
+        db.query_one_raw(Statement::from_sql_and_values(backend, sql, [uuid.into()])).await.expect("q").expect("row");
+    assert_eq!(row.try_get::<i64>("", "n").expect("n"), 0, "the change events that named them are gone");
+}
+
 fn slow_jobs(config: &mut kontakt::config::Config) {
     // The backfill job starts at the runner's next look, seconds after the definition changes.
     config.job_poll_ms = 4_000;
@@ -426,6 +460,7 @@ on_every_backend!(
     a_merge_and_its_unmerge_recompute_both_sides_at_once,
     a_withdrawal_refuses_every_derived_field_and_sends_a_revocation,
     a_profiling_denial_deletes_the_derived_state_in_its_own_transaction,
+    export_and_erasure_cover_the_derived_data,
     a_definition_change_is_backfilled_while_the_old_version_answers with slow_jobs,
     webhooks_are_signed_retried_deduplicated_and_revoked with fast_retries,
 );

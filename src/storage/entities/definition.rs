@@ -19,6 +19,9 @@ pub struct Model {
     pub created_by: String,
     /// When this version began to answer reads (none while its backfill runs).
     pub activated_at: Option<DateTimeUtc>,
+    /// When the stored memberships and values of every customer were computed for this version (none: a backfill
+    /// job is due).
+    pub backfilled_at: Option<DateTimeUtc>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -8,8 +8,10 @@ pub struct Model {
     pub tenant: String,
     #[sea_orm(primary_key, auto_increment = false)]
     pub customer_id: Uuid,
-    /// `derived::Cause` text.
+    /// `derived::Cause` text: the latest write's.
     pub cause: String,
+    /// Whether a consent or restriction change is among the writes (a revocation may be due), whatever came after.
+    pub consent_changed: bool,
     pub queued_at: DateTimeUtc,
 }
 
