@@ -140,6 +140,8 @@ pub async fn forget_if_not_profiled(
     if !held {
         return Ok(());
     }
+    // Serialized with the worker's writes, so a pass that evaluated before this change cannot write after it.
+    lock_tenant(conn, tenant).await?;
     // Only a refusal of profiling deletes here; a customer merged away keeps their values until the worker has
     // announced their exits (cause MERGE) and then drops them.
     let allowed = policy::states_of(conn, tenant, &[customer_id])
@@ -167,6 +169,8 @@ pub async fn forget(conn: &impl ConnectionTrait, tenant: &TenantId, ids: &[Uuid]
 
 /// Erasure: everything derived about these customers goes, the outbox events about them included.
 pub async fn erase(conn: &impl ConnectionTrait, tenant: &TenantId, ids: &[Uuid]) -> Result<(), DbErr> {
+    // Serialized with the worker's writes, so a pass that evaluated before the erasure cannot write after it.
+    lock_tenant(conn, tenant).await?;
     forget(conn, tenant, ids).await?;
     derived_dirty::delete_of_tenant(tenant)
         .filter(derived_dirty::Column::CustomerId.is_in(ids.iter().copied()))
@@ -342,8 +346,9 @@ pub async fn write(
     let empty = (BTreeMap::new(), None);
     for (id, cause, consent_changed) in items {
         let (id, cause) = (*id, *cause);
-        if *consent_changed {
-            // Whatever else changed: a subscriber whose purpose lost consent is told to purge (at send).
+        if *consent_changed && !catalog.is_empty() {
+            // Whatever else changed: a subscriber whose purpose lost consent is told to purge (at send). A tenant
+            // without definitions has no derived data anyone could hold.
             events.push(event(id, EventKind::ConsentChanged, None, Cause::Consent, None));
         }
         let profiled = profiled_now.contains(&id);
@@ -523,6 +528,40 @@ async fn queue_due(svc: &Services, now: DateTime<Utc>) -> Result<usize, DbErr> {
     Ok(due.len())
 }
 
+/// Takes customers off the queue, each only if no write queued them again since it was read (same `queued_at`). On
+/// PostgreSQL rows a writer holds are skipped, not waited for (that writer is queueing them again): the worker never
+/// waits on a queue row, so it cannot deadlock with a write that queues several customers.
+async fn unqueue(conn: &impl ConnectionTrait, tenant: &TenantId, rows: &[derived_dirty::Model]) -> Result<(), DbErr> {
+    use sea_orm::sea_query::{Condition, Expr, ExprTrait, LockBehavior, LockType, Query};
+    for chunk in rows.chunks(100) {
+        let mut exact = Condition::any();
+        for row in chunk {
+            exact = exact.add(
+                Condition::all()
+                    .add(derived_dirty::Column::CustomerId.eq(row.customer_id))
+                    .add(derived_dirty::Column::QueuedAt.eq(row.queued_at)),
+            );
+        }
+        if conn.get_database_backend() == DbBackend::Postgres {
+            let held = Query::select()
+                .expr(Expr::cust("ctid"))
+                .from(derived_dirty::Entity)
+                .and_where(derived_dirty::Column::Tenant.eq(tenant.as_str()))
+                .cond_where(exact)
+                .lock_with_behavior(LockType::Update, LockBehavior::SkipLocked)
+                .to_owned();
+            let delete = Query::delete()
+                .from_table(derived_dirty::Entity)
+                .and_where(Expr::cust("ctid").in_subquery(held))
+                .to_owned();
+            conn.execute(&delete).await?;
+        } else {
+            derived_dirty::delete_of_tenant(tenant).filter(exact).exec(conn).await?;
+        }
+    }
+    Ok(())
+}
+
 /// One worker pass: evaluates a batch of queued customers (no transaction held), then per tenant writes what
 /// changed, the events, and takes the customers off the queue unless a write queued them again meanwhile (their
 /// `queued_at` moved) — in one short transaction; then publishes the events. `Ok(false)` when nothing was queued.
@@ -545,14 +584,8 @@ pub async fn run_once(svc: &Services) -> ApiResult<bool> {
         let ids: Vec<Uuid> = items.iter().map(|(id, _, _)| *id).collect();
         let evaluated = evaluate(svc, &tenant, &ids, None, now).await?;
         let txn = svc.db.begin_write().await?;
+        unqueue(&txn, &tenant, &rows).await?;
         let events = write(&txn, &tenant, &items, &evaluated).await?;
-        for row in &rows {
-            derived_dirty::delete_of_tenant(&tenant)
-                .filter(derived_dirty::Column::CustomerId.eq(row.customer_id))
-                .filter(derived_dirty::Column::QueuedAt.eq(row.queued_at))
-                .exec(&txn)
-                .await?;
-        }
         txn.commit().await?;
         metrics::counter!("kontakt_derived_events_total").increment(events.len() as u64);
         events::publish(svc, &tenant, &events).await;

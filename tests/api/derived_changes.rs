@@ -36,11 +36,36 @@ fn purchase(email: &str, key: &str, at: chrono::DateTime<Utc>, value: f64) -> Va
             "source": "shop", "occurredAt": at.to_rfc3339(), "idempotencyKey": key, "value": value, "currency": "DKK" })
 }
 
-/// A customer known by `email` who consented to personalization before anything else happened.
+/// A customer known by `email` who consented to personalization before anything else happened (and whose
+/// derived state the worker has computed since).
 async fn consenting(app: &TestApp, email: &str) -> String {
     let id = app.upsert(&app.admin(), json!([{ "kind": "EMAIL", "value": email }]), None).await;
     grant(app, &id, "personalization", "GRANTED").await;
+    settle(app).await;
     id
+}
+
+/// Waits until the worker has taken every queued customer (and no backfill job is pending), so that the next
+/// write's events carry its own cause.
+async fn settle(app: &TestApp) {
+    use sea_orm::{ConnectionTrait, Statement};
+    let db = app.db().await;
+    let backend = db.get_database_backend();
+    for _ in 0..400 {
+        let row = db
+            .query_one_raw(Statement::from_string(
+                backend,
+                "SELECT (SELECT COUNT(*) FROM derived_dirty) + (SELECT COUNT(*) FROM jobs WHERE state IN ('QUEUED', 'RUNNING')) AS n",
+            ))
+            .await
+            .expect("count")
+            .expect("a row");
+        if row.try_get::<i64>("", "n").expect("n") == 0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("the derived-state queue did not drain in 10 s");
 }
 
 async fn define(app: &TestApp, mutation: &str, input: Value) {
@@ -129,6 +154,7 @@ async fn a_merge_and_its_unmerge_recompute_both_sides_at_once(app: TestApp) {
     let b = consenting(&app, "mb@example.com").await;
     record(&app, json!([purchase("ma@example.com", "m1", Utc::now() - chrono::Duration::days(1), 100.0)])).await;
     record(&app, json!([purchase("mb@example.com", "m2", Utc::now() - chrono::Duration::days(2), 50.0)])).await;
+    settle(&app).await;
     let mut socket = subscribe(&app, &engine(&app)).await;
     let trait_is = |seen: &[Value], who: &str, value: Value, cause: &str| {
         seen.iter().any(|e| {
