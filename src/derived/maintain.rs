@@ -223,12 +223,15 @@ struct Stored {
     value: Value,
 }
 
+/// One customer's answers (key → value) and when time alone changes one next.
+type Target = (BTreeMap<String, Value>, Option<DateTime<Utc>>);
+
 /// What the latest definitions answer now for some customers, computed without holding a transaction.
 pub struct Evaluated {
     catalog: catalog::Catalog,
     /// Per customer who may be profiled: each definition's value (segments: `true` when in; only non-null values),
     /// and when time alone changes one next.
-    targets: HashMap<Uuid, (BTreeMap<String, Value>, Option<DateTime<Utc>>)>,
+    targets: HashMap<Uuid, Target>,
     only: Option<BTreeSet<String>>,
     now: DateTime<Utc>,
 }
@@ -498,7 +501,7 @@ async fn queue_due(svc: &Services, now: DateTime<Utc>) -> Result<usize, DbErr> {
         .select_only()
         .column(derived_subject::Column::Tenant)
         .column(derived_subject::Column::CustomerId)
-        .limit(CLAIM as u64)
+        .limit(CLAIM)
         .into_tuple()
         .all(conn)
         .await?;
