@@ -63,6 +63,7 @@ impl Application {
         let derived_worker = crate::derived::maintain::DerivedWorker::start(
             Services { db: job_db.uncounted(), ..services.clone() },
             config.derived_poll(),
+            config.derived_events_retention(),
         );
         let webhooks = crate::derived::webhooks::WebhookDispatcher::start(
             Services { db: job_db.uncounted(), ..services.clone() },

@@ -129,6 +129,10 @@ pub struct Config {
     #[arg(long, env = "KONTAKT_DERIVED_POLL_MS", default_value_t = 200, global = true)]
     pub derived_poll_ms: u64,
 
+    /// How long derived-change events stay in the outbox (for replay and for webhooks behind), in days.
+    #[arg(long, env = "KONTAKT_DERIVED_EVENTS_RETENTION_DAYS", default_value_t = 7, global = true)]
+    pub derived_events_retention_days: u32,
+
     /// The first wait before a failed webhook delivery is tried again, in ms (doubled per failed attempt, at most
     /// 10 minutes).
     #[arg(long, env = "KONTAKT_WEBHOOK_RETRY_MS", default_value_t = 1_000, global = true)]
@@ -270,6 +274,10 @@ impl Config {
 
     pub fn derived_poll(&self) -> Duration {
         Duration::from_millis(self.derived_poll_ms.max(10))
+    }
+
+    pub fn derived_events_retention(&self) -> chrono::Duration {
+        chrono::Duration::days(i64::from(self.derived_events_retention_days.max(1)))
     }
 
     pub fn webhook_retry(&self) -> Duration {

@@ -322,17 +322,23 @@ impl Runner {
         let outcome = {
             let run = self.execute(row, &mut stopped);
             tokio::pin!(run);
-            let mut beat = tokio::time::interval(HEARTBEAT);
-            beat.tick().await;
-            loop {
-                tokio::select! {
-                    outcome = &mut run => break outcome,
-                    _ = beat.tick() => {
-                        if let Err(err) = self.update(id, |q| q.col_expr(job::Column::HeartbeatAt, Expr::value(Utc::now()))).await {
-                            tracing::warn!(job = %id, error = %err, "job heartbeat failed");
-                        }
+            // The heartbeat runs beside the job, never instead of it: a heartbeat waiting for a connection must
+            // not stop the job from finishing the transaction that holds one.
+            let heartbeat = async {
+                let mut beat = tokio::time::interval(HEARTBEAT);
+                beat.tick().await;
+                loop {
+                    beat.tick().await;
+                    let now = Utc::now();
+                    if let Err(err) = self.update(id, |q| q.col_expr(job::Column::HeartbeatAt, Expr::value(now))).await
+                    {
+                        tracing::warn!(job = %id, error = %err, "job heartbeat failed");
                     }
                 }
+            };
+            tokio::select! {
+                outcome = &mut run => outcome,
+                never = heartbeat => never,
             }
         };
         let now = Utc::now();

@@ -596,6 +596,27 @@ pub async fn run_once(svc: &Services) -> ApiResult<bool> {
     Ok(true)
 }
 
+/// How often the worker drops change events older than the retention.
+const PRUNE_EVERY: Duration = Duration::from_secs(60);
+
+/// Drops outbox events older than `before` (at most 10,000 per call, oldest first; the next call takes the rest).
+async fn prune(svc: &Services, before: DateTime<Utc>) -> Result<u64, DbErr> {
+    use sea_orm::sea_query::{Expr, ExprTrait, Query};
+    // Positions grow with time: the oldest rows are the lowest positions, found on the primary key.
+    let oldest = Query::select()
+        .column(derived_event::Column::Position)
+        .from(derived_event::Entity)
+        .and_where(derived_event::Column::At.lt(before))
+        .order_by(derived_event::Column::Position, sea_orm::Order::Asc)
+        .limit(10_000)
+        .to_owned();
+    let delete = Query::delete()
+        .from_table(derived_event::Entity)
+        .and_where(Expr::col(derived_event::Column::Position).in_subquery(oldest))
+        .to_owned();
+    Ok(svc.db.conn().execute(&delete).await?.rows_affected())
+}
+
 /// Wakes the instance's derived-state worker (after a commit that queued customers).
 #[derive(Clone, Default)]
 pub struct Wake(Arc<Notify>);
@@ -613,11 +634,18 @@ pub struct DerivedWorker {
 }
 
 impl DerivedWorker {
-    pub fn start(svc: Services, poll: Duration) -> Self {
+    pub fn start(svc: Services, poll: Duration, retention: chrono::Duration) -> Self {
         let (stop, mut stopped) = watch::channel(false);
         let wake = svc.derived_wake.0.clone();
         let handle = tokio::spawn(async move {
+            let mut pruned_at = std::time::Instant::now() - PRUNE_EVERY;
             loop {
+                if pruned_at.elapsed() >= PRUNE_EVERY {
+                    pruned_at = std::time::Instant::now();
+                    if let Err(err) = prune(&svc, Utc::now() - retention).await {
+                        tracing::warn!(error = %err, "derived state: pruning old change events failed");
+                    }
+                }
                 // Work until the queue is empty, then look for due window edges.
                 let mut busy = true;
                 while busy && !*stopped.borrow() {

@@ -28,7 +28,7 @@ impl Database {
         Self::connect_with(config, true).await
     }
 
-    /// The database for background jobs: on PostgreSQL a small pool of its own without the statement timeout
+    /// The database for background work: on PostgreSQL a small pool of its own without the statement timeout
     /// (a job's batch is not a request); on SQLite, which has no statement timeout, the same pool as `main`
     /// (an in-memory database exists only in its one pool).
     pub async fn for_jobs(config: &Config, main: &Database) -> anyhow::Result<Self> {
@@ -36,7 +36,9 @@ impl Database {
             return Ok(main.clone());
         }
         let mut config = config.clone();
-        config.database_max_connections = 2;
+        // The job runner (a batch's transaction and its heartbeat), the derived-state worker, the webhook
+        // dispatcher and the CX sweeper: each holds at most one connection at a time.
+        config.database_max_connections = 6;
         Self::connect_with(&config, false).await
     }
 
