@@ -140,8 +140,9 @@ pub async fn forget_if_not_profiled(
     if !held {
         return Ok(());
     }
-    // Serialized with the worker's writes, so a pass that evaluated before this change cannot write after it.
-    lock_tenant(conn, tenant).await?;
+    // Not under the tenant's derived-state lock: a consent transaction already holds the customer's row, and waiting
+    // for the lock there made consent writes time out under load. A worker pass that evaluated before this change
+    // and writes after it is undone by the next pass (this change queued the customer).
     // Only a refusal of profiling deletes here; a customer merged away keeps their values until the worker has
     // announced their exits (cause MERGE) and then drops them.
     let allowed = policy::states_of(conn, tenant, &[customer_id])
