@@ -151,6 +151,16 @@ fn readable_kinds(caller: &Caller) -> ApiResult<Vec<&'static str>> {
     }
 }
 
+/// Where a resumed job goes on: the id its last committed batch ended at (none: from the start).
+fn checkpoint(row: &job::Model) -> ApiResult<Option<Uuid>> {
+    row.checkpoint
+        .as_deref()
+        .map(|text| {
+            text.parse().map_err(|_| ApiError::internal(anyhow::anyhow!("job {}: unreadable checkpoint", row.id)))
+        })
+        .transpose()
+}
+
 /// Queues a job of `kind` for the caller's tenant and returns it; the runner starts it within the poll interval.
 pub async fn enqueue(caller: &Caller, svc: &Services, kind: JobKind) -> ApiResult<Job> {
     caller.require(kind.scope())?;
@@ -433,14 +443,8 @@ impl Runner {
         use crate::derived::{catalog, events, maintain};
         let svc = &self.svc;
         let tenant = caller.tenant();
-        let mut progress: Progress = serde_json::from_value(row.progress).unwrap_or_default();
-        let mut after: Option<Uuid> = match row.checkpoint.as_deref() {
-            Some(text) => Some(
-                text.parse()
-                    .map_err(|_| ApiError::internal(anyhow::anyhow!("job {}: unreadable checkpoint", row.id)))?,
-            ),
-            None => None,
-        };
+        let mut progress: Progress = serde_json::from_value(row.progress.clone()).unwrap_or_default();
+        let mut after = checkpoint(&row)?;
         #[derive(Serialize, Deserialize, Default)]
         #[serde(rename_all = "camelCase")]
         struct Plan {
@@ -520,20 +524,14 @@ impl Runner {
         let svc = &self.svc;
         let tenant = caller.tenant();
         let rules = stages::for_tenant(svc.db.conn(), tenant).await?;
-        let mut progress: Progress = serde_json::from_value(row.progress).unwrap_or_default();
+        let mut progress: Progress = serde_json::from_value(row.progress.clone()).unwrap_or_default();
         let mut changed: u64 = row
             .result
             .as_ref()
             .and_then(|r| r.get("touchpointsChanged"))
             .and_then(serde_json::Value::as_u64)
             .unwrap_or(0);
-        let mut after: Option<Uuid> = match row.checkpoint.as_deref() {
-            Some(text) => Some(
-                text.parse()
-                    .map_err(|_| ApiError::internal(anyhow::anyhow!("job {}: unreadable checkpoint", row.id)))?,
-            ),
-            None => None,
-        };
+        let mut after = checkpoint(&row)?;
         if after.is_none() {
             progress = Progress { done: 0, total: touchpoint::of_tenant(tenant).count(svc.db.conn()).await? };
         }
@@ -577,15 +575,10 @@ impl Runner {
         let svc = &self.svc;
         let tenant = caller.tenant();
         let rules = rules::for_tenant(svc, tenant).await?;
-        let mut progress: Progress = serde_json::from_value(row.progress).unwrap_or_default();
-        let mut report: Reresolution = row.result.and_then(|r| serde_json::from_value(r).ok()).unwrap_or_default();
-        let mut after: Option<Uuid> = match row.checkpoint.as_deref() {
-            Some(text) => Some(
-                text.parse()
-                    .map_err(|_| ApiError::internal(anyhow::anyhow!("job {}: unreadable checkpoint", row.id)))?,
-            ),
-            None => None,
-        };
+        let mut progress: Progress = serde_json::from_value(row.progress.clone()).unwrap_or_default();
+        let mut report: Reresolution =
+            row.result.clone().and_then(|r| serde_json::from_value(r).ok()).unwrap_or_default();
+        let mut after = checkpoint(&row)?;
         if after.is_none() {
             progress = Progress { done: 0, total: customer::of_tenant(tenant).count(svc.db.conn()).await? };
         }
