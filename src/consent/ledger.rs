@@ -258,8 +258,10 @@ pub(crate) async fn bump_consent_version(
         .exec(txn)
         .await?;
     crate::cx::answers::recount(txn, tenant, &[customer_id]).await?;
-    crate::derived::maintain::forget_if_not_profiled(txn, tenant, customer_id).await?;
+    // Queue first, then touch derived state: a transaction holds a customer's queue row before their derived rows,
+    // the order the derived-state worker relies on to never wait on it (`derived::maintain::unqueue`).
     crate::derived::maintain::mark(txn, tenant, &[customer_id], crate::derived::maintain::Cause::Consent).await?;
+    crate::derived::maintain::forget_if_not_profiled(txn, tenant, customer_id).await?;
     crate::derived::scores::on_privacy_change(txn, tenant, customer_id).await
 }
 

@@ -14,7 +14,7 @@
 //! A customer who may not be profiled (`policy::profiling_allowed`), is merged into another or erased has no derived
 //! state: the consent transaction deletes it (`forget_if_not_profiled`), and the worker keeps nothing for them.
 use std::{
-    collections::{BTreeMap, BTreeSet, HashMap},
+    collections::{BTreeMap, BTreeSet, HashMap, HashSet},
     sync::Arc,
     time::Duration,
 };
@@ -532,11 +532,18 @@ async fn queue_due(svc: &Services, now: DateTime<Utc>) -> Result<usize, DbErr> {
     Ok(due.len())
 }
 
-/// Takes customers off the queue, each only if no write queued them again since it was read (same `queued_at`). On
-/// PostgreSQL rows a writer holds are skipped, not waited for (that writer is queueing them again): the worker never
-/// waits on a queue row, so it cannot deadlock with a write that queues several customers.
-async fn unqueue(conn: &impl ConnectionTrait, tenant: &TenantId, rows: &[derived_dirty::Model]) -> Result<(), DbErr> {
+/// Takes customers off the queue, each only if no write queued them again since it was read (same `queued_at`), and
+/// answers the ones it took. On PostgreSQL rows a writer holds are skipped, not waited for (that writer is queueing
+/// them again, and the next pass takes them). The worker then writes only the customers it took, and every other
+/// writer holds a customer's queue row before it touches their derived rows (`ledger::bump_consent_version`), so the
+/// worker never waits on a transaction that waits on it.
+async fn unqueue(
+    conn: &impl ConnectionTrait,
+    tenant: &TenantId,
+    rows: &[derived_dirty::Model],
+) -> Result<HashSet<Uuid>, DbErr> {
     use sea_orm::sea_query::{Condition, Expr, ExprTrait, LockBehavior, LockType, Query};
+    let mut taken = HashSet::new();
     for chunk in rows.chunks(100) {
         let mut exact = Condition::any();
         for row in chunk {
@@ -557,13 +564,25 @@ async fn unqueue(conn: &impl ConnectionTrait, tenant: &TenantId, rows: &[derived
             let delete = Query::delete()
                 .from_table(derived_dirty::Entity)
                 .and_where(Expr::cust("ctid").in_subquery(held))
+                .returning_col(derived_dirty::Column::CustomerId)
                 .to_owned();
-            conn.execute(&delete).await?;
+            for row in conn.query_all(&delete).await? {
+                taken.insert(row.try_get::<Uuid>("", "customer_id")?);
+            }
         } else {
+            // SQLite: this transaction is the only writer, so what matches now is what the delete takes.
+            let ids: Vec<Uuid> = derived_dirty::of_tenant(tenant)
+                .filter(exact.clone())
+                .select_only()
+                .column(derived_dirty::Column::CustomerId)
+                .into_tuple()
+                .all(conn)
+                .await?;
             derived_dirty::delete_of_tenant(tenant).filter(exact).exec(conn).await?;
+            taken.extend(ids);
         }
     }
-    Ok(())
+    Ok(taken)
 }
 
 /// One worker pass: evaluates a batch of queued customers (no transaction held), then per tenant writes what
@@ -588,7 +607,10 @@ pub async fn run_once(svc: &Services) -> ApiResult<bool> {
         let ids: Vec<Uuid> = items.iter().map(|(id, _, _)| *id).collect();
         let evaluated = evaluate(svc, &tenant, &ids, None, now).await?;
         let txn = svc.db.begin_write().await?;
-        unqueue(&txn, &tenant, &rows).await?;
+        // The tenant's lock before any queue row: an erasure takes them in the same order.
+        lock_tenant(&txn, &tenant).await?;
+        let taken = unqueue(&txn, &tenant, &rows).await?;
+        let items: Vec<(Uuid, Cause, bool)> = items.into_iter().filter(|(id, _, _)| taken.contains(id)).collect();
         let events = write(&txn, &tenant, &items, &evaluated).await?;
         txn.commit().await?;
         metrics::counter!("kontakt_derived_events_total").increment(events.len() as u64);
