@@ -71,7 +71,8 @@ impl Application {
             config.webhook_retry(),
         );
         // Jobs run outside any request: no request timeout, and on PostgreSQL a pool without the statement timeout.
-        let job_runner = JobRunner::start(Services { db: job_db, ..services.clone() }, config.job_poll());
+        let job_runner =
+            JobRunner::start(Services { db: job_db, ..services.clone() }, config.job_poll(), config.score_refit());
         let mut write_keys = http::tracking::WriteKeys::new();
         for (key, (tenant, source)) in config.parsed_write_keys()? {
             let tenant = crate::auth::TenantId::parse(&tenant)

@@ -124,6 +124,11 @@ pub struct Config {
     #[arg(long, env = "KONTAKT_CX_SWEEP_MS", default_value_t = 5_000, global = true)]
     pub cx_sweep_ms: u64,
 
+    /// How often each tenant's score model (BG/NBD and Gamma-Gamma, for CLV and churn risk) is fitted again, in
+    /// seconds, once the tenant has fitted it (`fitScoreModel`); 0: only on demand.
+    #[arg(long, env = "KONTAKT_SCORE_REFIT_SECS", default_value_t = 86_400, global = true)]
+    pub score_refit_secs: u64,
+
     /// How often the derived-state worker looks for customers queued by other instances and for window edges that
     /// passed, in ms (a write on this instance wakes it at once).
     #[arg(long, env = "KONTAKT_DERIVED_POLL_MS", default_value_t = 200, global = true)]
@@ -270,6 +275,10 @@ impl Config {
 
     pub fn cx_sweep(&self) -> Duration {
         Duration::from_millis(self.cx_sweep_ms.max(10))
+    }
+
+    pub fn score_refit(&self) -> Option<Duration> {
+        (self.score_refit_secs > 0).then(|| Duration::from_secs(self.score_refit_secs))
     }
 
     pub fn derived_poll(&self) -> Duration {

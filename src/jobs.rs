@@ -118,6 +118,8 @@ pub struct Job {
     pub progress: Progress,
     pub result: Option<serde_json::Value>,
     pub error: Option<String>,
+    /// The subject who asked for it, or [`SCHEDULE`].
+    pub requested_by: String,
     pub created_at: DateTime<Utc>,
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
@@ -135,6 +137,7 @@ impl TryFrom<job::Model> for Job {
             progress: serde_json::from_value(row.progress.clone()).unwrap_or_default(),
             result: row.result,
             error: row.error,
+            requested_by: row.requested_by,
             created_at: row.created_at,
             started_at: row.started_at,
             finished_at: row.finished_at,
@@ -164,25 +167,85 @@ fn checkpoint(row: &job::Model) -> ApiResult<Option<Uuid>> {
 /// Queues a job of `kind` for the caller's tenant and returns it; the runner starts it within the poll interval.
 pub async fn enqueue(caller: &Caller, svc: &Services, kind: JobKind) -> ApiResult<Job> {
     caller.require(kind.scope())?;
-    let row = job::ActiveModel {
+    insert(svc.db.conn(), caller.tenant(), kind, caller.subject()).await?.try_into()
+}
+
+/// Who asks for the jobs the schedule queues (and so who a scheduled model fit names as its author).
+pub const SCHEDULE: &str = "kontakt:schedule";
+
+/// Queues a refit of the score model of every tenant whose model was fitted more than `every` ago (at most 100 per
+/// call; the next call takes the rest), unless a fit job of the tenant is queued or running or was queued within
+/// `every` (so a fit that fails is tried once per interval, not in a loop). A tenant that never fitted is left
+/// alone: its first fit is on demand (`fitScoreModel`). Safe from several instances at once: each tenant's check
+/// and insert run under a per-tenant lock (PostgreSQL) or SQLite's one writer. Answers how many were queued.
+pub async fn schedule_refits(svc: &Services, every: Duration) -> ApiResult<usize> {
+    use crate::storage::entities::score_model;
+    let now = Utc::now();
+    let due_before = now - chrono::Duration::from_std(every).unwrap_or(chrono::Duration::MAX);
+    let due: Vec<String> = score_model::Entity::find()
+        .filter(score_model::Column::FittedAt.lt(due_before))
+        .order_by_asc(score_model::Column::FittedAt)
+        .select_only()
+        .column(score_model::Column::Tenant)
+        .limit(100)
+        .into_tuple()
+        .all(svc.db.conn())
+        .await?;
+    let mut queued = 0;
+    for tenant in due {
+        let Ok(tenant) = TenantId::parse(&tenant) else { continue };
+        let txn = svc.db.begin_write().await?;
+        if sea_orm::ConnectionTrait::get_database_backend(&txn) == sea_orm::DbBackend::Postgres {
+            use sea_orm::ConnectionTrait;
+            txn.execute_raw(sea_orm::Statement::from_sql_and_values(
+                sea_orm::DbBackend::Postgres,
+                "SELECT pg_advisory_xact_lock(hashtext($1))",
+                [format!("kontakt-refit:{tenant}").into()],
+            ))
+            .await?;
+        }
+        let pending = job::of_tenant(&tenant)
+            .filter(job::Column::Kind.eq(JobKind::FitScoreModel.as_str()))
+            .filter(
+                Condition::any()
+                    .add(job::Column::State.is_in([JobState::Queued.as_str(), JobState::Running.as_str()]))
+                    .add(job::Column::CreatedAt.gt(due_before)),
+            )
+            .count(&txn)
+            .await?;
+        if pending == 0 {
+            insert(&txn, &tenant, JobKind::FitScoreModel, SCHEDULE).await?;
+            queued += 1;
+        }
+        txn.commit().await?;
+    }
+    Ok(queued)
+}
+
+async fn insert(
+    conn: &impl sea_orm::ConnectionTrait,
+    tenant: &TenantId,
+    kind: JobKind,
+    requested_by: &str,
+) -> ApiResult<job::Model> {
+    Ok(job::ActiveModel {
         id: Set(Uuid::now_v7()),
-        tenant: Set(caller.tenant().as_str().to_owned()),
+        tenant: Set(tenant.as_str().to_owned()),
         kind: Set(kind.as_str().to_owned()),
         state: Set(JobState::Queued.as_str().to_owned()),
         progress: Set(serde_json::json!(Progress::default())),
         checkpoint: Set(None),
         result: Set(None),
         error: Set(None),
-        requested_by: Set(caller.subject().chars().take(256).collect()),
+        requested_by: Set(requested_by.chars().take(256).collect()),
         runner: Set(None),
         created_at: Set(Utc::now()),
         started_at: Set(None),
         finished_at: Set(None),
         heartbeat_at: Set(None),
     }
-    .insert(svc.db.conn())
-    .await?;
-    row.try_into()
+    .insert(conn)
+    .await?)
 }
 
 /// One of the caller's tenant's jobs; `NOT_FOUND` for an id of another tenant's.
@@ -231,9 +294,10 @@ pub struct JobRunner {
 
 impl JobRunner {
     /// Starts the runner on `svc` (whose database should be the jobs' own: no statement timeout).
-    pub fn start(svc: Services, poll: Duration) -> Self {
+    /// `refit_every`: how often each tenant's score model is fitted again (none: only on demand).
+    pub fn start(svc: Services, poll: Duration, refit_every: Option<Duration>) -> Self {
         let (stop, stopped) = watch::channel(false);
-        let runner = Runner { svc, poll, stopped, id: Uuid::new_v4() };
+        let runner = Runner { svc, poll, stopped, id: Uuid::new_v4(), refit_every, scheduled_at: None };
         let task = tokio::spawn(runner.run());
         JobRunner { stop, task }
     }
@@ -250,7 +314,13 @@ struct Runner {
     stopped: watch::Receiver<bool>,
     /// This runner's claim token: every write of a claimed job is conditional on it.
     id: Uuid,
+    /// How often a tenant's score model is fitted again (none: never by schedule).
+    refit_every: Option<Duration>,
+    scheduled_at: Option<tokio::time::Instant>,
 }
+
+/// How often the runner looks for score models due a refit.
+const SCHEDULE_EVERY: Duration = Duration::from_secs(60);
 
 /// How a run ended short of an outcome.
 enum Interrupted {
@@ -263,6 +333,7 @@ enum Interrupted {
 impl Runner {
     async fn run(mut self) {
         while !*self.stopped.borrow() {
+            self.schedule().await;
             match self.claim().await {
                 Ok(Some(job)) => self.work(job).await,
                 Ok(None) => self.idle().await,
@@ -271,6 +342,21 @@ impl Runner {
                     self.idle().await;
                 }
             }
+        }
+    }
+
+    /// Queues the score-model refits that are due, at most once a minute (and at least once per refit interval).
+    async fn schedule(&mut self) {
+        let Some(every) = self.refit_every else { return };
+        let now = tokio::time::Instant::now();
+        if self.scheduled_at.is_some_and(|at| now.duration_since(at) < every.min(SCHEDULE_EVERY)) {
+            return;
+        }
+        self.scheduled_at = Some(now);
+        match schedule_refits(&self.svc, every).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(tenants = n, "score-model refits queued"),
+            Err(err) => tracing::warn!(error = %err, "queueing score-model refits failed"),
         }
     }
 

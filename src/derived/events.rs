@@ -30,6 +30,9 @@ pub enum EventKind {
     SegmentExited,
     /// A computed trait has a new value (`value`, with the `previous` one; null when it has none).
     TraitChanged,
+    /// A score moved to another band: `key` is the score (`rfm`: the named RFM segment; `churnRisk`: `LOW`,
+    /// `MEDIUM`, `HIGH`), `value` the new band (null when it has none now), `previous` the old one.
+    ScoreBandChanged,
     /// A consent decision or restriction changed (outbox only: sent as `REVOKED` where it withdraws the receiver's
     /// permit, not sent otherwise).
     ConsentChanged,
@@ -43,6 +46,7 @@ impl EventKind {
             EventKind::SegmentEntered => "SEGMENT_ENTERED",
             EventKind::SegmentExited => "SEGMENT_EXITED",
             EventKind::TraitChanged => "TRAIT_CHANGED",
+            EventKind::ScoreBandChanged => "SCORE_BAND_CHANGED",
             EventKind::ConsentChanged => "CONSENT_CHANGED",
             EventKind::Revoked => "REVOKED",
         }
@@ -53,6 +57,7 @@ impl EventKind {
             EventKind::SegmentEntered,
             EventKind::SegmentExited,
             EventKind::TraitChanged,
+            EventKind::ScoreBandChanged,
             EventKind::ConsentChanged,
             EventKind::Revoked,
         ]

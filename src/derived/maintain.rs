@@ -59,6 +59,8 @@ pub enum Cause {
     WindowExpiry,
     /// A new definition version was backfilled.
     DefinitionChange,
+    /// The tenant's score model was fitted again: every buyer's score bands are evaluated under it.
+    ScoreModel,
 }
 
 impl Cause {
@@ -71,6 +73,7 @@ impl Cause {
             Cause::Consent => "CONSENT",
             Cause::WindowExpiry => "WINDOW_EXPIRY",
             Cause::DefinitionChange => "DEFINITION_CHANGE",
+            Cause::ScoreModel => "SCORE_MODEL",
         }
     }
 
@@ -83,6 +86,7 @@ impl Cause {
             Cause::Consent,
             Cause::WindowExpiry,
             Cause::DefinitionChange,
+            Cause::ScoreModel,
         ]
         .into_iter()
         .find(|c| c.as_str() == raw)
@@ -106,10 +110,16 @@ pub async fn mark(conn: &impl ConnectionTrait, tenant: &TenantId, ids: &[Uuid], 
             consent_changed: sea_orm::Set(cause == Cause::Consent),
             queued_at: sea_orm::Set(now),
         });
+        // A model refit queues every buyer; one already queued for their own change keeps that cause.
+        let updated: &[derived_dirty::Column] = if cause == Cause::ScoreModel {
+            &[derived_dirty::Column::QueuedAt]
+        } else {
+            &[derived_dirty::Column::QueuedAt, derived_dirty::Column::Cause]
+        };
         derived_dirty::Entity::insert_many(rows)
             .on_conflict(
                 OnConflict::columns([derived_dirty::Column::Tenant, derived_dirty::Column::CustomerId])
-                    .update_columns([derived_dirty::Column::QueuedAt, derived_dirty::Column::Cause])
+                    .update_columns(updated.iter().copied())
                     .value(
                         derived_dirty::Column::ConsentChanged,
                         sea_orm::sea_query::Expr::cust("derived_dirty.consent_changed OR excluded.consent_changed"),
@@ -218,6 +228,11 @@ async fn lock_tenant(conn: &impl ConnectionTrait, tenant: &TenantId) -> Result<(
     Ok(())
 }
 
+/// The key prefix under which a customer's score bands are kept beside their definitions' values (`score:rfm`,
+/// `score:churnRisk`; definition keys cannot hold a `:`), and their kind.
+pub const SCORE_KEY: &str = "score:";
+pub const SCORE_KIND: &str = "SCORE_BAND";
+
 /// One stored value.
 struct Stored {
     version: i32,
@@ -235,6 +250,8 @@ pub struct Evaluated {
     targets: HashMap<Uuid, Target>,
     only: Option<BTreeSet<String>>,
     now: DateTime<Utc>,
+    /// The tenant keeps score bands (it has fitted its score model).
+    scored: bool,
 }
 
 /// Evaluates the latest version of the tenant's definitions (only the `only` keys, when given) for these customers.
@@ -255,6 +272,14 @@ pub async fn evaluate(
         HashMap::new()
     } else {
         catalog::subjects(&caller, svc, &profiled).await?
+    };
+    // Score bands move with the whole history, not with one definition: a backfill (`only`) leaves them alone.
+    let (scored, mut bands) = match only {
+        None => match super::scores::bands(svc, tenant, &profiled, now).await? {
+            Some(bands) => (true, bands),
+            None => (false, HashMap::new()),
+        },
+        Some(_) => (false, HashMap::new()),
     };
     let mut targets = HashMap::new();
     for id in profiled {
@@ -284,9 +309,12 @@ pub async fn evaluate(
                 }
             }
         }
+        if let Some(found) = bands.remove(&id) {
+            target.extend(found.into_iter().map(|(score, band)| (format!("{SCORE_KEY}{score}"), band)));
+        }
         targets.insert(id, (target, next_change));
     }
-    Ok(Evaluated { catalog, targets, only: only.cloned(), now })
+    Ok(Evaluated { catalog, targets, only: only.cloned(), now, scored })
 }
 
 /// Writes, in `conn` (a transaction), what changed for these customers since the stored state, and the events
@@ -347,12 +375,23 @@ pub async fn write(
             at: sea_orm::Set(now),
         }
     };
+    let score_event = |id: Uuid, score: &str, cause: Cause, payload: Value| derived_event::ActiveModel {
+        position: sea_orm::NotSet,
+        tenant: sea_orm::Set(tenant.as_str().to_owned()),
+        customer_id: sea_orm::Set(id),
+        kind: sea_orm::Set(EventKind::ScoreBandChanged.as_str().to_owned()),
+        key: sea_orm::Set(Some(score.to_owned())),
+        purpose: sea_orm::Set(None),
+        cause: sea_orm::Set(cause.as_str().to_owned()),
+        payload: sea_orm::Set(Some(payload)),
+        at: sea_orm::Set(now),
+    };
     let empty = (BTreeMap::new(), None);
     for (id, cause, consent_changed) in items {
         let (id, cause) = (*id, *cause);
-        if *consent_changed && !catalog.is_empty() {
+        if *consent_changed && (!catalog.is_empty() || evaluated.scored) {
             // Whatever else changed: a subscriber whose purpose lost consent is told to purge (at send). A tenant
-            // without definitions has no derived data anyone could hold.
+            // without definitions or scores has no derived data anyone could hold.
             events.push(event(id, EventKind::ConsentChanged, None, Cause::Consent, None));
         }
         let profiled = profiled_now.contains(&id);
@@ -362,6 +401,24 @@ pub async fn write(
         };
         let before = stored.remove(&id).unwrap_or_default();
         for (key, value) in target {
+            if let Some(score) = key.strip_prefix(SCORE_KEY) {
+                let previous = before.get(key).map(|old| &old.value);
+                if previous == Some(value) {
+                    continue;
+                }
+                let payload = serde_json::json!({ "value": value, "previous": previous });
+                events.push(score_event(id, score, cause, payload));
+                upserts.push(derived_value::ActiveModel {
+                    tenant: sea_orm::Set(tenant.as_str().to_owned()),
+                    customer_id: sea_orm::Set(id),
+                    key: sea_orm::Set(key.clone()),
+                    kind: sea_orm::Set(SCORE_KIND.to_owned()),
+                    version: sea_orm::Set(0),
+                    value: sea_orm::Set(value.clone()),
+                    since: sea_orm::Set(now),
+                });
+                continue;
+            }
             let Some(d) = catalog.get(key) else { continue };
             match before.get(key) {
                 None => {
@@ -394,6 +451,11 @@ pub async fn write(
         }
         for (key, old) in &before {
             if target.contains_key(key) {
+                continue;
+            }
+            if let Some(score) = key.strip_prefix(SCORE_KEY) {
+                events.push(score_event(id, score, cause, serde_json::json!({ "value": null, "previous": old.value })));
+                deletes.push((id, key.clone()));
                 continue;
             }
             let d = catalog.get(key);

@@ -208,6 +208,71 @@ pub async fn read(
     }))
 }
 
+/// The score bands the derived-state worker keeps per customer and announces when they move
+/// (`SCORE_BAND_CHANGED`): `rfm` (the named RFM segment by the tenant's current quintiles) and `churnRisk`
+/// (`LOW`, `MEDIUM`, `HIGH`). Only for a tenant that has fitted its score model (`fitScoreModel`, then on the
+/// schedule): that fit is the tenant asking for scores. A customer without a band (no purchases, one-time buyer for
+/// churn) has no entry for it; `None` for a tenant without a model. One query for all `ids`.
+pub async fn bands(
+    svc: &Services,
+    tenant: &TenantId,
+    ids: &[Uuid],
+    now: DateTime<Utc>,
+) -> ApiResult<Option<std::collections::HashMap<Uuid, Vec<(&'static str, serde_json::Value)>>>> {
+    use std::collections::HashMap;
+    let mut bands: HashMap<Uuid, Vec<(&'static str, serde_json::Value)>> = HashMap::new();
+    if score_model::of_tenant(tenant).one(svc.db.conn()).await?.is_none() {
+        return Ok(None);
+    }
+    if ids.is_empty() {
+        return Ok(Some(bands));
+    }
+    let mut histories: HashMap<Uuid, Vec<Purchase>> = HashMap::new();
+    for chunk in ids.chunks(1000) {
+        let rows: Vec<(Uuid, DateTime<Utc>, Option<f64>)> = touchpoint::of_tenant(tenant)
+            .filter(touchpoint::Column::CustomerId.is_in(chunk.iter().copied()))
+            .filter(touchpoint::Column::Kind.eq(TouchpointType::Purchase.as_str()))
+            .order_by_asc(touchpoint::Column::CustomerId)
+            .order_by_asc(touchpoint::Column::OccurredAt)
+            .select_only()
+            .column(touchpoint::Column::CustomerId)
+            .column(touchpoint::Column::OccurredAt)
+            .column(touchpoint::Column::Value)
+            .into_tuple()
+            .all(svc.db.conn())
+            .await?;
+        for (id, at, value) in rows {
+            histories.entry(id).or_default().push(Purchase { at, value: value.unwrap_or(0.0) });
+        }
+    }
+    if histories.is_empty() {
+        return Ok(Some(bands));
+    }
+    let quintiles = breakpoints(svc, tenant).await?;
+    let models = models(svc, tenant).await?;
+    for (id, purchases) in histories {
+        let mut found = Vec::new();
+        let rfm = RfmValues::from_purchases(&purchases, now)
+            .ok()
+            .flatten()
+            .and_then(|values| quintiles.breakpoints.as_ref().map(|b| b.score(&values)));
+        if let Some(rfm) = rfm
+            && let Ok(segment) = serde_json::to_value(rfm.segment)
+        {
+            found.push(("rfm", segment));
+        }
+        if let Ok(Some(summary)) = PurchaseSummary::from_purchases(&purchases, now, UNIT)
+            && let Ok(churn) = clv::churn(Some(&summary), &models.purchases)
+        {
+            found.push(("churnRisk", clv::ChurnBand::of(churn.churn_risk).as_str().into()));
+        }
+        if !found.is_empty() {
+            bands.insert(id, found);
+        }
+    }
+    Ok(Some(bands))
+}
+
 /// What a fit produced, for the job's result.
 #[derive(Debug, Clone, serde::Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -302,6 +367,9 @@ pub async fn fit(caller: &Caller, svc: &Services) -> ApiResult<FitReport> {
         fitted_at: Set(now),
         fitted_by: Set(caller.subject().chars().take(256).collect()),
     };
+    // The model and a re-evaluation of every buyer's score bands under it (announced as `SCORE_BAND_CHANGED`,
+    // cause `SCORE_MODEL`) commit together.
+    let txn = svc.db.begin_write().await?;
     score_model::Entity::insert(row)
         .on_conflict(
             sea_orm::sea_query::OnConflict::column(score_model::Column::Tenant)
@@ -319,8 +387,12 @@ pub async fn fit(caller: &Caller, svc: &Services) -> ApiResult<FitReport> {
                 ])
                 .to_owned(),
         )
-        .exec(svc.db.conn())
+        .exec(&txn)
         .await?;
+    let buyers: Vec<Uuid> = allowed.iter().copied().collect();
+    crate::derived::maintain::mark(&txn, tenant, &buyers, crate::derived::maintain::Cause::ScoreModel).await?;
+    txn.commit().await?;
+    svc.derived_wake.wake();
     let describe = |fit: Result<serde_json::Value, String>| match fit {
         Ok(params) => serde_json::json!({ "fitted": true, "params": params }),
         Err(refusal) => serde_json::json!({ "fitted": false, "refusal": refusal }),

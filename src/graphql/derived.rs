@@ -23,12 +23,13 @@ pub struct DerivedChangeView {
     position: String,
     kind: EventKind,
     customer_id: Uuid,
-    /// The segment or computed trait (none for `REVOKED`).
+    /// The segment or computed trait, or for `SCORE_BAND_CHANGED` the score (`rfm`, `churnRisk`); none for
+    /// `REVOKED`.
     key: Option<String>,
     /// The purpose the receiver acts for.
     purpose: String,
     cause: Cause,
-    /// A computed trait's new value (null when it has none).
+    /// A computed trait's new value, or a score's new band (null when it has none).
     value: Option<async_graphql::Json<serde_json::Value>>,
     /// Its value before.
     previous: Option<async_graphql::Json<serde_json::Value>>,
@@ -40,7 +41,7 @@ pub struct DerivedChangeView {
 
 impl From<Delivery> for DerivedChangeView {
     fn from(d: Delivery) -> Self {
-        let trait_value = d.kind == EventKind::TraitChanged;
+        let trait_value = matches!(d.kind, EventKind::TraitChanged | EventKind::ScoreBandChanged);
         DerivedChangeView {
             position: d.position.to_string(),
             kind: d.kind,
@@ -72,7 +73,8 @@ pub struct DerivedSubscription;
 #[Subscription]
 impl DerivedSubscription {
     /// Changes to derived data as they commit, from every instance: segment entered and exited, computed trait
-    /// changed — each with its cause (touchpoint, record, merge, unmerge, consent, window expiry, definition change).
+    /// changed, score band changed — each with its cause (touchpoint, record, merge, unmerge, consent, window expiry,
+    /// definition change, score model refit).
     /// Only definitions serving the caller's purpose, and consent applied when each event is sent: where the
     /// caller's permit for a customer is gone, a `REVOKED` event without payload says to purge what it holds.
     /// `after`: replay from the outbox first (the events after that position, at most 10,000), then go live, none

@@ -53,6 +53,12 @@ impl JobView {
         self.0.error.as_deref()
     }
 
+    /// Who asked for it: the token's subject, or `kontakt:schedule` for a job the schedule queued (a score-model
+    /// refit, `KONTAKT_SCORE_REFIT_SECS`).
+    async fn requested_by(&self) -> &str {
+        &self.0.requested_by
+    }
+
     async fn created_at(&self) -> DateTime<Utc> {
         self.0.created_at
     }

@@ -222,12 +222,10 @@ impl CustomerScoresView {
         match &self.0.value().churn {
             Ok((risk, alive)) => ChurnRisk {
                 value: Some(*risk),
-                band: Some(if *risk < 0.3 {
-                    ChurnBand::Low
-                } else if *risk <= 0.7 {
-                    ChurnBand::Medium
-                } else {
-                    ChurnBand::High
+                band: Some(match crate::scores::clv::ChurnBand::of(*risk) {
+                    crate::scores::clv::ChurnBand::Low => ChurnBand::Low,
+                    crate::scores::clv::ChurnBand::Medium => ChurnBand::Medium,
+                    crate::scores::clv::ChurnBand::High => ChurnBand::High,
                 }),
                 probability_alive: Some(*alive),
                 refusal: None,

@@ -163,6 +163,35 @@ pub struct Churn {
     pub churn_risk: f64,
 }
 
+/// Where a churn risk falls: under 0.3, 0.3 to 0.7, over 0.7.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ChurnBand {
+    Low,
+    Medium,
+    High,
+}
+
+impl ChurnBand {
+    pub fn of(churn_risk: f64) -> ChurnBand {
+        if churn_risk < 0.3 {
+            ChurnBand::Low
+        } else if churn_risk <= 0.7 {
+            ChurnBand::Medium
+        } else {
+            ChurnBand::High
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChurnBand::Low => "LOW",
+            ChurnBand::Medium => "MEDIUM",
+            ChurnBand::High => "HIGH",
+        }
+    }
+}
+
 /// The churn risk of a customer; refused without purchases, without a fitted BG/NBD, and for a one-time buyer.
 pub fn churn(customer: Option<&PurchaseSummary>, purchase_model: &Model<BgNbdParams>) -> Result<Churn, Refusal> {
     let customer = customer.ok_or(Refusal::NoPurchases)?;

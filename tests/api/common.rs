@@ -285,7 +285,7 @@ impl TestApp {
 
 /// Every field of a job.
 pub const JOB: &str = "query($id: UUID!) { job(id: $id) { id kind state progress { done total } result error
-    createdAt startedAt finishedAt } }";
+    requestedBy createdAt startedAt finishedAt } }";
 
 /// The `extensions.code` of the first error.
 pub fn first_code(body: &Value) -> &str {

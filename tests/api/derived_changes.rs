@@ -285,6 +285,113 @@ async fn export_and_erasure_cover_the_derived_data(app: TestApp) {
     assert_eq!(row.try_get::<i64>("", "n").expect("n"), 0, "the change events that named them are gone");
 }
 
+fn frequent_refits(config: &mut kontakt::config::Config) {
+    config.score_refit_secs = 2;
+}
+
+async fn score_bands_are_announced_and_the_model_is_refitted_on_schedule(app: TestApp) {
+    // 300 CDNOW buyers (enough for both models to fit); a repeat buyer silent for months is the one a
+    // personalization engine watches.
+    let sample: Vec<(u32, u32, f64, f64, f64)> = crate::scores::cdnow().into_iter().take(300).collect();
+    let (watched_id, ..) =
+        *sample.iter().find(|(_, x, t_x, t, _)| *x >= 2 && t - t_x >= 20.0).expect("a lapsed repeat buyer");
+    let watched_email = format!("cdnow{watched_id}@example.com");
+    let watched = consenting(&app, &watched_email).await;
+    let now = Utc::now() - chrono::Duration::minutes(1);
+    let week = |w: f64| chrono::Duration::seconds((w * 7.0 * 86_400.0).round() as i64);
+    let mut items = Vec::new();
+    for (id, x, t_x, t, zbar) in &sample {
+        let email = format!("cdnow{id}@example.com");
+        let first = now - week(*t);
+        items.push(purchase(&email, &format!("cd{id}-0"), first, zbar.max(1.0)));
+        for i in 1..=*x {
+            items.push(purchase(
+                &email,
+                &format!("cd{id}-{i}"),
+                first + week(t_x * f64::from(i) / f64::from(*x)),
+                *zbar,
+            ));
+        }
+    }
+    for chunk in items.chunks(250) {
+        let result = record(&app, json!(chunk)).await;
+        assert_eq!(result["rejected"], 0, "{}", result["results"]);
+    }
+    settle(&app).await;
+    let mut socket = subscribe(&app, &engine(&app)).await;
+
+    // The tenant's first fit is on demand; it announces the bands of every buyer under the new model.
+    let job = app.run_job(&definer(&app), "mutation { fitScoreModel { id } }").await;
+    assert_eq!(job["result"]["purchaseModel"]["fitted"], true, "{job}");
+    assert_ne!(job["requestedBy"], "kontakt:schedule");
+    let banded = until(&mut socket, Duration::from_secs(10), |seen| {
+        has(seen, &watched, "SCORE_BAND_CHANGED", Some("rfm"), "SCORE_MODEL")
+            && has(seen, &watched, "SCORE_BAND_CHANGED", Some("churnRisk"), "SCORE_MODEL")
+    })
+    .await;
+    let band = |events: &[Value], key: &str| {
+        events
+            .iter()
+            .rev()
+            .find(|e| e["customerId"] == watched.as_str() && e["key"] == key)
+            .map(|e| (e["value"].clone(), e["previous"].clone()))
+            .expect("a band event")
+    };
+    let (rfm, previous) = band(&banded, "rfm");
+    assert!(previous.is_null(), "the first band has no previous: {banded:?}");
+    let scores = app
+        .data(
+            &engine(&app),
+            "query($id: UUID!) { customer(id: $id) { scores { rfm { segment } churnRisk { band } } } }",
+            json!({ "id": watched }),
+        )
+        .await;
+    assert_eq!(scores["customer"]["scores"]["rfm"]["segment"], rfm, "the event carries the band a read serves");
+    assert_eq!(scores["customer"]["scores"]["churnRisk"]["band"], band(&banded, "churnRisk").0);
+    // Only the buyer who consented to the receiver's purpose is sent a band; the others only a payload-free
+    // revocation.
+    for event in &banded {
+        if event["customerId"] != watched.as_str() {
+            assert_eq!(event["kind"], "REVOKED", "{event}");
+            assert!(event["value"].is_null(), "{event}");
+        }
+    }
+
+    // Buying again today moves the watched buyer to the top band, announced with the touchpoint as its cause.
+    let today: Vec<Value> =
+        (0..5).map(|n| purchase(&watched_email, &format!("today-{n}"), Utc::now(), 500.0)).collect();
+    record(&app, json!(today)).await;
+    let moved = until(&mut socket, Duration::from_secs(10), |seen| {
+        has(seen, &watched, "SCORE_BAND_CHANGED", Some("rfm"), "TOUCHPOINT")
+    })
+    .await;
+    let (now_band, was) = band(&moved, "rfm");
+    assert_eq!(now_band, "CHAMPIONS", "{moved:?}");
+    assert_eq!(was, rfm, "the previous band is the one announced before");
+
+    // The schedule fits the model again once it is older than KONTAKT_SCORE_REFIT_SECS (2 s here), once, as
+    // `kontakt:schedule`.
+    let admin = definer(&app);
+    let mut scheduled = Vec::new();
+    for _ in 0..100 {
+        let data =
+            app.data(&admin, "{ jobs(first: 20) { edges { node { kind state requestedBy } } } }", json!({})).await;
+        scheduled = data["jobs"]["edges"]
+            .as_array()
+            .expect("edges")
+            .iter()
+            .map(|e| e["node"].clone())
+            .filter(|n| n["requestedBy"] == "kontakt:schedule")
+            .collect();
+        if scheduled.iter().any(|n| n["state"] == "SUCCEEDED") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let done = scheduled.iter().find(|n| n["state"] == "SUCCEEDED").unwrap_or_else(|| panic!("{scheduled:?}"));
+    assert_eq!(done["kind"], "FIT_SCORE_MODEL");
+}
+
 fn slow_jobs(config: &mut kontakt::config::Config) {
     // The backfill job starts at the runner's next look, seconds after the definition changes.
     config.job_poll_ms = 4_000;
@@ -488,5 +595,6 @@ on_every_backend!(
     a_profiling_denial_deletes_the_derived_state_in_its_own_transaction,
     export_and_erasure_cover_the_derived_data,
     a_definition_change_is_backfilled_while_the_old_version_answers with slow_jobs,
+    score_bands_are_announced_and_the_model_is_refitted_on_schedule with frequent_refits,
     webhooks_are_signed_retried_deduplicated_and_revoked with fast_retries,
 );

@@ -92,7 +92,7 @@ async fn rfm_codes_match_a_hand_computation_and_refusals_say_why(app: TestApp) {
 }
 
 /// The CDNOW summary (`tests/data/cdnow`): id, repeat purchases x, t_x and T in weeks, mean repeat value.
-fn cdnow() -> Vec<(u32, u32, f64, f64, f64)> {
+pub(crate) fn cdnow() -> Vec<(u32, u32, f64, f64, f64)> {
     let text = std::fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/tests/data/cdnow/cdnow_customers_summary_with_transactions.csv"
