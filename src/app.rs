@@ -195,10 +195,18 @@ async fn build_services(config: &Config, db: Database) -> anyhow::Result<(Servic
                 .set_response_timeout(Some(Duration::from_secs(1)));
             let manager = ConnectionManager::new_lazy_with_config(client.clone(), manager_config)
                 .context("setting up the Redis connection")?;
+            let breaker =
+                Arc::new(crate::storage::breaker::Breaker::new("redis", config.redis_timeout(), config.redis_probe()));
             Services {
                 db,
-                cache: Arc::new(RedisCache::new(manager.clone(), &config.redis_prefix)),
-                pubsub: Arc::new(RedisPubSub::new(client, manager, &config.redis_prefix)),
+                cache: Arc::new(RedisCache::new(manager.clone(), &config.redis_prefix, breaker.clone())),
+                pubsub: Arc::new(RedisPubSub::new(
+                    client,
+                    manager,
+                    &config.redis_prefix,
+                    breaker,
+                    config.redis_probe(),
+                )),
                 settings,
                 access_log,
                 rules: Default::default(),

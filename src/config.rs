@@ -124,6 +124,15 @@ pub struct Config {
     #[arg(long, env = "KONTAKT_CX_SWEEP_MS", default_value_t = 5_000, global = true)]
     pub cx_sweep_ms: u64,
 
+    /// Longest a Redis command may take before it counts as a failure (the cache answers a miss), in ms.
+    #[arg(long, env = "KONTAKT_REDIS_TIMEOUT_MS", default_value_t = 250, global = true)]
+    pub redis_timeout_ms: u64,
+
+    /// After a Redis failure, calls fail at once (cache miss, publish skipped) for this long before one probes
+    /// again; also how often a lost subscription subscribes again, in ms.
+    #[arg(long, env = "KONTAKT_REDIS_PROBE_MS", default_value_t = 1_000, global = true)]
+    pub redis_probe_ms: u64,
+
     /// How often each tenant's score model (BG/NBD and Gamma-Gamma, for CLV and churn risk) is fitted again, in
     /// seconds, once the tenant has fitted it (`fitScoreModel`); 0: only on demand.
     #[arg(long, env = "KONTAKT_SCORE_REFIT_SECS", default_value_t = 86_400, global = true)]
@@ -275,6 +284,14 @@ impl Config {
 
     pub fn cx_sweep(&self) -> Duration {
         Duration::from_millis(self.cx_sweep_ms.max(10))
+    }
+
+    pub fn redis_timeout(&self) -> Duration {
+        Duration::from_millis(self.redis_timeout_ms.max(1))
+    }
+
+    pub fn redis_probe(&self) -> Duration {
+        Duration::from_millis(self.redis_probe_ms.max(10))
     }
 
     pub fn score_refit(&self) -> Option<Duration> {

@@ -25,6 +25,9 @@ static RECORDER: Mutex<Option<PrometheusHandle>> = Mutex::new(None);
 const LATENCY_BUCKETS: [f64; 14] =
     [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
 
+/// How often histogram samples are folded into their buckets.
+const UPKEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// The process-wide Prometheus recorder (metrics are process-global; several apps in one test process share it).
 pub fn metrics_handle() -> anyhow::Result<PrometheusHandle> {
     let mut slot = RECORDER.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
@@ -34,6 +37,16 @@ pub fn metrics_handle() -> anyhow::Result<PrometheusHandle> {
     let handle = PrometheusBuilder::new()
         .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &LATENCY_BUCKETS)?
         .install_recorder()?;
+    // `install_recorder` leaves upkeep to the caller: without it every histogram sample is kept until the next scrape
+    // of `/metrics`, and a server nobody scrapes grows with every request. One thread for the process, like the
+    // recorder.
+    let upkeep = handle.clone();
+    std::thread::Builder::new().name("metrics-upkeep".into()).spawn(move || {
+        loop {
+            std::thread::sleep(UPKEEP_EVERY);
+            upkeep.run_upkeep();
+        }
+    })?;
     *slot = Some(handle.clone());
     Ok(handle)
 }

@@ -47,7 +47,7 @@ pub struct Args {
     /// The manifest `kontakt-bench seed` wrote.
     #[arg(long, default_value = "bench-manifest.json")]
     pub manifest: PathBuf,
-    /// Scenarios to run (repeatable): profile, timeline-1k, timeline-100k, timeline-1m, timeline-deep, feed,
+    /// Scenarios to run (repeatable): profile, profile-id, timeline-1k, timeline-100k, timeline-1m, timeline-deep, feed,
     /// ingest-graphql, ingest-segment, or `all`.
     #[arg(long = "scenario", value_delimiter = ',', default_value = "all")]
     pub scenarios: Vec<String>,

@@ -12,6 +12,7 @@ use crate::{Manifest, Shared};
 
 const PROFILE: &str = "query($id: UUID!) { customer(id: $id) { id givenName familyName identities { kind value } \
      consents { purpose status } touchpoints(first: 20) { edges { node { id channel type stage occurredAt } } } } }";
+const PROFILE_ID: &str = "query($id: UUID!) { customer(id: $id) { id } }";
 const TIMELINE: &str = "query($id: UUID!, $after: String) { customer(id: $id) { touchpoints(first: 50, after: $after) \
      { edges { cursor node { id channel type stage occurredAt } } pageInfo { hasNextPage endCursor } } } }";
 const FEED: &str = "query($cursor: String) { touchpoints(first: 100, after: $cursor) { excludedCount resumeCursor \
@@ -31,6 +32,8 @@ const ANONYMOUS_POOL: u64 = 5_000;
 /// A scenario ready to run: the ids and cursors it needs.
 pub enum Prepared {
     Profile,
+    /// `customer(id) { id }`: the consent-checked, access-logged read without the profile's fields.
+    ProfileId,
     Timeline {
         customer: Uuid,
     },
@@ -58,7 +61,7 @@ impl Prepared {
     /// What the items column counts.
     pub fn items_label(&self) -> &'static str {
         match self {
-            Prepared::Profile => "profiles",
+            Prepared::Profile | Prepared::ProfileId => "profiles",
             Prepared::Timeline { .. } | Prepared::Deep { .. } | Prepared::Feed => "edges",
             Prepared::IngestGraphql | Prepared::IngestSegment => "touchpoints",
             Prepared::CxMetrics => "cells",
@@ -145,6 +148,7 @@ pub fn expand(requested: &[String], manifest: &Manifest) -> anyhow::Result<Vec<S
         } else if matches!(
             name,
             "profile"
+                | "profile-id"
                 | "feed"
                 | "ingest-graphql"
                 | "ingest-segment"
@@ -175,6 +179,7 @@ pub async fn prepare(shared: &Shared, name: &str) -> anyhow::Result<Prepared> {
     let heavy = shared.manifest.heavy_by_size();
     Ok(match name {
         "profile" => Prepared::Profile,
+        "profile-id" => Prepared::ProfileId,
         "feed" => Prepared::Feed,
         "ingest-graphql" => Prepared::IngestGraphql,
         "ingest-segment" => Prepared::IngestSegment,
@@ -287,7 +292,8 @@ fn edges(page: &Value) -> u64 {
 pub async fn request(shared: &Shared, prepared: &Prepared, state: &mut ClientState) -> Outcome {
     state.sent += 1;
     let result = match prepared {
-        Prepared::Profile => profile(shared, state).await,
+        Prepared::Profile => profile(shared, state, PROFILE).await,
+        Prepared::ProfileId => profile(shared, state, PROFILE_ID).await,
         Prepared::Timeline { customer } => timeline(shared, *customer, None).await,
         Prepared::Deep { customer, cursor, .. } => timeline(shared, *customer, Some(cursor)).await,
         Prepared::Feed => feed(shared, state).await,
@@ -374,9 +380,9 @@ async fn cx_metrics(shared: &Shared) -> Judged {
     Ok((cells, 0))
 }
 
-async fn profile(shared: &Shared, state: &mut ClientState) -> Judged {
+async fn profile(shared: &Shared, state: &mut ClientState, query: &str) -> Judged {
     let id = shared.manifest.sample_customers.choose(&mut state.rng).copied().unwrap_or_default();
-    let body = graphql(shared, PROFILE, json!({ "id": id })).await?;
+    let body = graphql(shared, query, json!({ "id": id })).await?;
     if body["data"]["customer"].is_null() {
         return Err("customer missing".to_owned());
     }

@@ -4,6 +4,8 @@ use std::{sync::Arc, time::Duration};
 use async_trait::async_trait;
 use redis::{AsyncCommands, aio::ConnectionManager};
 
+use super::breaker::BreakerError;
+
 /// Byte values under string keys. Implementations add the installation's prefix; callers pass bare keys.
 /// Failures are logged and treated as a miss: the database stays the truth.
 #[async_trait]
@@ -66,11 +68,13 @@ impl Cache for MemoryCache {
 pub struct RedisCache {
     conn: ConnectionManager,
     prefix: String,
+    /// Shared with the pub/sub publisher: one view of whether Redis answers.
+    breaker: std::sync::Arc<super::breaker::Breaker>,
 }
 
 impl RedisCache {
-    pub fn new(conn: ConnectionManager, prefix: &str) -> Self {
-        RedisCache { conn, prefix: format!("{prefix}:cache:") }
+    pub fn new(conn: ConnectionManager, prefix: &str, breaker: std::sync::Arc<super::breaker::Breaker>) -> Self {
+        RedisCache { conn, prefix: format!("{prefix}:cache:"), breaker }
     }
 
     fn key(&self, key: &str) -> String {
@@ -82,8 +86,9 @@ impl RedisCache {
 impl Cache for RedisCache {
     async fn get(&self, key: &str) -> Option<Vec<u8>> {
         let mut conn = self.conn.clone();
-        match conn.get::<_, Option<Vec<u8>>>(self.key(key)).await {
+        match self.breaker.call(conn.get::<_, Option<Vec<u8>>>(self.key(key))).await {
             Ok(value) => value,
+            Err(BreakerError::Open(_)) => None,
             Err(err) => {
                 tracing::warn!(error = %err, "redis get failed; treating as a miss");
                 None
@@ -93,8 +98,9 @@ impl Cache for RedisCache {
     async fn set(&self, key: &str, value: Vec<u8>, ttl: Duration) {
         let mut conn = self.conn.clone();
         let secs = ttl.as_secs().max(1);
-        if let Err(err) = conn.set_ex::<_, _, ()>(self.key(key), value, secs).await {
-            tracing::warn!(error = %err, "redis set failed");
+        match self.breaker.call(conn.set_ex::<_, _, ()>(self.key(key), value, secs)).await {
+            Ok(()) | Err(BreakerError::Open(_)) => {}
+            Err(err) => tracing::warn!(error = %err, "redis set failed"),
         }
     }
     async fn delete(&self, keys: &[String]) {
@@ -103,13 +109,21 @@ impl Cache for RedisCache {
         }
         let mut conn = self.conn.clone();
         let keys: Vec<String> = keys.iter().map(|k| self.key(k)).collect();
-        if let Err(err) = conn.del::<_, ()>(keys).await {
-            tracing::warn!(error = %err, "redis delete failed");
+        // A delete that cannot reach Redis leaves an entry to its TTL; the profile cache is safe anyway, since every
+        // entry carries the consent version it was built under and a read compares it with the database's.
+        match self.breaker.call(conn.del::<_, ()>(keys)).await {
+            Ok(()) | Err(BreakerError::Open(_)) => {}
+            Err(err) => tracing::warn!(error = %err, "redis delete failed"),
         }
     }
     async fn ping(&self) -> anyhow::Result<()> {
+        // Readiness asks Redis itself (bounded), not the breaker's view.
         let mut conn = self.conn.clone();
-        let _: String = redis::cmd("PING").query_async(&mut conn).await?;
+        let ping = redis::cmd("PING");
+        let ping = ping.query_async::<String>(&mut conn);
+        tokio::time::timeout(Duration::from_secs(1), ping)
+            .await
+            .map_err(|_| anyhow::anyhow!("redis did not answer PING in 1 s"))??;
         Ok(())
     }
     fn kind(&self) -> &'static str {

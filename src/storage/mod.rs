@@ -1,4 +1,5 @@
 //! Storage: the database (sea-orm entities, scoped queries, migrations), the cache and pub/sub.
+pub mod breaker;
 pub mod cache;
 pub mod db;
 pub mod entities;

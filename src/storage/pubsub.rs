@@ -45,11 +45,26 @@ pub struct RedisPubSub {
     client: redis::Client,
     publisher: ConnectionManager,
     prefix: String,
+    breaker: std::sync::Arc<super::breaker::Breaker>,
+    /// How long a lost subscription waits before it subscribes again.
+    resubscribe_after: std::time::Duration,
 }
 
 impl RedisPubSub {
-    pub fn new(client: redis::Client, publisher: ConnectionManager, prefix: &str) -> Self {
-        RedisPubSub { client, publisher, prefix: format!("{prefix}:events:") }
+    pub fn new(
+        client: redis::Client,
+        publisher: ConnectionManager,
+        prefix: &str,
+        breaker: std::sync::Arc<super::breaker::Breaker>,
+        resubscribe_after: std::time::Duration,
+    ) -> Self {
+        RedisPubSub { client, publisher, prefix: format!("{prefix}:events:"), breaker, resubscribe_after }
+    }
+
+    async fn listen(client: &redis::Client, channel: &str) -> anyhow::Result<BoxStream<'static, String>> {
+        let mut pubsub = client.get_async_pubsub().await?;
+        pubsub.subscribe(channel).await?;
+        Ok(pubsub.into_on_message().filter_map(|msg| async move { msg.get_payload::<String>().ok() }).boxed())
     }
 }
 
@@ -57,12 +72,38 @@ impl RedisPubSub {
 impl PubSub for RedisPubSub {
     async fn publish(&self, topic: &str, payload: String) -> anyhow::Result<()> {
         let mut conn = self.publisher.clone();
-        conn.publish::<_, _, ()>(format!("{}{topic}", self.prefix), payload).await?;
+        self.breaker.call(conn.publish::<_, _, ()>(format!("{}{topic}", self.prefix), payload)).await?;
         Ok(())
     }
+
+    /// A subscription that outlives Redis: when the connection drops (Redis restarted, a network cut), it subscribes
+    /// again every `resubscribe_after` until Redis answers, and goes on. Messages published meanwhile are not
+    /// delivered (pub/sub keeps nothing); streams that need them replay from their own store (`derivedChanges` from
+    /// the outbox by position). Only the first subscription's failure is an error.
     async fn subscribe(&self, topic: &str) -> anyhow::Result<BoxStream<'static, String>> {
-        let mut pubsub = self.client.get_async_pubsub().await?;
-        pubsub.subscribe(format!("{}{topic}", self.prefix)).await?;
-        Ok(pubsub.into_on_message().filter_map(|msg| async move { msg.get_payload::<String>().ok() }).boxed())
+        let channel = format!("{}{topic}", self.prefix);
+        let first = Self::listen(&self.client, &channel).await?;
+        let (client, pause) = (self.client.clone(), self.resubscribe_after);
+        let stream = futures_util::stream::unfold(Some(first), move |mut current| {
+            let (client, channel) = (client.clone(), channel.clone());
+            async move {
+                loop {
+                    if let Some(messages) = current.as_mut() {
+                        if let Some(message) = messages.next().await {
+                            return Some((message, current));
+                        }
+                        tracing::warn!(channel = %channel, "redis subscription lost; subscribing again when Redis answers");
+                        metrics::counter!("kontakt_pubsub_resubscribes_total").increment(1);
+                        current = None;
+                    }
+                    tokio::time::sleep(pause).await;
+                    if let Ok(messages) = Self::listen(&client, &channel).await {
+                        tracing::info!(channel = %channel, "redis subscription restored");
+                        current = Some(messages);
+                    }
+                }
+            }
+        });
+        Ok(stream.boxed())
     }
 }

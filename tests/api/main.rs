@@ -14,6 +14,7 @@ mod cx;
 mod definitions;
 mod derived_changes;
 mod disclosure;
+mod faults;
 mod feed;
 mod http_spec;
 mod jobs;

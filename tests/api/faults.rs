@@ -1,0 +1,198 @@
+//! Redis faults against a throwaway `redis-server` the test starts, kills, freezes and starts again (issue 13,
+//! item 5): with Redis dead or hung, reads stay fast (the circuit breaker fails at once instead of each request
+//! waiting) and exact (a withdrawal is refused at once, never served from a cache); a live subscription comes back
+//! when Redis does, without the client doing anything.
+use std::{
+    net::TcpListener,
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use serde_json::{Value, json};
+
+use crate::{
+    common::{Backend, TestApp, first_code, spawn_with},
+    subscriptions::{next_json, ready_socket, send},
+    touchpoints::{grant, record, touchpoint},
+};
+
+/// A `redis-server` of the test's own on a free port; killed when dropped.
+struct RedisProcess {
+    port: u16,
+    child: Option<Child>,
+}
+
+impl RedisProcess {
+    fn start() -> Self {
+        let port = TcpListener::bind("127.0.0.1:0").expect("a free port").local_addr().expect("address").port();
+        let mut redis = RedisProcess { port, child: None };
+        redis.restart();
+        redis
+    }
+
+    /// Starts the server (again) on the same port and waits until it answers.
+    fn restart(&mut self) {
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server (Debian's redis-server package) starts");
+        self.child = Some(child);
+        for _ in 0..100 {
+            if let Ok(client) = redis::Client::open(self.url())
+                && let Ok(mut conn) = client.get_connection()
+                && redis::cmd("PING").query::<String>(&mut conn).is_ok()
+            {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("redis-server on port {} did not answer", self.port);
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().ok();
+            child.wait().ok();
+        }
+    }
+
+    /// SIGSTOP / SIGCONT: a Redis that accepts connections and never answers.
+    fn signal(&self, signal: &str) {
+        let pid = self.child.as_ref().expect("running").id().to_string();
+        assert!(Command::new("kill").args([signal, &pid]).status().expect("kill").success());
+    }
+}
+
+impl Drop for RedisProcess {
+    fn drop(&mut self) {
+        if self.child.is_some() {
+            self.signal("-CONT");
+        }
+        self.kill();
+    }
+}
+
+async fn app_on(redis: &RedisProcess) -> TestApp {
+    let url = redis.url();
+    spawn_with(Backend::Sqlite, |c| {
+        c.redis_url = Some(url.into());
+        c.profile_cache_ttl_secs = 30;
+    })
+    .await
+    .expect("an app")
+}
+
+const PROFILE: &str =
+    "query($id: UUID!) { customer(id: $id) { id touchpoints(first: 5) { edges { node { type } } } } }";
+
+fn reader(app: &TestApp) -> String {
+    app.token("acme", &["profiles:read", "touchpoints:read"], "personalization")
+}
+
+/// The median time of `n` profile reads, each of which must serve the profile.
+async fn median_read(app: &TestApp, id: &str, n: usize) -> Duration {
+    let token = reader(app);
+    let mut times = Vec::new();
+    for _ in 0..n {
+        let started = Instant::now();
+        let (_, body) = app.gql(&token, PROFILE, json!({ "id": id })).await;
+        times.push(started.elapsed());
+        assert_eq!(body["data"]["customer"]["id"], id, "{body}");
+    }
+    times.sort();
+    times[n / 2]
+}
+
+#[tokio::test]
+async fn reads_stay_fast_and_exact_with_redis_dead_or_hung() {
+    let mut redis = RedisProcess::start();
+    let app = app_on(&redis).await;
+    let created = record(
+        &app,
+        json!([touchpoint("f-1", json!([{ "kind": "EMAIL", "value": "f@example.com" }]), "PAGE_VIEW", 1)]),
+    )
+    .await;
+    let id = created["results"][0]["customerId"].as_str().expect("id").to_owned();
+    grant(&app, &id, "personalization", "GRANTED").await;
+    let healthy = median_read(&app, &id, 10).await;
+
+    // Dead: connections refused. The first failure opens the circuit; the reads after it do not wait on Redis.
+    redis.kill();
+    let dead = median_read(&app, &id, 21).await;
+    assert!(dead < Duration::from_millis(50), "median read with Redis dead: {dead:?} (healthy: {healthy:?})");
+    // Exact all the same: a withdrawal is refused on the next read.
+    grant(&app, &id, "personalization", "WITHDRAWN").await;
+    let (_, body) = app.gql(&reader(&app), PROFILE, json!({ "id": id })).await;
+    assert_eq!(first_code(&body), "CONSENT_REQUIRED", "{body}");
+    assert_eq!(body["errors"][0]["extensions"]["reason"], "WITHDRAWN", "{body}");
+    grant(&app, &id, "personalization", "GRANTED").await;
+
+    // Back: the next probe closes the circuit, and reads go on.
+    redis.restart();
+    tokio::time::sleep(Duration::from_millis(1_200)).await;
+    let back = median_read(&app, &id, 5).await;
+    assert!(back < Duration::from_millis(500), "{back:?}");
+
+    // Hung: Redis takes the connection and never answers. One call waits out the timeout; the rest fail at once.
+    redis.signal("-STOP");
+    let hung = median_read(&app, &id, 21).await;
+    redis.signal("-CONT");
+    assert!(hung < Duration::from_millis(50), "median read with Redis hung: {hung:?} (healthy: {healthy:?})");
+}
+
+/// Writes touchpoints (keys `key-0`, `key-1`, …) until an event arrives on `socket`, and answers it.
+async fn arrives(app: &TestApp, socket: &mut crate::subscriptions::Socket, key: &str) -> Value {
+    let write = async {
+        for i in 0..40 {
+            let item = touchpoint(
+                &format!("{key}-{i}"),
+                json!([{ "kind": "EMAIL", "value": "c@example.com" }]),
+                "PAGE_VIEW",
+                1,
+            );
+            record(app, json!([item])).await;
+            tokio::time::sleep(Duration::from_millis(150)).await;
+        }
+    };
+    tokio::select! {
+        message = next_json(socket) => message.expect("an event"),
+        () = write => panic!("no event for `{key}` within the writes"),
+    }
+}
+
+#[tokio::test]
+async fn a_subscription_comes_back_when_redis_does() {
+    let mut redis = RedisProcess::start();
+    let app = app_on(&redis).await;
+    let engine = app.token("acme", &["profiles:read", "touchpoints:read"], "personalization");
+    let mut socket = ready_socket(&app, &engine).await;
+    let query = "subscription { touchpointRecorded { idempotencyKey } }";
+    send(&mut socket, json!({ "type": "subscribe", "id": "t", "payload": { "query": query } })).await;
+    let consented = record(
+        &app,
+        json!([touchpoint("c-0", json!([{ "kind": "EMAIL", "value": "c@example.com" }]), "PAGE_VIEW", 1)]),
+    )
+    .await["results"][0]["customerId"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    grant(&app, &consented, "personalization", "GRANTED").await;
+
+    let before: Value = arrives(&app, &mut socket, "before").await;
+    assert_eq!(before["type"], "next", "{before}");
+
+    // Redis goes away and comes back: the same subscription goes on receiving, with no error and no `complete`.
+    redis.kill();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    redis.restart();
+    let after: Value = arrives(&app, &mut socket, "after").await;
+    assert_eq!(after["type"], "next", "the subscription was ended instead of restored: {after}");
+    let key = after["payload"]["data"]["touchpointRecorded"]["idempotencyKey"].as_str().expect("key");
+    assert!(key.starts_with("after-"), "{after}");
+}
