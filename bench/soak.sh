@@ -41,6 +41,7 @@ TOKEN="$(bench_token profiles:read,profiles:write,touchpoints:read,touchpoints:w
 rss_mb() { awk '/^VmRSS:/ { printf "%.1f", $2 / 1024 }' "/proc/$SERVER_PID/status"; }
 
 # The load: rounds of the three scenarios one after another, until the time is up.
+: >"$OUT/soak-load.md"
 (
     end=$((SECONDS + SECONDS_TOTAL))
     while ((SECONDS < end)); do
@@ -69,7 +70,7 @@ while kill -0 "$LOAD_PID" 2>/dev/null; do
 done
 wait "$LOAD_PID" || true
 LOAD_PID=""
-requests=$(awk -F'|' '/^\| (profile|profile-id|ingest-graphql) / { gsub(/[ ,]/, "", $4); n += $4 } END { print n + 0 }' "$OUT/soak-load.md")
+requests=$(awk -F'|' '/^\| (profile|profile-id|ingest-graphql) / { gsub(/[ ,]/, "", $3); n += $3 } END { print n + 0 }' "$OUT/soak-load.md")
 printf '\nrequests: %s; RSS after the warm-up %s MB, at the end %s MB, peak %s MB: growth %s %%\n' \
     "$requests" "${base:-?}" "$last" "$peak" \
     "$(awk -v a="${base:-0}" -v b="$last" 'BEGIN { if (a > 0) printf "%+.1f", (b - a) * 100 / a; else print "?" }')"

@@ -32,6 +32,8 @@ pub struct Application {
     cx_sweeper: crate::cx::cases::sweep::CxSweeper,
     derived_worker: crate::derived::maintain::DerivedWorker,
     webhooks: crate::derived::webhooks::WebhookDispatcher,
+    /// The database probe (PostgreSQL), stopped with the server.
+    db_probe: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Application {
@@ -44,6 +46,7 @@ impl Application {
             db.migrate().await?;
         }
         let job_db = Database::for_jobs(&config, &db).await?;
+        let db_probe = db.watch(config.database_probe());
         let (services, access_log_writer) = build_services(&config, db).await?;
         // Survey answers stored before CX metrics existed join the rollups in the background.
         let backfill_db = job_db.uncounted().conn().clone();
@@ -113,6 +116,7 @@ impl Application {
             cx_sweeper,
             derived_worker,
             webhooks,
+            db_probe,
         })
     }
 
@@ -153,6 +157,9 @@ impl Application {
         self.derived_worker.stop().await;
         self.webhooks.stop().await;
         self.access_log_writer.flush_and_stop().await;
+        if let Some(probe) = self.db_probe {
+            probe.abort();
+        }
         served
     }
 }

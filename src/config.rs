@@ -133,6 +133,11 @@ pub struct Config {
     #[arg(long, env = "KONTAKT_REDIS_PROBE_MS", default_value_t = 1_000, global = true)]
     pub redis_probe_ms: u64,
 
+    /// How often a probe connects to PostgreSQL; while it finds the database refusing connections, requests answer
+    /// `UNAVAILABLE` at once instead of each waiting for the pool (in ms).
+    #[arg(long, env = "KONTAKT_DATABASE_PROBE_MS", default_value_t = 500, global = true)]
+    pub database_probe_ms: u64,
+
     /// How often each tenant's score model (BG/NBD and Gamma-Gamma, for CLV and churn risk) is fitted again, in
     /// seconds, once the tenant has fitted it (`fitScoreModel`); 0: only on demand.
     #[arg(long, env = "KONTAKT_SCORE_REFIT_SECS", default_value_t = 86_400, global = true)]
@@ -292,6 +297,10 @@ impl Config {
 
     pub fn redis_probe(&self) -> Duration {
         Duration::from_millis(self.redis_probe_ms.max(10))
+    }
+
+    pub fn database_probe(&self) -> Duration {
+        Duration::from_millis(self.database_probe_ms.max(50))
     }
 
     pub fn score_refit(&self) -> Option<Duration> {

@@ -182,6 +182,11 @@ impl Extension for Operation {
             rate.check(&(caller.tenant().clone(), caller.subject().to_owned()), 1)
                 .map_err(|limited| limited.graphql_error())?;
         }
+        // With the database known to be down (its probe cannot connect), the answer is UNAVAILABLE now, not after
+        // the pool's acquire timeout.
+        if ctx.data_opt::<RequestContext>().is_some_and(|context| context.services.db.is_down()) {
+            return Err(refusal(ErrorCode::Unavailable, "the database is unavailable, try again"));
+        }
         if query.len() > limits.max_document_bytes {
             return Err(refusal(
                 ErrorCode::GraphqlValidationFailed,

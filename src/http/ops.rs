@@ -16,7 +16,10 @@ pub async fn healthz(State(state): State<AppState>) -> Response {
 
 /// The database answers, and Redis too when it is configured.
 pub async fn readyz(State(state): State<AppState>) -> Response {
-    let database = state.services.db.ping().await;
+    let database = match state.services.db.is_down() {
+        true => Err(anyhow::anyhow!("the database refuses connections (probe)")),
+        false => state.services.db.ping().await,
+    };
     let cache = state.services.cache.ping().await;
     let word = |r: &anyhow::Result<()>| if r.is_ok() { "ok" } else { "unavailable" };
     let ready = database.is_ok() && cache.is_ok();

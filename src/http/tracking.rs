@@ -67,6 +67,9 @@ pub async fn track(
             return rate_limited(limited.retry_after_secs());
         }
     }
+    if state.services.db.is_down() {
+        return failed(&ApiError::Unavailable("the database is unavailable, try again".into()));
+    }
     let caller = Caller::for_write_key(tenant, &source);
     let request = TrackingRequest {
         source: &source,

@@ -2,7 +2,7 @@
 use std::{
     sync::{
         Arc,
-        atomic::{AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
     },
     time::Duration,
 };
@@ -21,6 +21,10 @@ use crate::config::Config;
 pub struct Database {
     conn: DatabaseConnection,
     statements: Arc<AtomicU64>,
+    /// Set while the probe (`watch`) finds the database refusing connections.
+    down: Arc<AtomicBool>,
+    /// Where the probe connects (PostgreSQL only).
+    probe_url: Option<Arc<str>>,
 }
 
 impl Database {
@@ -92,7 +96,9 @@ impl Database {
                 conn.execute_unprepared(pragma).await.with_context(|| pragma.to_owned())?;
             }
         }
-        Ok(Database { conn, statements })
+        let probe_url = (conn.get_database_backend() == DbBackend::Postgres)
+            .then(|| Arc::from(config.database_url.expose().to_owned()));
+        Ok(Database { conn, statements, down: Arc::default(), probe_url })
     }
 
     /// The same pool, its statements left out of `kontakt_db_statements` (background work such as the CX sweeper,
@@ -105,7 +111,54 @@ impl Database {
                 metrics::counter!("kontakt_db_statement_failures_total").increment(1);
             }
         });
-        Database { conn, statements: Arc::new(AtomicU64::new(0)) }
+        Database {
+            conn,
+            statements: Arc::new(AtomicU64::new(0)),
+            down: self.down.clone(),
+            probe_url: self.probe_url.clone(),
+        }
+    }
+
+    /// Whether the database is known to be down: the probe (`watch`) could not connect at its last look. Requests
+    /// then answer `UNAVAILABLE` at once instead of each waiting out the pool's acquire timeout.
+    pub fn is_down(&self) -> bool {
+        self.down.load(Ordering::Acquire)
+    }
+
+    /// Probes the database every `every` on a connection of its own (the pool would wait its acquire timeout
+    /// trying to connect): a refused or broken connection marks it down, an answer marks it up again. A slow answer
+    /// changes nothing: load is not an outage. Nothing to watch on SQLite.
+    pub fn watch(&self, every: Duration) -> Option<tokio::task::JoinHandle<()>> {
+        use sea_orm::sqlx::{Connection, Executor, postgres::PgConnection};
+        let url = self.probe_url.clone()?;
+        let down = self.down.clone();
+        Some(tokio::spawn(async move {
+            let limit = Duration::from_secs(2);
+            let mut probe: Option<PgConnection> = None;
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                if let Some(conn) = probe.as_mut() {
+                    match tokio::time::timeout(limit, conn.execute("SELECT 1")).await {
+                        Ok(Ok(_)) => {
+                            mark(&down, false, None);
+                            continue;
+                        }
+                        Ok(Err(_)) => probe = None,
+                        Err(_) => continue,
+                    }
+                }
+                match tokio::time::timeout(limit, PgConnection::connect(&url)).await {
+                    Ok(Ok(conn)) => {
+                        probe = Some(conn);
+                        mark(&down, false, None);
+                    }
+                    Ok(Err(err)) => mark(&down, true, Some(&err.to_string())),
+                    Err(_) => {}
+                }
+            }
+        }))
     }
 
     pub fn conn(&self) -> &DatabaseConnection {
@@ -153,6 +206,18 @@ impl Database {
                 Some((pool.size(), pool.num_idle()))
             }
             _ => None,
+        }
+    }
+}
+
+fn mark(down: &AtomicBool, now_down: bool, error: Option<&str>) {
+    if down.swap(now_down, Ordering::AcqRel) != now_down {
+        metrics::gauge!("kontakt_database_down").set(if now_down { 1.0 } else { 0.0 });
+        match error {
+            Some(error) => {
+                tracing::error!(error, "the database refuses connections: requests answer UNAVAILABLE at once")
+            }
+            None => tracing::info!("the database answers again"),
         }
     }
 }

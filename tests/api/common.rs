@@ -167,6 +167,34 @@ pub fn now() -> u64 {
 }
 
 impl TestApp {
+    /// Another instance of the same installation: its own process state (in-process caches, workers, listener) over
+    /// this one's database schema, Redis key prefix and signing secret, as a second machine behind a load balancer
+    /// would be. The first instance owns the schema.
+    pub async fn second_instance(&self) -> TestApp {
+        let mut config = self.config.clone();
+        config.listen = "127.0.0.1:0".parse().expect("address");
+        config.metrics_listen = None;
+        let app = Application::build(config.clone()).await.expect("the second instance starts");
+        let addr = app.local_addr().expect("bound address");
+        let (tx, rx) = oneshot::channel::<()>();
+        tokio::spawn(app.run(async move {
+            let _ = rx.await;
+        }));
+        TestApp {
+            addr,
+            metrics_addr: None,
+            base: format!("http://{addr}"),
+            client: reqwest::Client::new(),
+            secret: self.secret.clone(),
+            backend: self.backend,
+            uses_redis: self.uses_redis,
+            config,
+            _dir: tempfile::tempdir().expect("temp dir"),
+            pg_schema: None,
+            shutdown: Some(tx),
+        }
+    }
+
     /// A connection to this server's database (same schema), for tests that check what is stored.
     pub async fn db(&self) -> sea_orm::DatabaseConnection {
         let mut options = sea_orm::ConnectOptions::new(self.config.database_url.expose());

@@ -26,19 +26,19 @@ fn engine(app: &TestApp) -> String {
     app.token("acme", &["profiles:read", "touchpoints:read"], "personalization")
 }
 
-const SEGMENT: &str = "mutation($i: DefineSegmentInput!) { defineSegment(input: $i) { key version } }";
+pub(crate) const SEGMENT: &str = "mutation($i: DefineSegmentInput!) { defineSegment(input: $i) { key version } }";
 const TRAIT: &str = "mutation($i: DefineComputedTraitInput!) { defineComputedTrait(input: $i) { key version } }";
 const CHANGES: &str = "subscription($after: String) { derivedChanges(after: $after) {
     position kind customerId key purpose cause value previous reason at } }";
 
-fn purchase(email: &str, key: &str, at: chrono::DateTime<Utc>, value: f64) -> Value {
+pub(crate) fn purchase(email: &str, key: &str, at: chrono::DateTime<Utc>, value: f64) -> Value {
     json!({ "identities": [{ "kind": "EMAIL", "value": email }], "channel": "WEB", "type": "PURCHASE",
             "source": "shop", "occurredAt": at.to_rfc3339(), "idempotencyKey": key, "value": value, "currency": "DKK" })
 }
 
 /// A customer known by `email` who consented to personalization before anything else happened (and whose
 /// derived state the worker has computed since).
-async fn consenting(app: &TestApp, email: &str) -> String {
+pub(crate) async fn consenting(app: &TestApp, email: &str) -> String {
     let id = app.upsert(&app.admin(), json!([{ "kind": "EMAIL", "value": email }]), None).await;
     grant(app, &id, "personalization", "GRANTED").await;
     settle(app).await;
@@ -47,7 +47,7 @@ async fn consenting(app: &TestApp, email: &str) -> String {
 
 /// Waits until the worker has taken every queued customer (and no backfill job is pending), so that the next
 /// write's events carry its own cause.
-async fn settle(app: &TestApp) {
+pub(crate) async fn settle(app: &TestApp) {
     use sea_orm::{ConnectionTrait, Statement};
     let db = app.db().await;
     let backend = db.get_database_backend();
@@ -68,11 +68,11 @@ async fn settle(app: &TestApp) {
     panic!("the derived-state queue did not drain in 10 s");
 }
 
-async fn define(app: &TestApp, mutation: &str, input: Value) {
+pub(crate) async fn define(app: &TestApp, mutation: &str, input: Value) {
     app.data(&definer(app), mutation, json!({ "i": input })).await;
 }
 
-fn within_days(days: u32) -> Value {
+pub(crate) fn within_days(days: u32) -> Value {
     json!({ "aggregate": { "aggregate": "COUNT", "filter": { "types": ["PURCHASE"] }, "window": { "lastDays": days } },
             "op": "GTE", "value": 1 })
 }

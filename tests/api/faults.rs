@@ -196,3 +196,109 @@ async fn a_subscription_comes_back_when_redis_does() {
     let key = after["payload"]["data"]["touchpointRecorded"]["idempotencyKey"].as_str().expect("key");
     assert!(key.starts_with("after-"), "{after}");
 }
+
+/// A TCP proxy in front of the test PostgreSQL that the test can cut (every connection dropped, new ones refused)
+/// and restore on the same port: PostgreSQL going away and coming back, as the server sees it.
+struct Cuttable {
+    addr: std::net::SocketAddr,
+    upstream: String,
+    tasks: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+}
+
+impl Cuttable {
+    async fn start(upstream: &str) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("address");
+        let proxy = Cuttable { addr, upstream: upstream.to_owned(), tasks: Default::default() };
+        proxy.serve(listener);
+        proxy
+    }
+
+    fn serve(&self, listener: tokio::net::TcpListener) {
+        let (tasks, upstream) = (self.tasks.clone(), self.upstream.clone());
+        let accept = tokio::spawn({
+            let tasks = tasks.clone();
+            async move {
+                while let Ok((mut client, _)) = listener.accept().await {
+                    let upstream = upstream.clone();
+                    let pipe = tokio::spawn(async move {
+                        if let Ok(mut server) = tokio::net::TcpStream::connect(upstream.as_str()).await {
+                            let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                        }
+                    });
+                    tasks.lock().expect("tasks").push(pipe);
+                }
+            }
+        });
+        tasks.lock().expect("tasks").push(accept);
+    }
+
+    fn cut(&self) {
+        for task in self.tasks.lock().expect("tasks").drain(..) {
+            task.abort();
+        }
+    }
+
+    async fn restore(&self) {
+        let listener = tokio::net::TcpListener::bind(self.addr).await.expect("bind the same port again");
+        self.serve(listener);
+    }
+}
+
+#[tokio::test]
+async fn with_postgres_gone_requests_fail_fast_as_unavailable_and_recover_by_themselves() {
+    let Ok(url) = std::env::var("TEST_DATABASE_URL") else { return };
+    let parsed = url::Url::parse(&url).expect("TEST_DATABASE_URL is a URL");
+    let upstream = format!("{}:{}", parsed.host_str().expect("host"), parsed.port().unwrap_or(5432));
+    let proxy = Cuttable::start(&upstream).await;
+    let mut through = parsed.clone();
+    through.set_host(Some("127.0.0.1")).expect("host");
+    through.set_port(Some(proxy.addr.port())).expect("port");
+    let app = spawn_with(Backend::Postgres, |c| {
+        c.database_url = through.to_string().into();
+        c.database_probe_ms = 100;
+    })
+    .await
+    .expect("an app");
+    let created = record(
+        &app,
+        json!([touchpoint("pg-1", json!([{ "kind": "EMAIL", "value": "pg@example.com" }]), "PAGE_VIEW", 1)]),
+    )
+    .await;
+    let id = created["results"][0]["customerId"].as_str().expect("id").to_owned();
+    grant(&app, &id, "personalization", "GRANTED").await;
+    let token = reader(&app);
+    let (_, body) = app.gql(&token, PROFILE, json!({ "id": id })).await;
+    assert_eq!(body["data"]["customer"]["id"], id.as_str(), "{body}");
+
+    // Gone: once the probe has seen it (100 ms here), every request answers UNAVAILABLE at once — not after the
+    // pool's 5 s — with 503 and Retry-After, and readiness says so as fast.
+    proxy.cut();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    for _ in 0..5 {
+        let started = Instant::now();
+        let (status, body) = app.gql(&token, PROFILE, json!({ "id": id })).await;
+        let took = started.elapsed();
+        assert_eq!(first_code(&body), "UNAVAILABLE", "{body}");
+        assert_eq!(status, reqwest::StatusCode::SERVICE_UNAVAILABLE, "{body}");
+        assert!(took < Duration::from_millis(200), "a request with the database gone took {took:?}");
+    }
+    let started = Instant::now();
+    let ready = app.client.get(format!("{}/readyz", app.base)).send().await.expect("readyz");
+    assert_eq!(ready.status(), reqwest::StatusCode::SERVICE_UNAVAILABLE);
+    assert!(started.elapsed() < Duration::from_millis(200), "{:?}", started.elapsed());
+
+    // Back: the server notices by itself and serves again, nothing lost.
+    proxy.restore().await;
+    let mut served = None;
+    for _ in 0..100 {
+        let (_, body) = app.gql(&token, PROFILE, json!({ "id": id })).await;
+        if body["data"]["customer"]["id"] == id.as_str() {
+            served = Some(body);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let served = served.expect("the server serves again once PostgreSQL is back");
+    assert_eq!(served["data"]["customer"]["touchpoints"]["edges"].as_array().map(Vec::len), Some(1), "{served}");
+}

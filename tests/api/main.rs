@@ -17,6 +17,7 @@ mod disclosure;
 mod faults;
 mod feed;
 mod http_spec;
+mod instances;
 mod jobs;
 mod journeys;
 mod limits;
