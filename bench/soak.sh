@@ -66,7 +66,7 @@ while kill -0 "$LOAD_PID" 2>/dev/null; do
     last="$(rss_mb)"
     printf '| %d | %s |\n' "$now" "$last"
     if [[ -z "$base" ]] && ((now >= WARMUP)); then base="$last"; fi
-    peak=$(awk -v a="$peak" -v b="$last" 'BEGIN { print (b > a ? b : a) }')
+    peak=$(awk -v a="$peak" -v b="$last" 'BEGIN { if (b + 0 > a + 0) print b; else print a }')
 done
 wait "$LOAD_PID" || true
 LOAD_PID=""
