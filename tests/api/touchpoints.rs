@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 
 use crate::common::{TestApp, first_code};
 
-const RECORD: &str = "mutation($t: [TouchpointInput!]!) { recordTouchpoints(touchpoints: $t) {
+pub(crate) const RECORD: &str = "mutation($t: [TouchpointInput!]!) { recordTouchpoints(touchpoints: $t) {
     created duplicates rejected results { index status touchpointId customerId error { code field message } } } }";
 
 pub fn writer(app: &TestApp) -> String {
