@@ -185,15 +185,31 @@ pub(crate) fn load_or_create_dev_key(path: &Path) -> anyhow::Result<String> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
-    write_private(path, &key).with_context(|| format!("writing development key {}", path.display()))?;
-    Ok(key)
+    match write_private(path, &key) {
+        Ok(()) => Ok(key),
+        // Another process (or server in the same process) made it first: theirs is the key, whole.
+        Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => load_or_create_dev_key(path),
+        Err(err) => Err(err).with_context(|| format!("writing development key {}", path.display())),
+    }
 }
 
+/// Creates `path` with `contents`, readable by the owner only, all at once: written to a file of its own, then linked
+/// into place, so a reader never sees it half written and of two writers exactly one wins (`AlreadyExists`).
 #[cfg(unix)]
 fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
     use std::{io::Write, os::unix::fs::OpenOptionsExt};
-    let mut file = fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)?;
-    file.write_all(contents.as_bytes())
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(format!(".{}.{}.tmp", std::process::id(), rand::random::<u64>()));
+    let staged = path.with_file_name(name);
+    let written = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&staged)
+        .and_then(|mut file| file.write_all(contents.as_bytes()).and_then(|()| file.sync_all()))
+        .and_then(|()| fs::hard_link(&staged, path));
+    let _ = fs::remove_file(&staged);
+    written
 }
 
 #[cfg(not(unix))]
@@ -230,4 +246,23 @@ fn load_jwks(path: &Path) -> anyhow::Result<Vec<VerifyKey>> {
     }
     anyhow::ensure!(!keys.is_empty(), "JWKS file {} holds no keys", path.display());
     Ok(keys)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn servers_starting_together_agree_on_one_development_key() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("kontakt.devkey.suppression");
+        let keys: Vec<String> = std::thread::scope(|scope| {
+            let racers: Vec<_> = (0..8).map(|_| scope.spawn(|| load_or_create_dev_key(&path))).collect();
+            racers.into_iter().map(|r| r.join().expect("thread").expect("a key")).collect()
+        });
+        assert!(keys.iter().all(|k| k == &keys[0] && k.len() >= 32), "{keys:?}");
+        assert_eq!(fs::read_to_string(&path).expect("the key file"), keys[0]);
+        // No staging file is left behind.
+        assert_eq!(fs::read_dir(dir.path()).expect("dir").count(), 1);
+    }
 }
