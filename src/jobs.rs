@@ -195,15 +195,7 @@ pub async fn schedule_refits(svc: &Services, every: Duration) -> ApiResult<usize
     for tenant in due {
         let Ok(tenant) = TenantId::parse(&tenant) else { continue };
         let txn = svc.db.begin_write().await?;
-        if sea_orm::ConnectionTrait::get_database_backend(&txn) == sea_orm::DbBackend::Postgres {
-            use sea_orm::ConnectionTrait;
-            txn.execute_raw(sea_orm::Statement::from_sql_and_values(
-                sea_orm::DbBackend::Postgres,
-                "SELECT pg_advisory_xact_lock(hashtext($1))",
-                [format!("kontakt-refit:{tenant}").into()],
-            ))
-            .await?;
-        }
+        crate::storage::db::lock_until_commit(&txn, &format!("kontakt-refit:{tenant}")).await?;
         let pending = job::of_tenant(&tenant)
             .filter(job::Column::Kind.eq(JobKind::FitScoreModel.as_str()))
             .filter(

@@ -21,7 +21,7 @@ use std::{
 
 use chrono::{DateTime, Utc};
 use sea_orm::{
-    ColumnTrait, ConnectionTrait, DbBackend, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Statement,
+    ColumnTrait, ConnectionTrait, DbBackend, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
     sea_query::OnConflict,
 };
 use serde_json::Value;
@@ -217,15 +217,7 @@ async fn profiled(
 /// then taken in commit order (a reader never sees position n+1 before n), and two instances never write the same
 /// customer's values at once. SQLite serializes writers anyway.
 async fn lock_tenant(conn: &impl ConnectionTrait, tenant: &TenantId) -> Result<(), DbErr> {
-    if conn.get_database_backend() == DbBackend::Postgres {
-        conn.execute_raw(Statement::from_sql_and_values(
-            DbBackend::Postgres,
-            "SELECT pg_advisory_xact_lock(hashtext($1))",
-            [format!("kontakt-derived:{tenant}").into()],
-        ))
-        .await?;
-    }
-    Ok(())
+    crate::storage::db::lock_until_commit(conn, &format!("kontakt-derived:{tenant}")).await
 }
 
 /// The key prefix under which a customer's score bands are kept beside their definitions' values (`score:rfm`,

@@ -106,8 +106,13 @@ pub struct Models {
 }
 
 async fn models(svc: &Services, tenant: &TenantId) -> ApiResult<Models> {
-    let Some(row) = score_model::of_tenant(tenant).one(svc.db.conn()).await? else {
-        return Ok(Models { purchases: Model::NotFitted, spend: Model::NotFitted, refusal: Some(Refusal::NotFitted) });
+    Ok(models_of(score_model::of_tenant(tenant).one(svc.db.conn()).await?))
+}
+
+/// The models a stored row holds (none: nothing fitted yet).
+fn models_of(row: Option<score_model::Model>) -> Models {
+    let Some(row) = row else {
+        return Models { purchases: Model::NotFitted, spend: Model::NotFitted, refusal: Some(Refusal::NotFitted) };
     };
     let stamp = |params| FittedModel { params, fitted_at: Some(row.fitted_at), version: Some(row.version.to_string()) };
     let purchases = row.bgnbd.clone().and_then(|p| serde_json::from_value::<BgNbdParams>(p).ok()).map(stamp);
@@ -125,11 +130,34 @@ async fn models(svc: &Services, tenant: &TenantId) -> ApiResult<Models> {
         (_, None) => Some(refusal_of(&row.gamma_gamma_refusal)),
         _ => None,
     };
-    Ok(Models {
+    Models {
         purchases: purchases.map_or(Model::NotFitted, Model::Fitted),
         spend: spend.map_or(Model::NotFitted, Model::Fitted),
         refusal,
-    })
+    }
+}
+
+/// One purchase as read: customer, time, value.
+type PurchaseRow = (Uuid, DateTime<Utc>, Option<f64>);
+
+/// The tenant's purchases as [`PurchaseRow`]s, per customer in time order (filter further, then `into_tuple`).
+fn purchase_rows(tenant: &TenantId) -> sea_orm::Select<touchpoint::Entity> {
+    touchpoint::of_tenant(tenant)
+        .filter(touchpoint::Column::Kind.eq(TouchpointType::Purchase.as_str()))
+        .order_by_asc(touchpoint::Column::CustomerId)
+        .order_by_asc(touchpoint::Column::OccurredAt)
+        .select_only()
+        .column(touchpoint::Column::CustomerId)
+        .column(touchpoint::Column::OccurredAt)
+        .column(touchpoint::Column::Value)
+}
+
+/// A customer's RFM score against the tenant's quintiles (none without purchases or quintiles).
+fn rfm_of(purchases: &[Purchase], quintiles: &TenantBreakpoints, now: DateTime<Utc>) -> Option<RfmScore> {
+    RfmValues::from_purchases(purchases, now)
+        .ok()
+        .flatten()
+        .and_then(|values| quintiles.breakpoints.as_ref().map(|b| b.score(&values)))
 }
 
 /// A customer's scores, each present or refused with its reason.
@@ -147,17 +175,12 @@ pub struct CustomerScores {
 
 /// The customer's purchases, oldest first (value 0 when none was given).
 async fn purchases_of(svc: &Services, tenant: &TenantId, customer: Uuid) -> ApiResult<Vec<Purchase>> {
-    let rows: Vec<(DateTime<Utc>, Option<f64>)> = touchpoint::of_tenant(tenant)
+    let rows: Vec<PurchaseRow> = purchase_rows(tenant)
         .filter(touchpoint::Column::CustomerId.eq(customer))
-        .filter(touchpoint::Column::Kind.eq(TouchpointType::Purchase.as_str()))
-        .order_by_asc(touchpoint::Column::OccurredAt)
-        .select_only()
-        .column(touchpoint::Column::OccurredAt)
-        .column(touchpoint::Column::Value)
         .into_tuple()
         .all(svc.db.conn())
         .await?;
-    Ok(rows.into_iter().map(|(at, value)| Purchase { at, value: value.unwrap_or(0.0) }).collect())
+    Ok(rows.into_iter().map(|(_, at, value)| Purchase { at, value: value.unwrap_or(0.0) }).collect())
 }
 
 /// The customer's scores. Needs `profiles:read` and the policy's permit for derived data; refused for a customer who
@@ -178,10 +201,7 @@ pub async fn read(
     let tenant = caller.tenant();
     let purchases = purchases_of(svc, tenant, customer_id).await?;
     let tenant_breakpoints = breakpoints(svc, tenant).await?;
-    let rfm = RfmValues::from_purchases(&purchases, now)
-        .ok()
-        .flatten()
-        .and_then(|values| tenant_breakpoints.breakpoints.as_ref().map(|b| b.score(&values)));
+    let rfm = rfm_of(&purchases, &tenant_breakpoints, now);
     let summary =
         PurchaseSummary::from_purchases(&purchases, now, UNIT).map_err(|e| Refusal::InvalidInput(e.to_string()));
     let models = models(svc, tenant).await?;
@@ -221,23 +241,14 @@ pub async fn bands(
 ) -> ApiResult<Option<std::collections::HashMap<Uuid, Vec<(&'static str, serde_json::Value)>>>> {
     use std::collections::HashMap;
     let mut bands: HashMap<Uuid, Vec<(&'static str, serde_json::Value)>> = HashMap::new();
-    if score_model::of_tenant(tenant).one(svc.db.conn()).await?.is_none() {
-        return Ok(None);
-    }
+    let Some(row) = score_model::of_tenant(tenant).one(svc.db.conn()).await? else { return Ok(None) };
     if ids.is_empty() {
         return Ok(Some(bands));
     }
     let mut histories: HashMap<Uuid, Vec<Purchase>> = HashMap::new();
     for chunk in ids.chunks(1000) {
-        let rows: Vec<(Uuid, DateTime<Utc>, Option<f64>)> = touchpoint::of_tenant(tenant)
+        let rows: Vec<PurchaseRow> = purchase_rows(tenant)
             .filter(touchpoint::Column::CustomerId.is_in(chunk.iter().copied()))
-            .filter(touchpoint::Column::Kind.eq(TouchpointType::Purchase.as_str()))
-            .order_by_asc(touchpoint::Column::CustomerId)
-            .order_by_asc(touchpoint::Column::OccurredAt)
-            .select_only()
-            .column(touchpoint::Column::CustomerId)
-            .column(touchpoint::Column::OccurredAt)
-            .column(touchpoint::Column::Value)
             .into_tuple()
             .all(svc.db.conn())
             .await?;
@@ -249,14 +260,10 @@ pub async fn bands(
         return Ok(Some(bands));
     }
     let quintiles = breakpoints(svc, tenant).await?;
-    let models = models(svc, tenant).await?;
+    let models = models_of(Some(row));
     for (id, purchases) in histories {
         let mut found = Vec::new();
-        let rfm = RfmValues::from_purchases(&purchases, now)
-            .ok()
-            .flatten()
-            .and_then(|values| quintiles.breakpoints.as_ref().map(|b| b.score(&values)));
-        if let Some(rfm) = rfm
+        if let Some(rfm) = rfm_of(&purchases, &quintiles, now)
             && let Ok(segment) = serde_json::to_value(rfm.segment)
         {
             found.push(("rfm", segment));
@@ -303,17 +310,7 @@ pub async fn fit(caller: &Caller, svc: &Services) -> ApiResult<FitReport> {
     // Every purchase of the tenant, per customer in time order, in one streamed pass.
     let mut histories: HashMap<Uuid, Vec<Purchase>> = HashMap::new();
     {
-        let mut stream = touchpoint::of_tenant(tenant)
-            .filter(touchpoint::Column::Kind.eq(TouchpointType::Purchase.as_str()))
-            .order_by_asc(touchpoint::Column::CustomerId)
-            .order_by_asc(touchpoint::Column::OccurredAt)
-            .select_only()
-            .column(touchpoint::Column::CustomerId)
-            .column(touchpoint::Column::OccurredAt)
-            .column(touchpoint::Column::Value)
-            .into_tuple::<(Uuid, DateTime<Utc>, Option<f64>)>()
-            .stream(svc.db.conn())
-            .await?;
+        let mut stream = purchase_rows(tenant).into_tuple::<PurchaseRow>().stream(svc.db.conn()).await?;
         while let Some((customer, at, value)) = stream.try_next().await? {
             histories.entry(customer).or_default().push(Purchase { at, value: value.unwrap_or(0.0) });
         }

@@ -210,6 +210,20 @@ impl Database {
     }
 }
 
+/// Holds a lock named `key` until the transaction `conn` ends: PostgreSQL's transaction-scoped advisory lock, for
+/// writers that must not interleave across instances. SQLite serializes writers anyway: nothing to take.
+pub async fn lock_until_commit(conn: &impl ConnectionTrait, key: &str) -> Result<(), DbErr> {
+    if conn.get_database_backend() == DbBackend::Postgres {
+        conn.execute_raw(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            "SELECT pg_advisory_xact_lock(hashtext($1))",
+            [key.into()],
+        ))
+        .await?;
+    }
+    Ok(())
+}
+
 fn mark(down: &AtomicBool, now_down: bool, error: Option<&str>) {
     if down.swap(now_down, Ordering::AcqRel) != now_down {
         metrics::gauge!("kontakt_database_down").set(if now_down { 1.0 } else { 0.0 });

@@ -250,9 +250,10 @@ impl Cuttable {
     }
 }
 
-#[tokio::test]
-async fn with_postgres_gone_requests_fail_fast_as_unavailable_and_recover_by_themselves() {
-    let Ok(url) = std::env::var("TEST_DATABASE_URL") else { return };
+/// A PostgreSQL server app whose database connections go through a [`Cuttable`] proxy, probed every 100 ms; none
+/// without `TEST_DATABASE_URL`.
+async fn behind_proxy() -> Option<(Cuttable, TestApp)> {
+    let url = std::env::var("TEST_DATABASE_URL").ok()?;
     let parsed = url::Url::parse(&url).expect("TEST_DATABASE_URL is a URL");
     let upstream = format!("{}:{}", parsed.host_str().expect("host"), parsed.port().unwrap_or(5432));
     let proxy = Cuttable::start(&upstream).await;
@@ -263,8 +264,13 @@ async fn with_postgres_gone_requests_fail_fast_as_unavailable_and_recover_by_the
         c.database_url = through.to_string().into();
         c.database_probe_ms = 100;
     })
-    .await
-    .expect("an app");
+    .await?;
+    Some((proxy, app))
+}
+
+#[tokio::test]
+async fn with_postgres_gone_requests_fail_fast_as_unavailable_and_recover_by_themselves() {
+    let Some((proxy, app)) = behind_proxy().await else { return };
     let created = record(
         &app,
         json!([touchpoint("pg-1", json!([{ "kind": "EMAIL", "value": "pg@example.com" }]), "PAGE_VIEW", 1)]),
@@ -338,19 +344,7 @@ async fn write_until(app: &TestApp, writer: usize, stop: &std::sync::atomic::Ato
 
 #[tokio::test]
 async fn writes_through_a_postgres_outage_are_retryable_and_none_is_lost_or_doubled() {
-    let Ok(url) = std::env::var("TEST_DATABASE_URL") else { return };
-    let parsed = url::Url::parse(&url).expect("TEST_DATABASE_URL is a URL");
-    let upstream = format!("{}:{}", parsed.host_str().expect("host"), parsed.port().unwrap_or(5432));
-    let proxy = Cuttable::start(&upstream).await;
-    let mut through = parsed.clone();
-    through.set_host(Some("127.0.0.1")).expect("host");
-    through.set_port(Some(proxy.addr.port())).expect("port");
-    let app = spawn_with(Backend::Postgres, |c| {
-        c.database_url = through.to_string().into();
-        c.database_probe_ms = 100;
-    })
-    .await
-    .expect("an app");
+    let Some((proxy, app)) = behind_proxy().await else { return };
 
     // Four writers; PostgreSQL goes away for 2.7 s once they are under way, and they go on for 1.5 s after it is
     // back.
