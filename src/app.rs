@@ -221,6 +221,7 @@ async fn build_services(config: &Config, db: Database) -> anyhow::Result<(Servic
                 definitions: Default::default(),
                 derived_wake: Default::default(),
                 webhook_wake: Default::default(),
+                local_profiles: None,
             }
         }
         None => Services {
@@ -234,6 +235,8 @@ async fn build_services(config: &Config, db: Database) -> anyhow::Result<(Servic
             definitions: Default::default(),
             derived_wake: Default::default(),
             webhook_wake: Default::default(),
+            local_profiles: profile_cache_ttl
+                .map(|ttl| Arc::new(crate::profiles::cache::LocalProfiles::new(100_000, ttl))),
         },
     };
     Ok((services, access_log_writer))

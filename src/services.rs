@@ -37,4 +37,6 @@ pub struct Services {
     pub derived_wake: crate::derived::maintain::Wake,
     /// Wakes this instance's webhook dispatcher.
     pub webhook_wake: crate::derived::webhooks::WebhookWake,
+    /// The in-process profile cache: only without Redis (one instance) and with the profile cache on.
+    pub local_profiles: Option<Arc<crate::profiles::cache::LocalProfiles>>,
 }

@@ -230,14 +230,23 @@ pub struct Profile {
 
 /// One customer of the caller's tenant; `NOT_FOUND` for ids of other tenants. A merged-away id answers with its
 /// survivor. One statement reads the row with its consent ledger (`policy::load_customer`), so the profile and
-/// every decision about its personalization data in this request rest on the same fresh state, and no cache sits
-/// between a withdrawal or a restriction and the next read.
+/// every decision about its personalization data in this request rest on the same fresh state; a single instance
+/// keeps both in process (`cache::state`), dropped by every write before it answers, so no cache sits between an
+/// acknowledged withdrawal or restriction and the next read.
 #[tracing::instrument(skip_all, fields(tenant = %caller.tenant(), customer = %id))]
 pub async fn read_profile(caller: &Caller, svc: &Services, session: &ConsentSession, id: Uuid) -> ApiResult<Profile> {
     caller.require(Scope::ProfilesRead)?;
     let not_found = || ApiError::not_found(format!("customer {id}"));
     let conn = svc.db.conn();
-    let (mut row, mut privacy) = policy::load_customer(conn, caller.tenant(), id).await?.ok_or_else(not_found)?;
+    let (mut row, mut privacy) = match super::cache::state(svc, caller.tenant(), id) {
+        Some(cached) => cached.as_ref().clone(),
+        None => {
+            let ticket = super::cache::ticket(svc, id);
+            let (row, privacy) = policy::load_customer(conn, caller.tenant(), id).await?.ok_or_else(not_found)?;
+            super::cache::remember_state(svc, ticket, caller.tenant(), &row, &privacy);
+            (row, privacy)
+        }
+    };
     // A merged-away id answers with the survivor (following a chain of merges, boundedly).
     for _ in 0..8 {
         let Some(survivor) = row.merged_into else { break };
@@ -406,8 +415,9 @@ pub async fn identities_of(
         [one] => match super::cache::identities(svc, tenant, *one).await {
             Some(rows) => rows,
             None => {
+                let ticket = super::cache::ticket(svc, *one);
                 let rows = identity_rows(tenant, svc, &[*one]).await?;
-                super::cache::remember_identities(svc, tenant, *one, &rows).await;
+                super::cache::remember_identities(svc, ticket, tenant, *one, &rows).await;
                 rows
             }
         },

@@ -354,13 +354,15 @@ pub async fn read_timeline(
             let rows = match profile_cache::recent(svc, tenant, &permit, state.consent_version, first).await {
                 Some(rows) => rows,
                 None => {
+                    let ticket = profile_cache::ticket(svc, customer_id);
                     let rows = of_customer(tenant, &permit)
                         .order_by(touchpoint::Column::OccurredAt, Order::Desc)
                         .order_by(touchpoint::Column::Id, Order::Desc)
                         .limit(first as u64 + 1)
                         .all(svc.db.conn())
                         .await?;
-                    profile_cache::remember_recent(svc, tenant, &permit, state.consent_version, first, &rows).await;
+                    profile_cache::remember_recent(svc, ticket, tenant, &permit, state.consent_version, first, &rows)
+                        .await;
                     rows
                 }
             };

@@ -309,8 +309,9 @@ async fn a_withdrawal_is_refused_on_the_very_next_read(app: TestApp) {
     assert_eq!(data["customer"]["consents"], json!([{ "status": "WITHDRAWN", "effective": false }]));
 }
 
-/// The profile cache serves a warm profile read with one statement (the customer row and its consents), and never
-/// a stale page or identity list: ingestion drops what it changes.
+/// The profile cache serves a warm profile read with no statement in process (one instance, no Redis: the customer
+/// row with its privacy state is kept too) and one with Redis (the customer row and its consents, always from the
+/// database), and never a stale page or identity list: ingestion drops what it changes.
 async fn the_profile_cache_serves_warm_reads_and_never_a_stale_page(app: TestApp) {
     let email = json!({ "kind": "EMAIL", "value": "cache@example.com" });
     let result = record(&app, json!([touchpoint("c1", json!([email]), "PAGE_VIEW", 30)])).await;
@@ -333,7 +334,11 @@ async fn the_profile_cache_serves_warm_reads_and_never_a_stale_page(app: TestApp
     let warm = app.data(&token, query, json!({ "id": customer, "n": 5 })).await;
     let warm_statements = app.statements().await - before;
     assert_eq!(warm, cold, "a warm read answers what the cold one did");
-    assert_eq!(warm_statements, 1, "a warm profile read reads only the customer row with its consents");
+    if app.uses_redis {
+        assert_eq!(warm_statements, 1, "a warm profile read reads only the customer row with its consents");
+    } else {
+        assert_eq!(warm_statements, 0, "a warm profile read in a single instance is served from process memory");
+    }
 
     // A new touchpoint naming a new device as well: the next read shows both, not the cached page.
     let device = json!({ "kind": "DEVICE_ID", "value": "tablet-7" });
@@ -356,6 +361,58 @@ async fn the_profile_cache_serves_warm_reads_and_never_a_stale_page(app: TestApp
     let ten = app.data(&token, query, json!({ "id": customer, "n": 10 })).await;
     assert_eq!(keys(&ten), vec!["c3", "c2", "c1"]);
     assert_eq!(ten["customer"]["touchpoints"]["pageInfo"]["hasNextPage"], false);
+}
+
+/// A warm profile cache never outlives a change of what decides: after each write that changes a customer's consent
+/// or restriction (a withdrawal, a denial carried in with a merge, a restriction, an erasure), the very next read
+/// decides with the new state, although the read before it was served from the cache.
+async fn a_warm_profile_cache_never_outlives_a_consent_change(app: TestApp) {
+    let officer =
+        app.token("acme", &["profiles:read", "profiles:write", "privacy:admin", "consent:write"], "privacy_admin");
+    let reader = app.token("acme", &["profiles:read", "touchpoints:read"], "personalization");
+    let query =
+        "query($id: UUID!) { customer(id: $id) { id touchpoints(first: 5) { edges { node { idempotencyKey } } } } }";
+    let mut customers = Vec::new();
+    for name in ["withdrawn", "merged", "denier", "restricted", "erased"] {
+        let identity = json!([{ "kind": "EMAIL", "value": format!("{name}@example.com") }]);
+        let result = record(&app, json!([touchpoint(&format!("warm-{name}"), identity, "PAGE_VIEW", 5)])).await;
+        let id = result["results"][0]["customerId"].as_str().expect("customer").to_owned();
+        grant(&app, &id, "personalization", if name == "denier" { "DENIED" } else { "GRANTED" }).await;
+        customers.push(id);
+    }
+    let [withdrawn, merged, denier, restricted, erased] = customers.as_slice() else { unreachable!() };
+    // Warm every customer's entries: the second read of each is served from the cache.
+    for id in [withdrawn, merged, restricted, erased] {
+        for _ in 0..2 {
+            let (status, body) = app.gql(&reader, query, json!({ "id": id })).await;
+            assert_eq!(status, 200, "{body}");
+            assert_eq!(body["data"]["customer"]["touchpoints"]["edges"].as_array().map(Vec::len), Some(1), "{body}");
+        }
+    }
+    let refused = |body: &Value, what: &str| {
+        assert!(body["data"]["customer"]["touchpoints"].is_null(), "{what}: touchpoints served: {body}");
+        assert_eq!(first_code(body), "CONSENT_REQUIRED", "{what}: {body}");
+    };
+
+    grant(&app, withdrawn, "personalization", "WITHDRAWN").await;
+    let (_, body) = app.gql(&reader, query, json!({ "id": withdrawn })).await;
+    refused(&body, "withdrawal");
+
+    let merge = "mutation($s: UUID!, $m: UUID!) { mergeCustomers(survivorId: $s, mergedId: $m) { id } }";
+    app.data(&officer, merge, json!({ "s": merged, "m": denier })).await;
+    let (_, body) = app.gql(&reader, query, json!({ "id": merged })).await;
+    refused(&body, "merge with a customer who denied");
+
+    app.data(&officer, "mutation($id: UUID!) { restrictProcessing(customerId: $id) }", json!({ "id": restricted }))
+        .await;
+    let (_, body) = app.gql(&reader, query, json!({ "id": restricted })).await;
+    assert!(body["data"]["customer"].is_null(), "a restricted profile is not served: {body}");
+    assert_ne!(first_code(&body), "<none>", "{body}");
+
+    app.data(&officer, "mutation($id: UUID!) { eraseCustomer(id: $id) { id } }", json!({ "id": erased })).await;
+    let (_, body) = app.gql(&reader, query, json!({ "id": erased })).await;
+    assert!(body["data"]["customer"].is_null(), "an erased profile is not served: {body}");
+    assert_eq!(first_code(&body), "NOT_FOUND", "{body}");
 }
 
 /// Every (caller purpose × consent state × restriction × pii:read) combination, for the gated and masked fields.
@@ -706,6 +763,7 @@ on_every_backend!(
     the_feed_leaves_out_customers_without_consent_and_says_how_many,
     a_withdrawal_is_refused_on_the_very_next_read,
     the_profile_cache_serves_warm_reads_and_never_a_stale_page,
+    a_warm_profile_cache_never_outlives_a_consent_change,
     the_policy_table_holds_for_every_combination,
     scopes_and_tenants_guard_touchpoints_and_consent,
 );
