@@ -120,7 +120,7 @@ async fn execute_batch(state: &AppState, caller: Caller, items: Vec<Value>, medi
     }
     // Each operation of a batch counts toward the rate limit; the batch keeps 200 (the others ran), and says when
     // the limited ones may be sent again.
-    let mut response = json_response(media, StatusCode::OK, &Value::Array(results));
+    let mut response = json_response(media, StatusCode::OK, &results);
     if let Some(seconds) = retry_after {
         response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));
     }
@@ -130,7 +130,7 @@ async fn execute_batch(state: &AppState, caller: Caller, items: Vec<Value>, medi
 /// The result of one operation: its JSON body and the status it would have on its own.
 struct Outcome {
     status: StatusCode,
-    body: Value,
+    body: Body,
     allow_post_only: bool,
     /// Seconds for `Retry-After` (a rate-limited operation).
     retry_after: Option<u64>,
@@ -138,7 +138,7 @@ struct Outcome {
 
 impl Outcome {
     fn request_error(status: StatusCode, code: ErrorCode, message: &str) -> Self {
-        Outcome { status, body: error_body(code, message), allow_post_only: false, retry_after: None }
+        Outcome { status, body: Body::Json(error_body(code, message)), allow_post_only: false, retry_after: None }
     }
 
     fn into_response_with(self, media: MediaType) -> Response {
@@ -169,7 +169,7 @@ async fn execute(state: &AppState, caller: Caller, params: Params, media: MediaT
             count_error(ErrorCode::GraphqlParseFailed);
             return Outcome {
                 status: request_error_status(media),
-                body: json!({ "errors": [tagged(err, ErrorCode::GraphqlParseFailed)] }),
+                body: Body::Json(json!({ "errors": [tagged(err, ErrorCode::GraphqlParseFailed)] })),
                 allow_post_only: false,
                 retry_after: None,
             };
@@ -178,7 +178,7 @@ async fn execute(state: &AppState, caller: Caller, params: Params, media: MediaT
     if method == Method::GET && operation == Some(OperationKind::Mutation) {
         return Outcome {
             status: StatusCode::METHOD_NOT_ALLOWED,
-            body: error_body(ErrorCode::BadRequest, "mutations are sent with POST"),
+            body: Body::Json(error_body(ErrorCode::BadRequest, "mutations are sent with POST")),
             allow_post_only: true,
             retry_after: None,
         };
@@ -215,18 +215,12 @@ async fn execute(state: &AppState, caller: Caller, params: Params, media: MediaT
     };
     let errors: Vec<Value> = response.errors.into_iter().map(|e| tagged(e, ErrorCode::Validation)).collect();
 
-    let mut body = Map::new();
-    if !request_failed {
-        body.insert("data".into(), serde_json::to_value(&response.data).unwrap_or(Value::Null));
-    }
-    if !errors.is_empty() {
-        body.insert("errors".into(), Value::Array(errors));
-    }
-    if !response.extensions.is_empty()
-        && let Ok(ext) = serde_json::to_value(&response.extensions)
-    {
-        body.insert("extensions".into(), ext);
-    }
+    // Serialized straight from the executor's values (no intermediate JSON tree).
+    let body = Body::Executed {
+        data: (!request_failed).then_some(response.data),
+        errors,
+        extensions: response.extensions,
+    };
     let status = if retry_after.is_some() {
         StatusCode::TOO_MANY_REQUESTS
     } else if timed_out {
@@ -236,7 +230,22 @@ async fn execute(state: &AppState, caller: Caller, params: Params, media: MediaT
     } else {
         StatusCode::OK
     };
-    Outcome { status, body: Value::Object(body), allow_post_only: false, retry_after }
+    Outcome { status, body, allow_post_only: false, retry_after }
+}
+
+/// The JSON body of one operation's answer.
+#[derive(serde::Serialize)]
+#[serde(untagged)]
+enum Body {
+    Json(Value),
+    Executed {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        data: Option<async_graphql::Value>,
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        errors: Vec<Value>,
+        #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+        extensions: std::collections::BTreeMap<String, async_graphql::Value>,
+    },
 }
 
 /// Serialises a GraphQL error, giving it `code` when the schema layer did not.
@@ -271,7 +280,7 @@ fn error_body(code: ErrorCode, message: &str) -> Value {
     json!({ "errors": [error_body_entry(code, message)] })
 }
 
-fn json_response(media: MediaType, status: StatusCode, body: &Value) -> Response {
+fn json_response(media: MediaType, status: StatusCode, body: &impl serde::Serialize) -> Response {
     let bytes =
         serde_json::to_vec(body).unwrap_or_else(|_| b"{\"errors\":[{\"message\":\"internal error\"}]}".to_vec());
     (status, [(header::CONTENT_TYPE, media.content_type())], bytes).into_response()
