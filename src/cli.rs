@@ -95,12 +95,14 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
 async fn serve(config: Config) -> anyhow::Result<()> {
     crate::telemetry::init_logging(config.log_format());
     let development = !config.is_production();
+    let graphiql = config.graphiql_enabled();
     let app = Application::build(config).await?;
     let addr = app.local_addr()?;
-    let mut banner = format!(
-        "Kontakt is listening.\n  GraphQL:  http://{addr}/graphql\n  GraphiQL: http://{addr}/graphql (open in a browser)\n  \
-         WebSocket subscriptions: ws://{addr}/graphql/ws\n"
-    );
+    let mut banner = format!("Kontakt is listening.\n  GraphQL:  http://{addr}/graphql\n");
+    if graphiql {
+        banner.push_str(&format!("  GraphiQL: http://{addr}/graphiql\n"));
+    }
+    banner.push_str(&format!("  WebSocket subscriptions: ws://{addr}/graphql/ws\n"));
     if let Some(metrics) = app.metrics_addr() {
         banner.push_str(&format!("  Metrics:  http://{metrics}/metrics\n"));
     }

@@ -184,6 +184,11 @@ pub struct Config {
     #[arg(long, env = "KONTAKT_INTROSPECTION", action = clap::ArgAction::Set, global = true)]
     pub introspection: Option<bool>,
 
+    /// Serve GraphiQL (from the binary, no CDN) at `/graphiql` and to browsers at `/graphql` (default: on in
+    /// development, off in production).
+    #[arg(long, env = "KONTAKT_GRAPHIQL", action = clap::ArgAction::Set, global = true)]
+    pub graphiql: Option<bool>,
+
     /// Bearer token `/metrics` requires (`Authorization: Bearer <token>`); without it `/metrics` is open. Production
     /// needs this or `KONTAKT_METRICS_LISTEN`.
     #[arg(long, env = "KONTAKT_METRICS_TOKEN", hide_env_values = true, global = true)]
@@ -242,6 +247,10 @@ impl Config {
 
     pub fn introspection_enabled(&self) -> bool {
         self.introspection.unwrap_or(!self.is_production())
+    }
+
+    pub fn graphiql_enabled(&self) -> bool {
+        self.graphiql.unwrap_or(!self.is_production())
     }
 
     pub fn log_format(&self) -> LogFormat {

@@ -1,12 +1,12 @@
 //! `/graphql` over HTTP, by the GraphQL-over-HTTP spec: content negotiation, status codes, GET rules, batching.
 use std::collections::HashMap;
 
-use async_graphql::{ErrorExtensions, ServerError, Variables, http::GraphiQLSource};
+use async_graphql::{ErrorExtensions, ServerError, Variables};
 use axum::{
     body::Bytes,
     extract::{Query, State},
     http::{HeaderMap, HeaderValue, Method, StatusCode, header},
-    response::{Html, IntoResponse, Response},
+    response::{IntoResponse, Response},
 };
 use serde_json::{Map, Value, json};
 
@@ -45,11 +45,11 @@ pub async fn graphql_get(
     headers: HeaderMap,
     Query(query): Query<HashMap<String, String>>,
 ) -> Response {
-    if wants_html(&headers) && !query.contains_key("query") {
-        return Html(
-            GraphiQLSource::build().endpoint("/graphql").subscription_endpoint("/graphql/ws").title("Kontakt").finish(),
-        )
-        .into_response();
+    // A browser opening /graphql gets GraphiQL (when it is served); everything else follows the spec.
+    if state.config.graphiql_enabled() && wants_html(&headers) && !query.contains_key("query") {
+        let mut page = super::graphiql::page();
+        page.headers_mut().insert(header::VARY, HeaderValue::from_static("accept"));
+        return page;
     }
     let media = match negotiate(&headers) {
         Ok(media) => media,

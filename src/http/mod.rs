@@ -1,4 +1,5 @@
 //! The HTTP edge: routes, middleware (request id, tracing, limits, metrics) and the GraphQL-over-HTTP rules.
+mod graphiql;
 mod graphql;
 mod ops;
 pub mod tracking;
@@ -70,6 +71,13 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/{kind}", axum::routing::post(tracking::track).layer(RequestDecompressionLayer::new()))
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz));
+    // GraphiQL from the binary's own assets, when `KONTAKT_GRAPHIQL` is on (default: development only).
+    if state.config.graphiql_enabled() {
+        graphiql::prepare();
+        routes = routes
+            .route("/graphiql", get(graphiql::graphiql_page))
+            .route("/graphiql/{version}/{file}", get(graphiql::graphiql_asset));
+    }
     // With a separate metrics listener (`KONTAKT_METRICS_LISTEN`), `/metrics` is served there only.
     if state.config.metrics_listen.is_none() {
         routes = routes.route("/metrics", get(ops::metrics));

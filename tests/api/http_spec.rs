@@ -156,14 +156,133 @@ async fn batching_is_off_by_default_and_bounded_when_on() {
     assert_eq!(post(&app, Some(GRJ), too_many).await.status(), StatusCode::BAD_REQUEST);
 }
 
+/// What a browser sends when it opens a page.
+const BROWSER_ACCEPT: &str = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8";
+
+/// The values of every `src="…"` and `href="…"` attribute of an HTML page.
+fn page_references(page: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    for attribute in ["src=\"", "href=\""] {
+        let mut rest = page;
+        while let Some(at) = rest.find(attribute) {
+            rest = &rest[at + attribute.len()..];
+            let end = rest.find('"').expect("a closed attribute");
+            found.push(rest[..end].to_owned());
+            rest = &rest[end..];
+        }
+    }
+    found
+}
+
+/// Fetches the GraphiQL page a browser gets at `path`.
+async fn browser_get(app: &TestApp, path: &str) -> reqwest::Response {
+    app.client.get(app.url(path)).header(header::ACCEPT, BROWSER_ACCEPT).send().await.expect("request")
+}
+
+/// GraphiQL comes from the binary: the page (at /graphql for a browser, and at /graphiql) names no other origin,
+/// carries a Content-Security-Policy that allows this origin only, and every file it loads is served here with its
+/// content type, cached as immutable.
 #[tokio::test]
-async fn graphiql_is_served_to_browsers() {
+async fn graphiql_is_served_to_browsers_from_the_binary() {
     let app = app().await;
-    let response =
-        app.client.get(app.url("/graphql")).header(header::ACCEPT, "text/html,*/*").send().await.expect("request");
-    assert_eq!(response.status(), StatusCode::OK);
-    assert!(content_type(&response).starts_with("text/html"));
-    assert!(response.text().await.expect("text").to_lowercase().contains("graphiql"));
+    for path in ["/graphql", "/graphiql"] {
+        let response = browser_get(&app, path).await;
+        assert_eq!(response.status(), StatusCode::OK, "{path}");
+        assert!(content_type(&response).starts_with("text/html"), "{path}: {}", content_type(&response));
+        let csp = response
+            .headers()
+            .get(header::CONTENT_SECURITY_POLICY)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        for directive in ["default-src 'none'", "script-src 'self';", "connect-src 'self'", "frame-ancestors 'none'"] {
+            assert!(csp.contains(directive), "{path}: the CSP `{csp}` lacks `{directive}`");
+        }
+        assert!(!csp.contains("http") && !csp.contains("unsafe-eval"), "{path}: the CSP allows too much: {csp}");
+        let page = response.text().await.expect("text");
+        assert!(page.contains("<title>Kontakt</title>"), "{page}");
+        // No CDN, no other origin: not in a script, a stylesheet, a link, nor anywhere else on the page.
+        assert!(!page.contains("http://") && !page.contains("https://"), "the page names another origin: {page}");
+        assert!(!page.contains("<script>") && !page.contains("<style"), "no inline script or style: {page}");
+
+        let references = page_references(&page);
+        let scripts: Vec<_> = references.iter().filter(|r| r.ends_with(".js")).collect();
+        let styles: Vec<_> = references.iter().filter(|r| r.ends_with(".css")).collect();
+        assert!(scripts.len() >= 4 && !styles.is_empty(), "GraphiQL, React, ReactDOM, the bootstrap: {references:?}");
+        let mut largest_script = 0;
+        for reference in &references {
+            assert!(!reference.contains("//") && !reference.contains(':'), "not this origin: {reference}");
+            let url = app.url(&format!("/{}", reference.trim_start_matches('/')));
+            let response = app.client.get(&url).send().await.expect("asset");
+            assert_eq!(response.status(), StatusCode::OK, "{url}");
+            let expected = match reference.rsplit('.').next() {
+                Some("js") => "text/javascript",
+                Some("css") => "text/css",
+                Some("txt") => "text/plain",
+                other => panic!("an asset of an unexpected kind ({other:?}): {reference}"),
+            };
+            assert!(content_type(&response).starts_with(expected), "{url}: {}", content_type(&response));
+            let cache = response.headers().get(header::CACHE_CONTROL).and_then(|v| v.to_str().ok()).unwrap_or_default();
+            assert_eq!(cache, "public, max-age=31536000, immutable", "{url}");
+            let body = response.bytes().await.expect("body");
+            assert!(body.len() >= 1024, "{url} is only {} bytes", body.len());
+            if expected == "text/javascript" {
+                largest_script = largest_script.max(body.len());
+            }
+            // The version in the path is this build's: another one is not served (it would be cached for a year).
+            let (version, file) = reference.rsplit_once('/').expect("graphiql/<version>/<file>");
+            assert!(version.starts_with("graphiql/"), "{reference}");
+            let stale = app.url(&format!("/graphiql/0000000000000000/{file}"));
+            assert_eq!(app.client.get(&stale).send().await.expect("stale").status(), StatusCode::NOT_FOUND);
+        }
+        assert!(largest_script > 500_000, "GraphiQL itself is served, not a stub ({largest_script} bytes)");
+    }
+    assert_eq!(browser_get(&app, "/graphiql/0000000000000000/nothing.js").await.status(), StatusCode::NOT_FOUND);
+}
+
+/// Off (`KONTAKT_GRAPHIQL=false`, and by default in production): a browser at /graphql gets what any GET without a
+/// query gets, and neither the page nor its assets are served. Production can opt in.
+#[tokio::test]
+async fn graphiql_is_not_served_when_off_nor_by_default_in_production() {
+    let development = app().await;
+    let page = browser_get(&development, "/graphiql").await.text().await.expect("page");
+    let assets: Vec<String> = page_references(&page).into_iter().map(|r| format!("/{r}")).collect();
+    assert!(!assets.is_empty());
+
+    let production = |c: &mut kontakt::config::Config| {
+        c.env = kontakt::config::Environment::Production;
+        c.suppression_key = Some("s".repeat(40).into());
+        c.metrics_token = Some("m".repeat(32).into());
+    };
+    let off = spawn_with(Backend::Sqlite, |c| c.graphiql = Some(false)).await.expect("sqlite");
+    let default_production = spawn_with(Backend::Sqlite, production).await.expect("sqlite");
+    for app in [&off, &default_production] {
+        let response = browser_get(app, "/graphql").await;
+        let status = response.status();
+        let media = content_type(&response);
+        let body = response.text().await.expect("body");
+        let plain = app.client.get(app.url("/graphql")).header(header::ACCEPT, "*/*").send().await.expect("request");
+        assert_eq!(status, plain.status(), "a browser gets what any GET without a query gets: {body}");
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+        assert!(media.starts_with("application/json"), "{media}: {body}");
+        assert!(!body.to_lowercase().contains("graphiql"), "{body}");
+        assert_eq!(browser_get(app, "/graphiql").await.status(), StatusCode::NOT_FOUND);
+        for asset in &assets {
+            assert_eq!(app.client.get(app.url(asset)).send().await.expect("asset").status(), StatusCode::NOT_FOUND);
+        }
+    }
+
+    let opted_in = spawn_with(Backend::Sqlite, |c| {
+        production(c);
+        c.graphiql = Some(true);
+    })
+    .await
+    .expect("sqlite");
+    assert_eq!(browser_get(&opted_in, "/graphiql").await.status(), StatusCode::OK);
+    assert_eq!(browser_get(&opted_in, "/graphql").await.status(), StatusCode::OK);
+    for asset in &assets {
+        assert_eq!(opted_in.client.get(opted_in.url(asset)).send().await.expect("asset").status(), StatusCode::OK);
+    }
 }
 
 #[tokio::test]
