@@ -92,6 +92,7 @@ impl Application {
             instance: uuid::Uuid::new_v4().simple().to_string().into(),
             write_keys: Arc::new(write_keys),
             tracking_limiter: tracking_limit.map(|limit| Arc::new(TrackingLimiter::new("tracking", limit))),
+            documents: http::Documents::new(),
         };
         let router = http::router(state.clone());
         let listener = tokio::net::TcpListener::bind(state.config.listen)

@@ -1,7 +1,7 @@
 //! `/graphql` over HTTP, by the GraphQL-over-HTTP spec: content negotiation, status codes, GET rules, batching.
-use std::collections::HashMap;
+use std::{collections::HashMap, sync::Arc};
 
-use async_graphql::{ErrorExtensions, ServerError, Variables};
+use async_graphql::{ErrorExtensions, ServerError, Variables, parser::types::ExecutableDocument};
 use axum::{
     body::Bytes,
     extract::{Query, State},
@@ -162,8 +162,10 @@ async fn execute(state: &AppState, caller: Caller, params: Params, media: MediaT
         request = request.variables(Variables::from_json(Value::Object(variables)));
     }
 
-    // The limits are the execution path's (`graphql::guard`); here only what the kind of operation means for HTTP.
-    let operation = match request.parsed_query() {
+    // The limits are the execution path's (`graphql::guard`, which inspects the document whether it was parsed
+    // here or taken from the cache); here only what the kind of operation means for HTTP.
+    let parsed = state.documents.parse(&mut request);
+    let operation = match parsed {
         Ok(doc) => operation_kind(doc, params.operation_name.as_deref()),
         Err(err) => {
             count_error(ErrorCode::GraphqlParseFailed);
@@ -216,11 +218,8 @@ async fn execute(state: &AppState, caller: Caller, params: Params, media: MediaT
     let errors: Vec<Value> = response.errors.into_iter().map(|e| tagged(e, ErrorCode::Validation)).collect();
 
     // Serialized straight from the executor's values (no intermediate JSON tree).
-    let body = Body::Executed {
-        data: (!request_failed).then_some(response.data),
-        errors,
-        extensions: response.extensions,
-    };
+    let body =
+        Body::Executed { data: (!request_failed).then_some(response.data), errors, extensions: response.extensions };
     let status = if retry_after.is_some() {
         StatusCode::TOO_MANY_REQUESTS
     } else if timed_out {
@@ -231,6 +230,46 @@ async fn execute(state: &AppState, caller: Caller, params: Params, media: MediaT
         StatusCode::OK
     };
     Outcome { status, body, allow_post_only: false, retry_after }
+}
+
+/// Documents already parsed, by their text: clients send the same few queries again and again, and parsing is
+/// a good part of a small read's cost. Only documents that parsed and are at most `MAX_CACHED_BYTES` are kept (at
+/// most `MAX_CACHED` of them), so the cache holds at most a few megabytes. Every limit is still checked on every
+/// operation by the execution path (`graphql::guard::parse_query` inspects the document it is given).
+#[derive(Clone)]
+pub struct Documents {
+    parsed: moka::sync::Cache<String, Arc<ExecutableDocument>>,
+}
+
+impl Documents {
+    const MAX_CACHED: u64 = 1_000;
+    const MAX_CACHED_BYTES: usize = 16 * 1024;
+
+    pub fn new() -> Self {
+        Documents { parsed: moka::sync::Cache::new(Self::MAX_CACHED) }
+    }
+
+    /// The request's document, parsed now or taken from the cache, and set on the request so the executor does not
+    /// parse it again.
+    fn parse<'r>(&self, request: &'r mut async_graphql::Request) -> Result<&'r ExecutableDocument, ServerError> {
+        let cacheable = request.query.len() <= Self::MAX_CACHED_BYTES;
+        if cacheable && let Some(doc) = self.parsed.get(&request.query) {
+            request.set_parsed_query(doc.as_ref().clone());
+        } else {
+            let query = cacheable.then(|| request.query.clone());
+            let doc = request.parsed_query()?;
+            if let Some(query) = query {
+                self.parsed.insert(query, Arc::new(doc.clone()));
+            }
+        }
+        request.parsed_query()
+    }
+}
+
+impl Default for Documents {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 /// The JSON body of one operation's answer.

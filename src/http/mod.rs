@@ -31,6 +31,8 @@ use crate::{auth::KeyRing, config::Config, graphql::KontaktSchema, services::Ser
 
 pub const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id");
 
+pub use graphql::Documents;
+
 /// What every handler can reach.
 #[derive(Clone)]
 pub struct AppState {
@@ -44,6 +46,8 @@ pub struct AppState {
     pub write_keys: Arc<tracking::WriteKeys>,
     /// Tracking events per write key (`KONTAKT_TRACKING_RATE_LIMIT_*`), when on.
     pub tracking_limiter: Option<Arc<crate::rate_limit::TrackingLimiter>>,
+    /// Parsed documents by their text (`graphql::parsed`): a repeated query is not parsed again.
+    pub documents: Documents,
 }
 
 /// CORS for browser frontends: only the configured origins, only what the API needs.
