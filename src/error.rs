@@ -22,6 +22,8 @@ pub enum ErrorCode {
     GraphqlValidationFailed,
     /// The HTTP request is not a well-formed GraphQL-over-HTTP request.
     BadRequest,
+    /// An automatic persisted query named by its hash that this server does not hold: send it again with the query.
+    PersistedQueryNotFound,
 }
 
 impl ErrorCode {
@@ -40,6 +42,7 @@ impl ErrorCode {
             ErrorCode::GraphqlParseFailed => "GRAPHQL_PARSE_FAILED",
             ErrorCode::GraphqlValidationFailed => "GRAPHQL_VALIDATION_FAILED",
             ErrorCode::BadRequest => "BAD_REQUEST",
+            ErrorCode::PersistedQueryNotFound => "PERSISTED_QUERY_NOT_FOUND",
         }
     }
 }

@@ -35,7 +35,10 @@ impl MediaType {
 
 /// A well-formed GraphQL-over-HTTP request.
 struct Params {
-    query: String,
+    /// The document; absent when an automatic persisted query names it by hash only.
+    query: Option<String>,
+    /// `extensions.persistedQuery.sha256Hash` (automatic persisted queries), lower-case hex.
+    persisted: Option<String>,
     operation_name: Option<String>,
     variables: Option<Map<String, Value>>,
 }
@@ -154,7 +157,14 @@ impl Outcome {
 }
 
 async fn execute(state: &AppState, caller: Caller, params: Params, media: MediaType, method: Method) -> Outcome {
-    let mut request = async_graphql::Request::new(params.query);
+    let query = match state.documents.resolve(params.query, params.persisted) {
+        Ok(query) => query,
+        Err((code, message)) => {
+            count_error(code);
+            return Outcome::request_error(request_error_status(media), code, message);
+        }
+    };
+    let mut request = async_graphql::Request::new(query);
     if let Some(name) = &params.operation_name {
         request = request.operation_name(name.clone());
     }
@@ -236,17 +246,54 @@ async fn execute(state: &AppState, caller: Caller, params: Params, media: MediaT
 /// a good part of a small read's cost. Only documents that parsed and are at most `MAX_CACHED_BYTES` are kept (at
 /// most `MAX_CACHED` of them), so the cache holds at most a few megabytes. Every limit is still checked on every
 /// operation by the execution path (`graphql::guard::parse_query` inspects the document it is given).
+///
+/// It also holds automatic persisted queries (Apollo's protocol: `extensions.persistedQuery { version: 1,
+/// sha256Hash }`): a client sends the hash alone, and the query with its hash once when told
+/// `PERSISTED_QUERY_NOT_FOUND`. Kept per instance (at most `MAX_PERSISTED`), so behind several instances a client
+/// may be asked once per instance.
 #[derive(Clone)]
 pub struct Documents {
     parsed: moka::sync::Cache<String, Arc<ExecutableDocument>>,
+    persisted: moka::sync::Cache<String, Arc<str>>,
 }
 
 impl Documents {
     const MAX_CACHED: u64 = 1_000;
     const MAX_CACHED_BYTES: usize = 16 * 1024;
 
+    const MAX_PERSISTED: u64 = 10_000;
+
     pub fn new() -> Self {
-        Documents { parsed: moka::sync::Cache::new(Self::MAX_CACHED) }
+        Documents {
+            parsed: moka::sync::Cache::new(Self::MAX_CACHED),
+            persisted: moka::sync::Cache::new(Self::MAX_PERSISTED),
+        }
+    }
+
+    /// The query text of a request: as sent (and remembered under its hash when one is given and matches), or the
+    /// persisted query the hash names.
+    fn resolve(&self, query: Option<String>, persisted: Option<String>) -> Result<String, (ErrorCode, &'static str)> {
+        match (query, persisted) {
+            (Some(query), None) => Ok(query),
+            (Some(query), Some(hash)) => {
+                if sha256_hex(&query) != hash {
+                    return Err((
+                        ErrorCode::BadRequest,
+                        "`extensions.persistedQuery.sha256Hash` is not the SHA-256 of `query`",
+                    ));
+                }
+                if query.len() <= Self::MAX_CACHED_BYTES {
+                    self.persisted.insert(hash, Arc::from(query.as_str()));
+                }
+                Ok(query)
+            }
+            (None, Some(hash)) => self
+                .persisted
+                .get(&hash)
+                .map(|query| query.to_string())
+                .ok_or((ErrorCode::PersistedQueryNotFound, "PersistedQueryNotFound")),
+            (None, None) => Err((ErrorCode::BadRequest, "`query` is required")),
+        }
     }
 
     /// The request's document, parsed now or taken from the cache, and set on the request so the executor does not
@@ -433,13 +480,41 @@ fn check_content_type(headers: &HeaderMap) -> Result<(), String> {
     Ok(())
 }
 
+fn sha256_hex(text: &str) -> String {
+    use std::fmt::Write;
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, text.as_bytes());
+    digest.as_ref().iter().fold(String::with_capacity(64), |mut hex, byte| {
+        let _ = write!(hex, "{byte:02x}");
+        hex
+    })
+}
+
+/// `extensions.persistedQuery.sha256Hash`, when the extensions name a persisted query (version 1 only).
+fn persisted_hash(extensions: Option<&Value>) -> Result<Option<String>, String> {
+    let Some(persisted) = extensions.and_then(|e| e.get("persistedQuery")) else { return Ok(None) };
+    if persisted.get("version").and_then(Value::as_u64) != Some(1) {
+        return Err("`extensions.persistedQuery.version` must be 1".into());
+    }
+    match persisted.get("sha256Hash").and_then(Value::as_str) {
+        Some(hash) if hash.len() == 64 && hash.bytes().all(|b| b.is_ascii_hexdigit()) => {
+            Ok(Some(hash.to_ascii_lowercase()))
+        }
+        _ => Err("`extensions.persistedQuery.sha256Hash` must be 64 hexadecimal digits".into()),
+    }
+}
+
 fn params_from_json(body: Value) -> Result<Params, String> {
     let Value::Object(mut map) = body else {
         return Err("the request body must be a JSON object".into());
     };
+    let persisted = match map.get("extensions") {
+        None | Some(Value::Null) | Some(Value::Object(_)) => persisted_hash(map.get("extensions"))?,
+        Some(_) => return Err("`extensions` must be an object or null".into()),
+    };
     let query = match map.remove("query") {
-        Some(Value::String(q)) => q,
+        Some(Value::String(q)) => Some(q),
         Some(_) => return Err("`query` must be a string".into()),
+        None if persisted.is_some() => None,
         None => return Err("`query` is required".into()),
     };
     let operation_name = match map.remove("operationName") {
@@ -452,28 +527,30 @@ fn params_from_json(body: Value) -> Result<Params, String> {
         Some(Value::Object(vars)) => Some(vars),
         Some(_) => return Err("`variables` must be an object or null".into()),
     };
-    match map.remove("extensions") {
-        None | Some(Value::Null) | Some(Value::Object(_)) => {}
-        Some(_) => return Err("`extensions` must be an object or null".into()),
-    }
-    Ok(Params { query, operation_name, variables })
+    Ok(Params { query, persisted, operation_name, variables })
 }
 
 fn params_from_query(query: &HashMap<String, String>) -> Result<Params, String> {
-    let text = query.get("query").ok_or_else(|| "`query` is required".to_owned())?;
+    let extensions = match query.get("extensions").map(|ext| serde_json::from_str::<Value>(ext)) {
+        None | Some(Ok(Value::Null)) => None,
+        Some(Ok(ext @ Value::Object(_))) => Some(ext),
+        Some(_) => return Err("`extensions` must be a JSON object".into()),
+    };
+    let persisted = persisted_hash(extensions.as_ref())?;
+    let text = match query.get("query") {
+        Some(text) => Some(text.clone()),
+        None if persisted.is_some() => None,
+        None => return Err("`query` is required".into()),
+    };
     let variables = match query.get("variables").map(|v| serde_json::from_str::<Value>(v)) {
         None => None,
         Some(Ok(Value::Object(vars))) => Some(vars),
         Some(Ok(Value::Null)) => None,
         Some(_) => return Err("`variables` must be a JSON object".into()),
     };
-    if let Some(ext) = query.get("extensions")
-        && !matches!(serde_json::from_str::<Value>(ext), Ok(Value::Object(_)) | Ok(Value::Null))
-    {
-        return Err("`extensions` must be a JSON object".into());
-    }
     Ok(Params {
-        query: text.clone(),
+        query: text,
+        persisted,
         operation_name: query.get("operationName").filter(|n| !n.is_empty()).cloned(),
         variables,
     })

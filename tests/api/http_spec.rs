@@ -76,6 +76,68 @@ async fn parse_and_validation_errors_are_400_without_data_for_graphql_response_j
     }
 }
 
+fn sha256_hex(text: &str) -> String {
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, text.as_bytes());
+    digest.as_ref().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Automatic persisted queries (Apollo's protocol): a hash the server does not hold is answered with
+/// `PERSISTED_QUERY_NOT_FOUND`; sent again with the query it runs and is kept, after which the hash alone runs it,
+/// over POST and GET; a hash that is not the query's is refused; the limits still apply to a persisted query.
+#[tokio::test]
+async fn automatic_persisted_queries_run_by_hash_once_registered() {
+    let app = app().await;
+    let query = "query Who { viewer { tenant } }";
+    let hash = sha256_hex(query);
+    let extensions = json!({ "persistedQuery": { "version": 1, "sha256Hash": hash } });
+
+    let response = post(&app, Some("application/json"), json!({ "extensions": extensions })).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let body: Value = response.json().await.expect("json");
+    assert_eq!(first_code(&body), "PERSISTED_QUERY_NOT_FOUND", "{body}");
+    assert_eq!(body["errors"][0]["message"], "PersistedQueryNotFound", "the message Apollo clients look for");
+    let response = post(&app, Some(GRJ), json!({ "extensions": extensions })).await;
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST, "a request error under graphql-response+json");
+
+    let registered = post(&app, None, json!({ "query": query, "extensions": extensions })).await;
+    let registered: Value = registered.json().await.expect("json");
+    assert!(registered["data"]["viewer"]["tenant"].is_string(), "{registered}");
+
+    let by_hash: Value = post(&app, None, json!({ "extensions": extensions })).await.json().await.expect("json");
+    assert_eq!(by_hash, registered, "the hash alone runs the registered query");
+    let by_get: Value = app
+        .client
+        .get(app.url("/graphql"))
+        .bearer_auth(app.admin())
+        .query(&[("extensions", extensions.to_string())])
+        .send()
+        .await
+        .expect("request")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(by_get, registered, "and over GET");
+
+    let wrong = json!({ "persistedQuery": { "version": 1, "sha256Hash": sha256_hex("{ __typename }") } });
+    let response = post(&app, Some(GRJ), json!({ "query": query, "extensions": wrong })).await;
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    let body: Value = response.json().await.expect("json");
+    assert_eq!(first_code(&body), "BAD_REQUEST", "{body}");
+    let bad_version = json!({ "persistedQuery": { "version": 2, "sha256Hash": hash } });
+    let response = post(&app, Some(GRJ), json!({ "extensions": bad_version })).await;
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+
+    // A persisted document is held to the same limits as any other: 200 aliases are refused either way.
+    let aliases: String = (0..200).map(|i| format!("a{i}: __typename ")).collect();
+    let heavy = format!("{{ {aliases} }}");
+    let heavy_ext = json!({ "persistedQuery": { "version": 1, "sha256Hash": sha256_hex(&heavy) } });
+    let body: Value =
+        post(&app, None, json!({ "query": heavy, "extensions": heavy_ext })).await.json().await.expect("json");
+    assert_eq!(first_code(&body), "GRAPHQL_VALIDATION_FAILED", "{body}");
+    let body: Value = post(&app, None, json!({ "extensions": heavy_ext })).await.json().await.expect("json");
+    assert_eq!(first_code(&body), "GRAPHQL_VALIDATION_FAILED", "{body}");
+}
+
 #[tokio::test]
 async fn malformed_requests_are_400() {
     let app = app().await;
