@@ -99,6 +99,23 @@ impl LocalProfiles {
         }
     }
 
+    /// Drops every entry of a tenant (a tenant-wide change, such as its trait rules re-deriving names).
+    fn forget_tenant(&self, tenant: &TenantId) {
+        for generation in self.generations.iter() {
+            generation.fetch_add(1, Ordering::SeqCst);
+        }
+        let of_tenant = |key: &Key| key.0 == *tenant;
+        for key in self.states.iter().map(|(k, _)| k).filter(|k| of_tenant(k)) {
+            self.states.invalidate(&*key);
+        }
+        for key in self.identities.iter().map(|(k, _)| k).filter(|k| of_tenant(k)) {
+            self.identities.invalidate(&*key);
+        }
+        for key in self.recent.iter().map(|(k, _)| k).filter(|k| of_tenant(k)) {
+            self.recent.invalidate(&*key);
+        }
+    }
+
     fn forget(&self, tenant: &TenantId, ids: &[Uuid]) {
         for id in ids {
             self.generations[Self::shard(*id)].fetch_add(1, Ordering::SeqCst);
@@ -130,6 +147,14 @@ pub(crate) async fn forget(svc: &Services, tenant: &TenantId, customers: impl In
     }
     let keys: Vec<String> = ids.iter().flat_map(|id| [identities_key(tenant, *id), recent_key(tenant, *id)]).collect();
     svc.cache.delete(&keys).await;
+}
+
+/// Drops what this process keeps of a tenant's customers, after the commit of a change that can touch any of them
+/// (the trait rules re-deriving names). The shared form keeps no customer rows, so it has nothing to drop.
+pub(crate) fn forget_tenant(svc: &Services, tenant: &TenantId) {
+    if let Some(local) = &svc.local_profiles {
+        local.forget_tenant(tenant);
+    }
 }
 
 /// A customer row with its privacy state, from the in-process cache (never from a shared one): `None` when this
@@ -282,6 +307,14 @@ mod tests {
         assert!(local.states.get(&key).is_some());
         local.forget(&tenant, &[id]);
         assert!(local.states.get(&key).is_none(), "a forget drops the entry");
+
+        // A tenant-wide forget drops the entry, and a fill that raced it is not kept.
+        let ticket = local.ticket(id);
+        local.fill(&local.states, ticket, key.clone(), value());
+        local.forget_tenant(&tenant);
+        assert!(local.states.get(&key).is_none(), "a tenant-wide forget drops the entry");
+        local.fill(&local.states, ticket, key.clone(), value());
+        assert!(local.states.get(&key).is_none(), "a fill from before the tenant-wide forget is not kept");
 
         // Another customer's forget in another shard does not cost this one its entry.
         let ticket = local.ticket(id);

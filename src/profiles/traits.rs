@@ -374,6 +374,8 @@ pub async fn update_rules(caller: &Caller, svc: &Services, rules: TraitRules) ->
     }
     rederive_after_rule_change(&txn, caller.tenant(), &old, &rules, now).await?;
     txn.commit().await?;
+    // Names of any of the tenant's customers may have changed: nothing kept from before may be served.
+    super::cache::forget_tenant(svc, caller.tenant());
     Ok(rules)
 }
 
