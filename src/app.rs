@@ -15,9 +15,9 @@ use crate::{
     rate_limit::TrackingLimiter,
     services::{DomainSettings, Services},
     storage::{
-        Database,
+        Cache, Database, PubSub,
         cache::{MemoryCache, RedisCache},
-        pubsub::{LocalPubSub, RedisPubSub},
+        pubsub::{ClusterPubSub, LocalPubSub, RedisPubSub},
     },
 };
 
@@ -192,7 +192,9 @@ async fn build_services(config: &Config, db: Database) -> anyhow::Result<(Servic
         webhook_allow_internal: config.webhook_allow_internal(),
     });
     let (access_log, access_log_writer) = AccessLog::start(db.clone());
-    let services = match &config.redis_url {
+    let breaker =
+        || Arc::new(crate::storage::breaker::Breaker::new("redis", config.redis_timeout(), config.redis_probe()));
+    let (cache, pubsub, local_profiles): (Arc<dyn Cache>, Arc<dyn PubSub>, _) = match &config.redis_url {
         Some(url) => {
             let client = redis::Client::open(url.expose()).context("REDIS_URL is not a Redis URL")?;
             // Fail fast while Redis is down (about 0.15 s, not 9 s) so readiness and fallbacks react quickly.
@@ -203,44 +205,84 @@ async fn build_services(config: &Config, db: Database) -> anyhow::Result<(Servic
                 .set_response_timeout(Some(Duration::from_secs(1)));
             let manager = ConnectionManager::new_lazy_with_config(client.clone(), manager_config)
                 .context("setting up the Redis connection")?;
-            let breaker =
-                Arc::new(crate::storage::breaker::Breaker::new("redis", config.redis_timeout(), config.redis_probe()));
-            Services {
-                db,
-                cache: Arc::new(RedisCache::new(manager.clone(), &config.redis_prefix, breaker.clone())),
-                pubsub: Arc::new(RedisPubSub::new(
-                    client,
-                    manager,
-                    &config.redis_prefix,
-                    breaker,
-                    config.redis_probe(),
-                )),
-                settings,
-                access_log,
-                rules: Default::default(),
-                scores: Default::default(),
-                definitions: Default::default(),
-                derived_wake: Default::default(),
-                webhook_wake: Default::default(),
-                local_profiles: None,
-            }
+            let breaker = breaker();
+            (
+                Arc::new(RedisCache::new(manager.clone(), &config.redis_prefix, breaker.clone())),
+                Arc::new(RedisPubSub::new(client, manager, &config.redis_prefix, breaker, config.redis_probe())),
+                None,
+            )
         }
-        None => Services {
-            db,
-            cache: Arc::new(MemoryCache::new(100_000)),
-            pubsub: Arc::new(LocalPubSub::default()),
-            settings,
-            access_log,
-            rules: Default::default(),
-            scores: Default::default(),
-            definitions: Default::default(),
-            derived_wake: Default::default(),
-            webhook_wake: Default::default(),
-            local_profiles: profile_cache_ttl
-                .map(|ttl| Arc::new(crate::profiles::cache::LocalProfiles::new(100_000, ttl))),
-        },
+        None if config.redis_cluster_urls.is_some() => {
+            let (cache, pubsub) = redis_cluster(config, breaker())?;
+            (cache, pubsub, None)
+        }
+        None => (
+            Arc::new(MemoryCache::new(100_000)),
+            Arc::new(LocalPubSub::default()),
+            profile_cache_ttl.map(|ttl| Arc::new(crate::profiles::cache::LocalProfiles::new(100_000, ttl))),
+        ),
+    };
+    let services = Services {
+        db,
+        cache,
+        pubsub,
+        settings,
+        access_log,
+        rules: Default::default(),
+        scores: Default::default(),
+        definitions: Default::default(),
+        derived_wake: Default::default(),
+        webhook_wake: Default::default(),
+        local_profiles,
     };
     Ok((services, access_log_writer))
+}
+
+/// The cache and pub/sub on a Redis Cluster (`KONTAKT_REDIS_CLUSTER_URLS`): two cluster connections made lazily
+/// (the server starts while the cluster is away, like with one Redis server), one for commands (cache and
+/// `SPUBLISH`) and one, in RESP3, whose pushes carry the sharded subscriptions' messages.
+fn redis_cluster(
+    config: &Config,
+    breaker: Arc<crate::storage::breaker::Breaker>,
+) -> anyhow::Result<(Arc<dyn Cache>, Arc<dyn PubSub>)> {
+    use redis::cluster::{ClusterClientBuilder, ClusterConfig};
+    let nodes = config.redis_cluster_nodes();
+    // Fail fast while a node is down, as with one server; the breaker bounds every call anyway.
+    let timeouts = || {
+        ClusterConfig::new().set_connection_timeout(Duration::from_secs(1)).set_response_timeout(Duration::from_secs(1))
+    };
+    let builder = || {
+        ClusterClientBuilder::new(nodes.clone())
+            .connection_timeout(Duration::from_secs(1))
+            .response_timeout(Duration::from_secs(1))
+            .retries(2)
+            .min_retry_wait(10)
+            .max_retry_wait(200)
+    };
+    let commands = builder().build().context("KONTAKT_REDIS_CLUSTER_URLS: not Redis URLs")?;
+    let commands = commands.get_pending_async_connection_with_config(timeouts());
+    let (channels, ended) = crate::storage::pubsub::Channels::new();
+    let on_push = channels.clone();
+    let subscriptions = builder()
+        .use_protocol(redis::ProtocolVersion::RESP3)
+        .build()
+        .context("KONTAKT_REDIS_CLUSTER_URLS: not Redis URLs")?
+        .get_pending_async_connection_with_config(timeouts().set_push_sender(move |push: redis::PushInfo| {
+            on_push.on_push(push);
+            Ok::<(), std::convert::Infallible>(())
+        }));
+    Ok((
+        Arc::new(RedisCache::cluster(commands.clone(), &config.redis_prefix, breaker.clone())),
+        Arc::new(ClusterPubSub::new(
+            commands,
+            subscriptions,
+            (channels, ended),
+            &config.redis_prefix,
+            breaker,
+            Duration::from_secs(1),
+            config.redis_probe(),
+        )),
+    ))
 }
 
 /// Resolves on SIGINT or SIGTERM.

@@ -55,6 +55,12 @@ pub struct Config {
     #[arg(long, env = "REDIS_URL", hide_env_values = true, global = true)]
     pub redis_url: Option<ConnectionUrl>,
 
+    /// Redis Cluster seed nodes instead of `REDIS_URL`, comma-separated (`redis://10.0.0.1:6379,redis://10.0.0.2:6379`,
+    /// a password in each URL): the cache and pub/sub (sharded, Redis 7) on the cluster; the other nodes are found
+    /// from these.
+    #[arg(long, env = "KONTAKT_REDIS_CLUSTER_URLS", hide_env_values = true, global = true)]
+    pub redis_cluster_urls: Option<ConnectionUrl>,
+
     /// Prefix of every Redis key and channel this installation uses.
     #[arg(long, env = "KONTAKT_REDIS_PREFIX", default_value = "kontakt", global = true)]
     pub redis_prefix: String,
@@ -304,6 +310,14 @@ impl Config {
         Duration::from_millis(self.redis_timeout_ms.max(1))
     }
 
+    /// The Redis Cluster seed node URLs (`KONTAKT_REDIS_CLUSTER_URLS`), empty without a cluster.
+    pub fn redis_cluster_nodes(&self) -> Vec<String> {
+        self.redis_cluster_urls
+            .as_ref()
+            .map(|urls| urls.expose().split(',').map(str::trim).filter(|u| !u.is_empty()).map(str::to_owned).collect())
+            .unwrap_or_default()
+    }
+
     pub fn redis_probe(&self) -> Duration {
         Duration::from_millis(self.redis_probe_ms.max(10))
     }
@@ -441,6 +455,23 @@ impl Config {
         if self.redis_prefix.is_empty() || self.redis_prefix.contains(char::is_whitespace) {
             anyhow::bail!("KONTAKT_REDIS_PREFIX must be a non-empty word");
         }
+        // Braces would make the prefix the Redis Cluster hash tag of every key: all of them on one slot.
+        if self.redis_prefix.contains(['{', '}']) {
+            anyhow::bail!("KONTAKT_REDIS_PREFIX must not contain `{{` or `}}` (they mark Redis Cluster hash tags)");
+        }
+        if self.redis_cluster_urls.is_some() {
+            if self.redis_url.is_some() {
+                anyhow::bail!(
+                    "set REDIS_URL (one Redis server) or KONTAKT_REDIS_CLUSTER_URLS (a Redis Cluster), not both"
+                );
+            }
+            let nodes = self.redis_cluster_nodes();
+            if nodes.is_empty() || nodes.iter().any(|n| !n.starts_with("redis://") && !n.starts_with("rediss://")) {
+                anyhow::bail!(
+                    "KONTAKT_REDIS_CLUSTER_URLS is a comma-separated list of redis:// or rediss:// URLs of cluster nodes"
+                );
+            }
+        }
         if let Some(schema) = &self.database_schema
             && !schema.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
         {
@@ -500,9 +531,21 @@ impl ConnectionUrl {
         &self.0
     }
 
-    /// The URL with its password replaced by `[redacted]`, fit for logs and error messages.
+    /// The URL with its password replaced by `[redacted]`, fit for logs and error messages. A comma-separated list
+    /// of URLs (`KONTAKT_REDIS_CLUSTER_URLS`) has each one redacted; a comma inside a URL (a PostgreSQL host list, a
+    /// password) stays part of it.
     pub fn redacted(&self) -> String {
-        redact_url(&self.0)
+        let mut urls: Vec<String> = Vec::new();
+        for part in self.0.split(',') {
+            match urls.last_mut() {
+                Some(url) if !part.trim_start().contains("://") => {
+                    url.push(',');
+                    url.push_str(part);
+                }
+                _ => urls.push(part.to_owned()),
+            }
+        }
+        urls.iter().map(|url| redact_url(url)).collect::<Vec<_>>().join(",")
     }
 }
 
@@ -578,6 +621,8 @@ mod tests {
         config.database_url =
             "postgres://kontakt:db-pass-0123456789@db.internal:5432/kontakt?sslpassword=ssl-pass-42".into();
         config.redis_url = Some("redis://default:redis-pass-0123456789@cache.internal:6379/0".into());
+        config.redis_cluster_urls =
+            Some("redis://:cluster-pass-1@node-1.internal:6379, rediss://u:cluster-pass-2@node-2.internal:6380".into());
         let printed = format!("{config:?}");
         for secret in [
             "jwt-secret-0123456789",
@@ -587,6 +632,8 @@ mod tests {
             "db-pass-0123456789",
             "ssl-pass-42",
             "redis-pass-0123456789",
+            "cluster-pass-1",
+            "cluster-pass-2",
         ] {
             assert!(!printed.contains(secret), "`{secret}` is in the Debug output: {printed}");
         }
@@ -596,6 +643,13 @@ mod tests {
             "{printed}"
         );
         assert!(printed.contains("redis://default:[redacted]@cache.internal:6379/0"), "{printed}");
+        assert!(
+            printed.contains("redis://:[redacted]@node-1.internal:6379, rediss://u:[redacted]@node-2.internal:6380"),
+            "{printed}"
+        );
+        // A comma inside one URL keeps it one URL.
+        let hosts = ConnectionUrl::from("postgres://kontakt:p,w@db-1.internal,db-2.internal/kontakt");
+        assert_eq!(hosts.redacted(), "postgres://kontakt:[redacted]@db-1.internal,db-2.internal/kontakt");
         assert_eq!(config.jwt_secret.as_ref().map(|s| s.to_string()).as_deref(), Some("[redacted]"));
         assert_eq!(
             config.jwt_secret.as_ref().map(|s| s.expose().as_str()),
@@ -613,6 +667,25 @@ mod tests {
         assert_eq!(redact_url("postgres://u:p@w@h/db"), "postgres://u:[redacted]@h/db");
         assert_eq!(redact_url("redis://only-password@h:6379"), "redis://[redacted]@h:6379");
         assert_eq!(redact_url("postgres://h/db?user=u&password=p"), "postgres://h/db?user=u&password=[redacted]");
+    }
+
+    #[test]
+    fn a_redis_cluster_is_a_list_of_node_urls_and_excludes_one_server() {
+        let mut config = Config::defaults();
+        config.redis_cluster_urls = Some(" redis://127.0.0.1:7000 ,redis://127.0.0.1:7001,".into());
+        config.check().expect("a cluster alone is fine");
+        assert_eq!(config.redis_cluster_nodes(), ["redis://127.0.0.1:7000", "redis://127.0.0.1:7001"]);
+        config.redis_url = Some("redis://127.0.0.1:6379".into());
+        assert!(config.check().is_err(), "one server and a cluster at once");
+        config.redis_url = None;
+        for wrong in ["", " , ", "127.0.0.1:7000", "redis://127.0.0.1:7000,http://127.0.0.1:7001"] {
+            config.redis_cluster_urls = Some(wrong.into());
+            assert!(config.check().is_err(), "`{wrong}` is accepted");
+        }
+        config.redis_cluster_urls = None;
+        config.redis_prefix = "kontakt{eu}".into();
+        assert!(config.check().is_err(), "a prefix with a hash tag puts every key on one slot");
+        assert!(Config::defaults().redis_cluster_nodes().is_empty());
     }
 
     #[test]

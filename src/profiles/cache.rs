@@ -129,12 +129,14 @@ impl LocalProfiles {
     }
 }
 
+/// A customer's keys share the hash tag `{tenant:customer}` (`storage::keys`): on a Redis Cluster they live on one
+/// slot, so the delete of a customer's keys never spans slots.
 fn identities_key(tenant: &TenantId, id: Uuid) -> String {
-    format!("identities:{tenant}:{id}")
+    format!("{{{tenant}:{id}}}:identities")
 }
 
 fn recent_key(tenant: &TenantId, id: Uuid) -> String {
-    format!("recent:{tenant}:{id}")
+    format!("{{{tenant}:{id}}}:recent")
 }
 
 /// Drops every cached part of these customers' profiles, in one round trip. Called after the commit of any write

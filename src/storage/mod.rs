@@ -3,6 +3,7 @@ pub mod breaker;
 pub mod cache;
 pub mod db;
 pub mod entities;
+pub mod keys;
 pub mod pubsub;
 pub mod window;
 

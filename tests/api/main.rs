@@ -7,6 +7,7 @@ mod actions;
 mod auth;
 mod cases;
 mod cli;
+mod cluster;
 mod consent;
 mod contract;
 mod customers;
